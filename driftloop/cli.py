@@ -1,0 +1,97 @@
+"""The ``driftloop`` command: a thin entry point that assembles each part's commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from driftloop import __version__
+
+app = typer.Typer(
+    name="driftloop",
+    help="Closed-loop continuous training: serve the MLflow champion, watch drift, retrain, "
+    "shadow-evaluate and promote only when the challenger matches or beats the champion.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"driftloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    log_level: Annotated[str, typer.Option(envvar="DRIFTLOOP_LOG_LEVEL",
+                                           help="DEBUG, INFO, WARNING or ERROR.")] = "WARNING",
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command("ui")
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on driftloop's store (the embedded default unless configured)."""
+    from driftloop.settings import CommonSettings
+
+    settings = CommonSettings()
+    args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
+            settings.resolved_tracking_uri, "--host", host, "--port", str(port)]
+    if settings.resolved_artifact_root:
+        args += ["--default-artifact-root", settings.resolved_artifact_root]
+    typer.echo(f"MLflow UI on http://{host}:{port} (store {settings.resolved_tracking_uri})")
+    os.execv(sys.executable, args)
+
+
+def _assemble() -> None:
+    import importlib
+
+    for module in ("training.cli", "serving.cli", "monitoring.cli", "controller.cli",
+                   "controller.backtest_cli", "driftloop.demo"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from driftloop.errors import DriftloopError
+
+    _assemble()
+    try:
+        app(args=argv, standalone_mode=False)
+    except DriftloopError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The dataset spec: one YAML file per model, validated with pydantic.
+
+It names the registered model, the columns and their roles, the metric the
+promotion gate uses and the estimator. Every part reads it: training fits to
+it, serving builds the request schema from it, monitoring knows which columns
+to check, the controller knows which metric to compare. A version carries its
+spec as an artifact, so a version is self-describing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from driftloop.errors import SpecError
+
+Metric = Literal["roc_auc", "log_loss", "accuracy", "f1", "average_precision", "brier"]
+
+#: Metrics where a lower value is better.
+LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "brier"})
+
+#: Columns of the prediction log; features may not use these names.
+RESERVED_COLUMNS: tuple[str, ...] = (
+    "ts", "request_id", "model_name", "model_version", "score", "prediction",
+    "shadow_version", "shadow_score", "latency_ms", "label", "label_received_at",
+)
+
+DriftMethod = Literal[
+    "ks", "chisquare", "z", "wasserstein", "jensenshannon", "psi", "kl_div", "hellinger",
+    "anderson", "cramer_von_mises", "empirical_mmd", "t_test", "mannw", "g_test", "fisher_exact",
+    "TVD", "energy_distance", "ed",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Features(_Strict):
+    numerical: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numerical, *self.categorical]
+
+
+class Estimator(_Strict):
+    kind: Literal["logistic_regression", "hist_gradient_boosting"] = "logistic_regression"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ColumnDrift(_Strict):
+    method: DriftMethod | None = None
+    threshold: float | None = None
+
+
+class DriftSettings(_Strict):
+    drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns for dataset drift.")
+    min_rows: int = Field(200, ge=1, description="Fewer rows in a window: insufficient_data.")
+    min_labelled_rows: int = Field(100, ge=1, description="Fewer labelled rows: no performance verdict.")
+    per_column: dict[str, ColumnDrift] = Field(default_factory=dict)
+    performance_tolerance: float = Field(
+        0.05, ge=0, description="Degraded when the realised metric is worse than the "
+        "validation baseline by more than this (absolute).",
+    )
+
+
+class DatasetSpec(_Strict):
+    """What a model is trained on and judged by."""
+
+    model_name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+    target: str
+    positive_label: Any = 1
+    id_column: str | None = None
+    timestamp_column: str
+    features: Features
+    metric: Metric = "roc_auc"
+    estimator: Estimator = Field(default_factory=Estimator)
+    validation_fraction: float = Field(0.2, gt=0, lt=1)
+    reference_rows: int = Field(50_000, ge=100, le=1_000_000)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    history: list[str] = Field(
+        default_factory=list,
+        description="Training history (CSV/Parquet paths, relative to the spec file) used by retrains.",
+    )
+    source: Path | None = Field(None, exclude=True)
+
+    @field_validator("features")
+    @classmethod
+    def _features_not_empty(cls, value: Features) -> Features:
+        if not value.all:
+            raise ValueError("at least one numerical or categorical feature is required")
+        reserved = sorted(set(value.all) & set(RESERVED_COLUMNS))
+        if reserved:
+            raise ValueError(f"feature names reserved by the prediction log: {reserved}")
+        dupes = {c for c in value.all if value.all.count(c) > 1}
+        if dupes:
+            raise ValueError(f"columns listed twice: {sorted(dupes)}")
+        return value
+
+    @model_validator(mode="after")
+    def _roles_distinct(self) -> DatasetSpec:
+        roles = [self.target, self.timestamp_column] + ([self.id_column] if self.id_column else [])
+        clash = sorted(set(roles) & set(self.features.all))
+        if clash:
+            raise ValueError(f"columns used both as a feature and as target/id/timestamp: {clash}")
+        unknown = sorted(set(self.drift.per_column) - set(self.features.all))
+        if unknown:
+            raise ValueError(f"drift.per_column names columns that are not features: {unknown}")
+        return self
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
+
+    def history_paths(self) -> list[Path]:
+        base = self.source.parent if self.source else Path.cwd()
+        return [(base / p) for p in self.history]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def parse_spec(data: Any, *, source: Path | None = None) -> DatasetSpec:
+    """Validate a parsed YAML document; raise SpecError naming the first bad field."""
+    where = f"{source}: " if source else ""
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}spec must be a mapping, got {type(data).__name__}")
+    try:
+        return DatasetSpec.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "spec"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise SpecError(f"{where}{field}: {err['msg']}{more}") from None
+
+
+def load_spec(path: str | Path) -> DatasetSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_spec(data, source=path.resolve())
+
+
+def spec_from_yaml(text: str) -> DatasetSpec:
+    """Parse a spec stored as an artifact of a model version."""
+    return parse_spec(yaml.safe_load(text))

@@ -1,0 +1,36 @@
+"""The registry port and its adapters. The only package that imports mlflow.
+
+``registry.port`` declares what the rest of driftloop needs from a model
+registry; ``registry.mlflow_registry`` implements it on MLflow (sqlite by
+default, a tracking server when configured); ``registry.fake`` is the
+in-memory fake for unit tests. One contract test suite runs against both.
+"""
+
+from registry.port import (
+    TAG_PREFIX,
+    ALIAS_CHALLENGER,
+    ALIAS_CHAMPION,
+    ALIAS_PREVIOUS,
+    ANY,
+    AliasConflict,
+    DecisionRecord,
+    ModelRegistry,
+    NewVersion,
+    RegistryError,
+    RegistryUnavailable,
+    VersionInfo,
+    VersionNotFound,
+)
+
+__all__ = [
+    "TAG_PREFIX", "ALIAS_CHALLENGER", "ALIAS_CHAMPION", "ALIAS_PREVIOUS", "ANY", "AliasConflict",
+    "DecisionRecord", "ModelRegistry", "NewVersion", "RegistryError", "RegistryUnavailable",
+    "VersionInfo", "VersionNotFound", "open_registry",
+]
+
+
+def open_registry(settings: object) -> ModelRegistry:
+    """The MLflow registry the settings point at (``driftloop.settings.CommonSettings``)."""
+    from registry.mlflow_registry import MlflowRegistry
+
+    return MlflowRegistry.from_settings(settings)

@@ -1,0 +1,55 @@
+"""Writing and reading the driftloop part of a version's bundle (spec, references, metrics)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from driftloop.spec import DatasetSpec, spec_from_yaml
+from registry.port import BUNDLE_DIR, MODEL_DIR, NewVersion
+
+
+def write_reference_files(new: NewVersion, directory: Path) -> Path:
+    """Write spec.yaml, reference.parquet, validation.parquet and metrics.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "spec.yaml").write_text(new.spec_yaml)
+    new.reference.to_parquet(directory / "reference.parquet", index=False)
+    new.validation.to_parquet(directory / "validation.parquet", index=False)
+    (directory / "metrics.json").write_text(json.dumps(dict(new.metrics), indent=2, sort_keys=True))
+    return directory
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A downloaded version, read lazily."""
+
+    root: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / MODEL_DIR
+
+    @cached_property
+    def spec(self) -> DatasetSpec:
+        return spec_from_yaml((self.root / BUNDLE_DIR / "spec.yaml").read_text())
+
+    @cached_property
+    def reference(self) -> pd.DataFrame:
+        return pd.read_parquet(self.root / BUNDLE_DIR / "reference.parquet")
+
+    @cached_property
+    def validation(self) -> pd.DataFrame:
+        """Validation features plus ``label`` (0/1) and ``score`` (positive-class probability)."""
+        return pd.read_parquet(self.root / BUNDLE_DIR / "validation.parquet")
+
+    @cached_property
+    def metrics(self) -> dict[str, float]:
+        return json.loads((self.root / BUNDLE_DIR / "metrics.json").read_text())
+
+    def is_complete(self) -> bool:
+        names = ("spec.yaml", "reference.parquet", "validation.parquet", "metrics.json")
+        return self.model_dir.is_dir() and all((self.root / BUNDLE_DIR / n).is_file() for n in names)

@@ -1,0 +1,81 @@
+"""``driftloop generate`` and ``driftloop train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from driftloop.cliutil import echo, parse_time
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+    app.command("train")(train)
+
+
+def generate(
+    out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet) or directory.")],
+    scenario: Annotated[str, typer.Option(help="none, covariate, concept, unit_bug, "
+                                          "new_category or missing (docs/scenarios.md).")] = "none",
+    days: Annotated[int, typer.Option(min=1, help="Days of data.")] = 14,
+    onset_day: Annotated[int | None, typer.Option(help="Day the scenario starts "
+                                                  "(default: half way).")] = None,
+    rows_per_day: Annotated[int, typer.Option(min=1, help="Rows per day.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
+) -> None:
+    """Synthetic labelled churn data (spec: examples/churn/spec.yaml), with an optional
+    drift scenario switched on at a given day."""
+    from driftloop.errors import UsageError
+    from training.data import write_table
+    from training.generate import SCENARIOS, Scenario
+    from training.generate import generate as make
+
+    if scenario not in SCENARIOS:
+        raise UsageError(f"--scenario: unknown {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    onset = days // 2 if onset_day is None else onset_day
+    frame = make(days, scenario=Scenario(scenario, onset), rows_per_day=rows_per_day, seed=seed)
+    target = out / "churn.parquet" if out.suffix == "" else out
+    write_table(frame, target)
+    echo(f"wrote {len(frame)} rows over {days} days to {target} "
+         f"(scenario {scenario}{f' from day {onset}' if scenario != 'none' else ''})")
+
+
+def train(
+    spec: Annotated[Path, typer.Option(help="Dataset spec (YAML).")],
+    data: Annotated[list[Path], typer.Option(help="Training data (.csv/.parquet); repeat to "
+                                             "combine history with recent rows.")],
+    since: Annotated[str | None, typer.Option(help="Only rows at or after this time (ISO 8601).")]
+    = None,
+    until: Annotated[str | None, typer.Option(help="Only rows before this time (ISO 8601).")]
+    = None,
+    alias: Annotated[str | None, typer.Option(help="Point this alias at the new version "
+                                              "(champion bootstraps the first one).")] = None,
+    tag: Annotated[list[str], typer.Option(help="Extra version tag KEY=VALUE (repeatable); "
+                                           "keys get the driftloop. prefix.")] = [],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Fit, evaluate, log and register a new model version in MLflow."""
+    from driftloop.errors import UsageError
+    from driftloop.settings import CommonSettings
+    from driftloop.spec import load_spec
+    from registry import TAG_PREFIX, open_registry
+    from training.train import train as run
+
+    tags = {}
+    for item in tag:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag: expected KEY=VALUE, got {item!r}")
+        tags[key if key.startswith(TAG_PREFIX) else TAG_PREFIX + key] = value
+    dataset = load_spec(spec)
+    settings = CommonSettings()
+    registry = open_registry(settings)
+    echo(f"training {dataset.model_name} ({dataset.estimator.kind}) on {len(data)} input(s)...")
+    result = run(dataset, data, registry, since=parse_time(since, option="--since"),
+                 until=parse_time(until, option="--until"), alias=alias, tags=tags, seed=seed)
+    metric = dataset.metric
+    echo(f"registered {dataset.model_name} version {result.version.version} "
+         f"({metric}={result.metrics[metric]:.4f}, {result.rows} rows, {result.seconds:.1f}s)"
+         + (f" as @{alias}" if alias else ""))
