@@ -1,0 +1,81 @@
+"""The verdict: one drift and realised-performance judgement for one model version
+over one window. A versioned JSON document that ``driftloop drift-check`` writes,
+logs to MLflow, posts to the controller and exposes as gauges.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VERDICT_SCHEMA_VERSION = 1
+
+Status = Literal["ok", "drift", "degraded", "insufficient_data"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ColumnDrift(_Model):
+    column: str
+    kind: Literal["numerical", "categorical", "score"]
+    method: str                      # Evidently's method id, e.g. "ks", "wasserstein", "jensenshannon"
+    score: float                     # p-value for tests, distance for distance methods
+    threshold: float
+    drifted: bool
+
+
+class ColumnQuality(_Model):
+    column: str
+    missing_share: float = 0.0
+    reference_missing_share: float = 0.0
+    unseen_categories: list[str] = Field(default_factory=list)
+    unseen_share: float = 0.0
+    out_of_range_share: float = 0.0
+    flagged: bool = False
+
+
+class Performance(_Model):
+    metric: str
+    value: float | None              # realised on the labelled rows of the window
+    baseline: float                  # the version's validation metric
+    tolerance: float
+    labelled_rows: int
+    lower_is_better: bool = False
+    degraded: bool = False
+
+
+class Verdict(_Model):
+    schema_version: int = VERDICT_SCHEMA_VERSION
+    model: str
+    version: int
+    window_start: datetime
+    window_end: datetime
+    created_at: datetime
+    rows: int
+    labelled_rows: int
+    status: Status
+    reasons: list[str] = Field(default_factory=list)
+    drift_share: float | None = None          # share of drifted feature columns
+    drift_share_threshold: float
+    drifted_columns: list[str] = Field(default_factory=list)
+    columns: list[ColumnDrift] = Field(default_factory=list)
+    prediction_drift: ColumnDrift | None = None
+    data_quality: list[ColumnQuality] = Field(default_factory=list)
+    quality_flagged: bool = False
+    performance: Performance | None = None
+    report_path: str | None = None
+    report_sampled_rows: int | None = None    # set when the HTML report used a capped sample
+    run_id: str | None = None
+    source: str = "prediction_log"            # or the --current file
+
+    @property
+    def alarming(self) -> bool:
+        return self.status in ("drift", "degraded")
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.alarming else 0
