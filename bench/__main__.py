@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     failed = []
     if not args.assemble_only:
-        names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent))
+        names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
                        if m.name.startswith("bench_"))
         for name in names:
             if args.only and name.removeprefix("bench_") not in args.only:

@@ -7,11 +7,11 @@ in-memory fake for unit tests. One contract test suite runs against both.
 """
 
 from registry.port import (
-    TAG_PREFIX,
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
     ALIAS_PREVIOUS,
     ANY,
+    TAG_PREFIX,
     AliasConflict,
     DecisionRecord,
     ModelRegistry,

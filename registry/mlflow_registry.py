@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -39,6 +38,17 @@ from registry.port import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+class _QuietPickleWarning(logging.Filter):
+    """cloudpickle is chosen on purpose (skops loads 2-3x slower and needs trusted types for
+    HistGradientBoosting); the store is ours, so MLflow's warning on every save is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pickle or cloudpickle format" not in record.getMessage()
+
+
+logging.getLogger("mlflow.sklearn").addFilter(_QuietPickleWarning())
 
 _NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}
 _UNAVAILABLE_CODES = {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED",

@@ -70,11 +70,14 @@ def train(
             raise UsageError(f"--tag: expected KEY=VALUE, got {item!r}")
         tags[key if key.startswith(TAG_PREFIX) else TAG_PREFIX + key] = value
     dataset = load_spec(spec)
-    settings = CommonSettings()
-    registry = open_registry(settings)
+    window = {"since": parse_time(since, option="--since"),
+              "until": parse_time(until, option="--until")}
+    missing = [str(p) for p in data if not p.exists()]
+    if missing:
+        raise UsageError(f"data file not found: {', '.join(missing)}")
+    registry = open_registry(CommonSettings())
     echo(f"training {dataset.model_name} ({dataset.estimator.kind}) on {len(data)} input(s)...")
-    result = run(dataset, data, registry, since=parse_time(since, option="--since"),
-                 until=parse_time(until, option="--until"), alias=alias, tags=tags, seed=seed)
+    result = run(dataset, data, registry, alias=alias, tags=tags, seed=seed, **window)
     metric = dataset.metric
     echo(f"registered {dataset.model_name} version {result.version.version} "
          f"({metric}={result.metrics[metric]:.4f}, {result.rows} rows, {result.seconds:.1f}s)"

@@ -21,7 +21,8 @@ import pandas as pd
 
 from driftloop.errors import DataError
 from driftloop.spec import DatasetSpec
-from registry import TAG_PREFIX as TAG, ModelRegistry, NewVersion, VersionInfo
+from registry import TAG_PREFIX as TAG
+from registry import ModelRegistry, NewVersion, VersionInfo
 from training.data import data_hash, labels_of, load_frames
 from training.evaluate import all_metrics
 from training.pipeline import build_pipeline

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from driftloop.errors import SpecError
+from driftloop.spec import load_spec, parse_spec
+
+GOOD = {
+    "model_name": "m",
+    "target": "y",
+    "timestamp_column": "ts",
+    "features": {"numerical": ["a"], "categorical": ["b"]},
+}
+
+
+def test_example_spec_loads(churn_spec):
+    assert churn_spec.model_name == "churn"
+    assert churn_spec.metric == "roc_auc"
+    assert churn_spec.features.all[:2] == ["tenure_months", "monthly_charges"]
+    assert not churn_spec.lower_is_better
+
+
+def test_defaults():
+    spec = parse_spec(GOOD)
+    assert spec.metric == "roc_auc"
+    assert spec.estimator.kind == "logistic_regression"
+    assert spec.drift.drift_share == 0.3
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"metric": "mape"}, "metric"),
+        ({"estimator": {"kind": "xgboost"}}, "estimator.kind"),
+        ({"features": {"numerical": [], "categorical": []}}, "features"),
+        ({"features": {"numerical": ["a", "a"]}}, "features"),
+        ({"features": {"numerical": ["score"]}}, "features"),
+        ({"features": {"numerical": ["y"]}}, "spec"),
+        ({"surprise": 1}, "surprise"),
+        ({"model_name": "bad name!"}, "model_name"),
+        ({"validation_fraction": 1.5}, "validation_fraction"),
+        ({"drift": {"per_column": {"zzz": {"method": "ks"}}}}, "spec"),
+    ],
+)
+def test_wrong_specs_name_the_field(change, field):
+    with pytest.raises(SpecError) as err:
+        parse_spec({**GOOD, **change})
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(field) or f" {field}" in message or field in message
+
+
+def test_missing_required_field():
+    data = dict(GOOD)
+    del data["target"]
+    with pytest.raises(SpecError, match="^target: Field required"):
+        parse_spec(data)
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path: Path):
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(SpecError, match="must be a mapping"):
+        load_spec(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("model_name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(tmp_path / "bad.yaml")
+    with pytest.raises(SpecError, match="cannot read spec"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_round_trip_through_yaml(churn_spec):
+    again = parse_spec(yaml.safe_load(churn_spec.to_yaml()))
+    assert again.model_dump(exclude={"source"}) == churn_spec.model_dump(exclude={"source"})
