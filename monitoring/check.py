@@ -1,0 +1,212 @@
+"""The drift-check core: reference + current frame -> Verdict. No I/O.
+
+``check_frames`` is what ``driftloop drift-check`` (monitoring/job.py), the
+controller and the backtest call. Per-column drift uses the fast statistics
+(monitoring/stats.py), identical to Evidently's; methods the fast path lacks fall back
+to Evidently (monitoring/drift.py, imported only then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from driftloop.spec import DatasetSpec
+from monitoring import stats
+from monitoring.quality import QualityThresholds, ReferenceProfile, column_quality
+from monitoring.verdict import ColumnDrift, ColumnQuality, Performance, Verdict
+from training.evaluate import metric_value
+
+SCORE_COLUMN = "score"
+LABEL_COLUMN = "label"
+
+
+@dataclass
+class Reference:
+    """What a version brings to a check: its spec, reference features, validation scores
+    and metrics. Sorted columns and the quality profile are computed once and reused."""
+
+    spec: DatasetSpec
+    features: pd.DataFrame
+    validation_scores: np.ndarray | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_bundle(cls, bundle: Any) -> Reference:
+        """From a ``registry.bundle.Bundle`` (or anything with spec/reference/validation/metrics)."""
+        validation = bundle.validation
+        scores = (validation[SCORE_COLUMN].to_numpy(dtype=float)
+                  if SCORE_COLUMN in validation.columns else None)
+        return cls(bundle.spec, bundle.reference, scores, dict(bundle.metrics))
+
+    def kind(self, column: str) -> stats.Kind:
+        return "categorical" if column in self.spec.features.categorical else "numerical"
+
+    @cached_property
+    def samples(self) -> dict[str, stats.Sample]:
+        return {c: stats.sample_of(self.features[c], self.kind(c)) for c in self.spec.features.all}
+
+    @cached_property
+    def score_sample(self) -> stats.NumericSample | None:
+        return None if self.validation_scores is None else stats.NumericSample(self.validation_scores)
+
+    @cached_property
+    def profile(self) -> ReferenceProfile:
+        spec = self.spec
+        return ReferenceProfile.of(self.features, spec.features.numerical, spec.features.categorical)
+
+
+def _to_result(r: stats.ColumnResult) -> ColumnDrift:
+    score = r.score if np.isfinite(r.score) else (0.0 if r.method in ("ks", "chisquare", "z")
+                                                   else 1.0)
+    return ColumnDrift(column=r.column, kind=r.kind, method=r.method, score=float(score),
+                       threshold=float(r.threshold), drifted=bool(r.drifted))
+
+
+def feature_drift(reference: Reference, current: pd.DataFrame) -> list[stats.ColumnResult]:
+    """Per-column drift of every feature, with the spec's per-column overrides."""
+    spec = reference.spec
+    out = []
+    for col in spec.features.all:
+        kind = reference.kind(col)
+        override = spec.drift.per_column.get(col)
+        method = override.method if override else None
+        threshold = override.threshold if override else None
+        cur = stats.sample_of(current[col], kind)
+        try:
+            out.append(stats.column_drift(col, reference.samples[col], cur, kind,
+                                          method=method, threshold=threshold))
+        except stats.UnsupportedMethod:
+            from monitoring import drift  # Evidently, only for methods the fast path lacks
+
+            out.append(drift.column_drift(col, reference.features[col], current[col], kind,
+                                          method=str(method), threshold=threshold))
+    return out
+
+
+def binary_labels(labels: pd.Series, positive: Any) -> np.ndarray:
+    """1 where the label equals the spec's positive label (text or number), else 0."""
+    text = labels.astype(str).str.strip()
+    hit = text == str(positive)
+    try:
+        as_number = float(positive)
+    except (TypeError, ValueError):
+        return hit.to_numpy(dtype=np.int64)
+    numbers = pd.to_numeric(text, errors="coerce")
+    return (hit | (numbers == as_number)).to_numpy(dtype=np.int64)
+
+
+def performance(reference: Reference, current: pd.DataFrame) -> Performance | None:
+    spec = reference.spec
+    baseline = reference.metrics.get(spec.metric)
+    if baseline is None or LABEL_COLUMN not in current.columns or SCORE_COLUMN not in current:
+        return None
+    labelled = current[current[LABEL_COLUMN].notna() & current[SCORE_COLUMN].notna()]
+    tolerance = spec.drift.performance_tolerance
+    value = None
+    if len(labelled) >= spec.drift.min_labelled_rows:
+        y = binary_labels(labelled[LABEL_COLUMN], spec.positive_label)
+        realised = metric_value(spec.metric, y, labelled[SCORE_COLUMN].to_numpy(dtype=float))
+        value = realised if np.isfinite(realised) else None
+    worse = None if value is None else (value - baseline if spec.lower_is_better
+                                        else baseline - value)
+    return Performance(metric=spec.metric, value=value, baseline=float(baseline),
+                       tolerance=tolerance, labelled_rows=len(labelled),
+                       lower_is_better=spec.lower_is_better,
+                       degraded=worse is not None and worse > tolerance)
+
+
+def _window(current: pd.DataFrame, spec: DatasetSpec, now: datetime) -> tuple[datetime, datetime]:
+    for col in ("ts", spec.timestamp_column):
+        if col in current.columns and len(current):
+            ts = pd.to_datetime(current[col], utc=True, errors="coerce").dropna()
+            if len(ts):
+                return ts.min().to_pydatetime(warn=False), ts.max().to_pydatetime(warn=False)
+    return now, now
+
+
+def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | None = None,
+                 version: int = 0, window_start: datetime | None = None,
+                 window_end: datetime | None = None, now: datetime | None = None,
+                 source: str = "prediction_log",
+                 quality: QualityThresholds = QualityThresholds()) -> Verdict:
+    """One verdict for ``current`` (features, optional ``score`` and ``label`` columns)."""
+    spec = reference.spec
+    now = now or datetime.now(UTC)
+    if window_start is None or window_end is None:
+        start, end = _window(current, spec, now)
+        window_start, window_end = window_start or start, window_end or end
+    labelled = int(current[LABEL_COLUMN].notna().sum()) if LABEL_COLUMN in current else 0
+    base = dict(model=model or spec.model_name, version=int(version), window_start=window_start,
+                window_end=window_end, created_at=now, rows=len(current), labelled_rows=labelled,
+                drift_share_threshold=spec.drift.drift_share, source=source)
+    missing = [c for c in spec.features.all if c not in current.columns]
+    if missing:
+        from driftloop.errors import DataError
+
+        raise DataError(f"current data lacks feature columns {missing}")
+    if len(current) < spec.drift.min_rows:
+        return Verdict(**base, status="insufficient_data",
+                       reasons=[f"{len(current)} rows in the window, fewer than "
+                                f"drift.min_rows={spec.drift.min_rows}: no verdict on drift"])
+    results = feature_drift(reference, current)
+    share = stats.drift_share(results)
+    columns = [_to_result(r) for r in results]
+    drifted = [r.column for r in results if r.drifted]
+    prediction = None
+    if reference.score_sample is not None and SCORE_COLUMN in current.columns:
+        pred = stats.column_drift(SCORE_COLUMN, reference.score_sample,
+                                  stats.NumericSample(current[SCORE_COLUMN]), "score")
+        prediction = _to_result(pred)
+    quality_rows = column_quality(reference.profile, current, spec.features.numerical,
+                                  spec.features.categorical, quality)
+    perf = performance(reference, current)
+    reasons = _reasons(share, spec.drift.drift_share, drifted, prediction, quality_rows, perf)
+    dataset_drift = share >= spec.drift.drift_share
+    flagged = any(q.flagged for q in quality_rows)
+    if perf is not None and perf.degraded:
+        status = "degraded"
+    elif dataset_drift or flagged:
+        status = "drift"  # prediction drift alone is reported, not alarmed (docs/monitoring.md)
+    else:
+        status = "ok"
+    return Verdict(**base, status=status, reasons=reasons, drift_share=share,
+                   drifted_columns=drifted, columns=columns, prediction_drift=prediction,
+                   data_quality=quality_rows, quality_flagged=flagged, performance=perf)
+
+
+def _reasons(share: float, limit: float, drifted: list[str], prediction: ColumnDrift | None,
+             quality_rows: list[ColumnQuality], perf: Performance | None) -> list[str]:
+    out = []
+    if share >= limit:
+        out.append(f"data drift: {len(drifted)} drifted columns, share {share:.2f} >= {limit:.2f} "
+                   f"({', '.join(drifted)})")
+    elif drifted:
+        out.append(f"drift below the dataset threshold on {', '.join(drifted)} "
+                   f"(share {share:.2f} < {limit:.2f})")
+    if prediction is not None and prediction.drifted:
+        out.append(f"prediction drift: score {prediction.method} {prediction.score:.3g} "
+                   f"(threshold {prediction.threshold:.3g})")
+    for q in quality_rows:
+        if not q.flagged:
+            continue
+        parts = []
+        if q.missing_share - q.reference_missing_share > 0:
+            parts.append(f"missing {q.missing_share:.1%} (reference {q.reference_missing_share:.1%})")
+        if q.unseen_share:
+            parts.append(f"unseen categories {q.unseen_categories} in {q.unseen_share:.1%} of rows")
+        if q.out_of_range_share:
+            parts.append(f"{q.out_of_range_share:.1%} outside the reference range")
+        out.append(f"data quality: {q.column}: {'; '.join(parts)}")
+    if perf is not None and perf.value is not None:
+        verb = "degraded" if perf.degraded else "within tolerance"
+        out.append(f"performance {verb}: {perf.metric} {perf.value:.4f} vs validation "
+                   f"{perf.baseline:.4f} (tolerance {perf.tolerance}) on {perf.labelled_rows} "
+                   "labelled rows")
+    return out

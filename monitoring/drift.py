@@ -1,0 +1,183 @@
+"""Evidently, behind one module (import-linter keeps evidently out of every other package).
+
+Three uses:
+
+* ``render_report``: the HTML report a person opens (DataDriftPreset over the
+  features plus ValueDrift on the score), on a capped sample for large windows;
+* ``column_drift``: the fallback for per-column methods the fast path
+  (monitoring/stats.py) does not implement (psi, kl_div, ...), through
+  Evidently's own stat-test registry;
+* ``evidently_drift``: Evidently's own per-column methods, scores and verdicts for
+  a frame pair, used by the equivalence test and the benchmark.
+
+Evidently is imported inside the functions: ``import evidently`` costs seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from monitoring.stats import ColumnResult, Kind
+
+log = logging.getLogger(__name__)
+
+
+def _method_ids() -> dict[str, str]:
+    """Evidently's display names ("K-S p_value") to method ids ("ks")."""
+    from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
+
+    out: dict[str, str] = {}
+    for name, by_type in _registered_stat_tests.items():
+        for test in by_type.values():
+            out[test.display_name] = name
+        out[name] = name
+    return out
+
+
+def _definition(numerical: Sequence[str], categorical: Sequence[str]):  # noqa: ANN202
+    from evidently import DataDefinition
+
+    return DataDefinition(numerical_columns=list(numerical), categorical_columns=list(categorical))
+
+
+def _prepare(frame: pd.DataFrame, numerical: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
+    out = pd.DataFrame(index=range(len(frame)))
+    for col in numerical:
+        out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64").to_numpy()
+    for col in categorical:
+        values = frame[col].astype("object")
+        out[col] = values.where(values.notna(), None).to_numpy()
+    return out
+
+
+@dataclass(frozen=True)
+class EvidentlyDrift:
+    columns: list[ColumnResult]
+    drifted_count: int
+    share: float
+
+
+def evidently_drift(reference: pd.DataFrame, current: pd.DataFrame, *,
+                    numerical: Sequence[str], categorical: Sequence[str],
+                    drift_share: float = 0.5,
+                    per_column_method: Mapping[str, str] | None = None,
+                    per_column_threshold: Mapping[str, float] | None = None) -> EvidentlyDrift:
+    """Run Evidently's DataDriftPreset and read back each column's method, score, verdict."""
+    from evidently import Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    definition = _definition(numerical, categorical)
+    preset = DataDriftPreset(drift_share=drift_share,
+                             per_column_method=dict(per_column_method or {}) or None,
+                             per_column_threshold=dict(per_column_threshold or {}) or None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snapshot = Report([preset], include_tests=True).run(
+            Dataset.from_pandas(_prepare(current, numerical, categorical), data_definition=definition),
+            Dataset.from_pandas(_prepare(reference, numerical, categorical),
+                                data_definition=definition),
+        )
+    data = snapshot.dict()
+    ids = _method_ids()
+    failed = {t["metric_config"]["params"]["column"]: t["status"] == "FAIL"
+              for t in data["tests"] if t.get("id") == "drift"}
+    kinds: dict[str, Kind] = {**{c: "numerical" for c in numerical},
+                              **{c: "categorical" for c in categorical}}
+    columns, count, share = [], 0, 0.0
+    for metric in data["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith("DriftedColumnsCount"):
+            count, share = int(metric["value"]["count"]), float(metric["value"]["share"])
+        elif config["type"].endswith("ValueDrift"):
+            col = config["column"]
+            columns.append(ColumnResult(col, kinds[col], ids.get(config["method"], config["method"]),
+                                        float(metric["value"]), float(config["threshold"]),
+                                        failed[col]))
+    return EvidentlyDrift(columns, count, share)
+
+
+def column_drift(column: str, reference: pd.Series, current: pd.Series, kind: Kind, *,
+                 method: str, threshold: float | None) -> ColumnResult:
+    """One column through Evidently's stat-test registry (methods the fast path lacks)."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    ctype = ColumnType.Categorical if kind == "categorical" else ColumnType.Numerical
+    ref = reference.replace([-np.inf, np.inf], np.nan).dropna()
+    cur = current.replace([-np.inf, np.inf], np.nan).dropna()
+    test = get_stattest(ref, cur, ctype, method)
+    if ref.empty or cur.empty:
+        limit = test.default_threshold if threshold is None else threshold
+        return ColumnResult(column, kind, method, float("nan"), limit, cur.empty and not ref.empty)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = test(ref, cur, ctype, threshold)
+    return ColumnResult(column, kind, method, float(result.drift_score),
+                        float(result.actual_threshold), bool(result.drifted))
+
+
+def _cap(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    return frame.sample(max_rows, random_state=seed) if len(frame) > max_rows else frame
+
+
+def render_report(reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
+                  numerical: Sequence[str], categorical: Sequence[str], drift_share: float,
+                  per_column_method: Mapping[str, str] | None = None,
+                  per_column_threshold: Mapping[str, float] | None = None,
+                  reference_scores: np.ndarray | None = None,
+                  current_scores: np.ndarray | None = None,
+                  max_rows: int = 20_000, seed: int = 0) -> int | None:
+    """Write Evidently's HTML report; returns the capped row count when it sampled, else None."""
+    from evidently import Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    ref = _prepare(reference, numerical, categorical)
+    cur = _prepare(current, numerical, categorical)
+    num = list(numerical)
+    metrics: list = [DataDriftPreset(columns=[*numerical, *categorical], drift_share=drift_share,
+                                     per_column_method=dict(per_column_method or {}) or None,
+                                     per_column_threshold=dict(per_column_threshold or {}) or None)]
+    if reference_scores is not None and current_scores is not None:
+        # The score is a column of its own in each frame; the lengths differ from the features'.
+        ref = _pad_score(ref, reference_scores)
+        cur = _pad_score(cur, current_scores)
+        num.append("score")
+        metrics.append(ValueDrift(column="score"))
+    sampled = None
+    if len(ref) > max_rows or len(cur) > max_rows:
+        sampled = min(max(len(ref), len(cur)), max_rows)
+    ref, cur = _cap(ref, max_rows, seed), _cap(cur, max_rows, seed)
+    definition = _definition(num, categorical)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snapshot = Report(metrics).run(Dataset.from_pandas(cur, data_definition=definition),
+                                       Dataset.from_pandas(ref, data_definition=definition))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(path))
+    if sampled:
+        _note_sample(path, sampled)
+    return sampled
+
+
+def _pad_score(frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    n = max(len(frame), len(scores))
+    out = frame.reindex(range(n))
+    column = np.full(n, np.nan)
+    column[: len(scores)] = scores
+    out["score"] = column
+    return out
+
+
+def _note_sample(path: Path, rows: int) -> None:
+    """Say on the page itself that the report shows a sample (the verdict used every row)."""
+    note = (f'<div style="padding:8px;background:#fff3cd;font-family:sans-serif">driftloop: this '
+            f"report was rendered on a random sample of at most {rows} rows per side; the verdict "
+            "(methods, scores, drifted columns) was computed on every row of the window.</div>")
+    text = path.read_text()
+    at = text.find("<body>")
+    text = text[: at + 6] + note + text[at + 6:] if at >= 0 else note + text
+    path.write_text(text)
