@@ -1,0 +1,146 @@
+"""The request schema of a version, from its spec and reference sample.
+
+Every feature named by the spec must be present; ``null`` is a missing value (imputed as in
+training, and counted). Numerical features take JSON numbers (not booleans, not NaN or
+infinity); categorical features take strings. Unknown fields are refused, so a client's
+typo is not silently imputed. Values are also *observed*: categories the reference sample
+never saw and numbers outside its range are served and counted per feature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from driftloop.spec import DatasetSpec
+
+REQUEST_ID = "request_id"
+MAX_REQUEST_ID = 128
+
+
+class RecordError(Exception):
+    """A record that does not fit the schema; ``problems`` maps field -> reason."""
+
+    def __init__(self, problems: dict[str, str], where: str = "") -> None:
+        self.problems = problems
+        self.where = where
+        parts = "; ".join(f"{where}{k}: {v}" for k, v in problems.items())
+        super().__init__(parts)
+
+
+@dataclass(frozen=True)
+class Observation:
+    unseen: tuple[str, ...] = ()
+    out_of_range: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    numerical: tuple[str, ...]
+    categorical: tuple[str, ...]
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    categories: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return (*self.numerical, *self.categorical)
+
+    @classmethod
+    def from_spec(cls, spec: DatasetSpec, reference: pd.DataFrame) -> RecordSchema:
+        ranges = {}
+        for name in spec.features.numerical:
+            values = pd.to_numeric(reference[name], errors="coerce").dropna()
+            if len(values):
+                ranges[name] = (float(values.min()), float(values.max()))
+        cats = {name: frozenset(str(v) for v in reference[name].dropna().unique())
+                for name in spec.features.categorical}
+        return cls(tuple(spec.features.numerical), tuple(spec.features.categorical), ranges, cats)
+
+    def parse(self, data: Any, *, allow_request_id: bool = True,
+              where: str = "") -> tuple[dict[str, Any], str | None]:
+        """Validate one JSON object; return (features, client request id or None)."""
+        if not isinstance(data, dict):
+            raise RecordError({"record": f"expected a JSON object, got {_json_type(data)}"}, where)
+        problems: dict[str, str] = {}
+        record: dict[str, Any] = {}
+        for name in self.numerical:
+            if name not in data:
+                problems[name] = "field required (number or null)"
+                continue
+            v = data[name]
+            if v is None:
+                record[name] = None
+            elif isinstance(v, bool) or not isinstance(v, int | float):
+                problems[name] = f"expected a number or null, got {_json_type(v)}"
+            elif isinstance(v, float) and not math.isfinite(v):
+                problems[name] = "NaN and infinity are not allowed (send null for missing)"
+            else:
+                record[name] = float(v)
+        for name in self.categorical:
+            if name not in data:
+                problems[name] = "field required (string or null)"
+                continue
+            v = data[name]
+            if v is None or isinstance(v, str):
+                record[name] = v
+            else:
+                problems[name] = f"expected a string or null, got {_json_type(v)}"
+        request_id = data.get(REQUEST_ID) if allow_request_id else None
+        if request_id is not None and (not isinstance(request_id, str) or not request_id
+                                       or len(request_id) > MAX_REQUEST_ID):
+            problems[REQUEST_ID] = f"expected a non-empty string of at most {MAX_REQUEST_ID} chars"
+        present = len(self.features) - sum(1 for v in problems.values() if v.startswith("field req"))
+        if len(data) > present + (allow_request_id and REQUEST_ID in data):
+            known = set(self.features) | ({REQUEST_ID} if allow_request_id else set())
+            unknown = sorted(k for k in data if k not in known)
+            for name in unknown[:10]:
+                problems[name] = "unknown field"
+            if len(unknown) > 10:
+                problems["..."] = f"{len(unknown) - 10} more unknown fields"
+        if problems:
+            raise RecordError(problems, where)
+        return record, request_id
+
+    def observe(self, record: Mapping[str, Any]) -> Observation:
+        unseen, out, missing = [], [], []
+        for name in self.numerical:
+            v = record[name]
+            if v is None:
+                missing.append(name)
+                continue
+            bounds = self.ranges.get(name)
+            if bounds is not None and not bounds[0] <= v <= bounds[1]:
+                out.append(name)
+        for name in self.categorical:
+            v = record[name]
+            if v is None:
+                missing.append(name)
+            elif v not in self.categories.get(name, ()):
+                unseen.append(name)
+        if not (unseen or out or missing):
+            return _CLEAN
+        return Observation(tuple(unseen), tuple(out), tuple(missing))
+
+
+_CLEAN = Observation()
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

@@ -1,0 +1,46 @@
+"""Settings of the serving app (``DRIFTLOOP_`` environment variables; docs/serving.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from driftloop.settings import CommonSettings
+
+
+class ServingSettings(CommonSettings):
+    """Built in the factory or the CLI, never at import."""
+
+    model: str | None = Field(None, description="Registered model name to serve (DRIFTLOOP_MODEL).")
+    serving_host: str = Field("127.0.0.1", description="Address to listen on.")
+    serving_port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    serving_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    admin_token: str | None = Field(
+        None, description="Bearer token for POST /admin/reload; unset: the endpoint refuses all.")
+    serving_poll_interval: float = Field(
+        5.0, gt=0, description="Seconds between alias polls once a model is loaded.")
+    serving_retry_interval: float = Field(
+        2.0, gt=0, description="Seconds between load attempts while no model is loaded.")
+    serving_batch_limit: int = Field(1000, ge=1, description="Most records per /predict/batch.")
+    serving_max_body_bytes: int = Field(
+        4_000_000, ge=1024, description="Largest request body accepted (413 above).")
+    serving_check_rows: int = Field(
+        2000, ge=10, description="Reference rows a new version is checked (and its fast path "
+        "verified) on before it is swapped in.")
+    serving_cache_versions: int = Field(
+        3, ge=1, description="Downloaded versions kept under <home>/cache/<model>.")
+    serving_metrics: bool = Field(True, description="Record Prometheus metrics (off: benchmarks).")
+    serving_log: bool = Field(True, description="Write the prediction log (off: benchmarks).")
+    serving_shadow: bool = Field(True, description="Shadow-score @challenger when it exists.")
+    serving_shadow_queue: int = Field(
+        10_000, ge=1, description="Shadow queue bound; when full, shadow samples are dropped.")
+    serving_fast_path: bool = Field(
+        True, description="Use the compiled array path when it matches scikit-learn.")
+    log_sample_rate: float = Field(
+        1.0, ge=0, le=1, description="Share of predictions written to the log (by request id).")
+    log_flush_interval: float = Field(1.0, gt=0, le=1.0, description="Seconds between flushes.")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home_dir / "cache"
