@@ -16,6 +16,7 @@ Evidently is imported inside the functions: ``import evidently`` costs seconds.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,18 @@ from monitoring.stats import ColumnResult, Kind
 log = logging.getLogger(__name__)
 
 
+def _load() -> None:
+    """Import evidently once, quietly: its UI package imports litestar, whose deprecation
+    warnings (not ours to fix) would fail test runs that treat warnings as errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import evidently  # noqa: F401
+        import evidently.presets  # noqa: F401
+
+
 def _method_ids() -> dict[str, str]:
     """Evidently's display names ("K-S p_value") to method ids ("ks")."""
+    _load()
     from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
 
     out: dict[str, str] = {}
@@ -69,6 +80,7 @@ def evidently_drift(reference: pd.DataFrame, current: pd.DataFrame, *,
                     per_column_method: Mapping[str, str] | None = None,
                     per_column_threshold: Mapping[str, float] | None = None) -> EvidentlyDrift:
     """Run Evidently's DataDriftPreset and read back each column's method, score, verdict."""
+    _load()
     from evidently import Dataset, Report
     from evidently.presets import DataDriftPreset
 
@@ -104,6 +116,7 @@ def evidently_drift(reference: pd.DataFrame, current: pd.DataFrame, *,
 def column_drift(column: str, reference: pd.Series, current: pd.Series, kind: Kind, *,
                  method: str, threshold: float | None) -> ColumnResult:
     """One column through Evidently's stat-test registry (methods the fast path lacks)."""
+    _load()
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
@@ -132,6 +145,7 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
                   current_scores: np.ndarray | None = None,
                   max_rows: int = 20_000, seed: int = 0) -> int | None:
     """Write Evidently's HTML report; returns the capped row count when it sampled, else None."""
+    _load()
     from evidently import Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset

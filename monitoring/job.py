@@ -1,0 +1,248 @@
+"""``driftloop drift-check`` as a function: the I/O shell around ``check_frames``.
+
+Resolve the version (champion by default), fetch its bundle into a cache, read the
+window of the prediction log for that version only (or a ``--current`` file), judge,
+write the verdict JSON and Evidently's HTML report under ``<home>/reports/<model>/``,
+log both as a run in the ``driftloop-monitoring`` experiment, POST the verdict to the
+controller and push its gauges to a Pushgateway when asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
+
+from driftloop.errors import DataError, DriftloopError, UsageError
+from monitoring.check import LABEL_COLUMN, SCORE_COLUMN, Reference, check_frames
+from monitoring.predlog import open_log
+from monitoring.settings import MonitoringSettings
+from monitoring.verdict import Verdict
+from registry import TAG_PREFIX, ModelRegistry
+from registry.bundle import Bundle
+from registry.port import ALIAS_CHAMPION, MONITORING_EXPERIMENT
+
+log = logging.getLogger(__name__)
+
+PUSH_JOB = "driftloop-drift-check"
+STATUSES = ("ok", "drift", "degraded", "insufficient_data")
+
+
+@dataclass
+class CheckOutcome:
+    verdict: Verdict
+    json_path: Path
+    report_path: Path | None
+    errors: list[str] = field(default_factory=list)   # publishing steps that failed
+
+
+def resolve_version(registry: ModelRegistry, model: str, version: int | None) -> int:
+    if version is not None:
+        return registry.get_version(model, version).version
+    champion = registry.get_alias(model, ALIAS_CHAMPION)
+    if champion is None:
+        raise UsageError(f"{model} has no @{ALIAS_CHAMPION}; pass --version or train one "
+                         "with `driftloop train --alias champion`")
+    return champion.version
+
+
+def fetch_bundle(registry: ModelRegistry, model: str, version: int, cache: Path) -> Bundle:
+    """The version's bundle, downloaded once into ``cache`` (atomically, by rename)."""
+    target = cache / f"{model}-v{version}"
+    bundle = Bundle(target)
+    if bundle.is_complete():
+        return bundle
+    staging = cache / f".{model}-v{version}-{uuid.uuid4().hex[:8]}"
+    registry.download(model, version, staging)
+    try:
+        staging.rename(target)
+    except OSError:  # someone else finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return Bundle(target)
+
+
+def read_current_file(path: Path, reference: Reference, *, since: datetime | None,
+                      until: datetime | None, now: datetime) -> pd.DataFrame:
+    """A CSV/Parquet of production rows; the spec's target, when present, becomes ``label``."""
+    from training.data import conform, read_table
+
+    spec = reference.spec
+    frame = read_table(path)
+    if spec.timestamp_column not in frame.columns:
+        frame[spec.timestamp_column] = now
+    frame = conform(frame, spec, require_target=False, name=str(path))
+    ts = frame[spec.timestamp_column]
+    keep = pd.Series(True, index=frame.index)
+    if since is not None:
+        keep &= ts >= pd.Timestamp(since)
+    if until is not None:
+        keep &= ts < pd.Timestamp(until)
+    frame = frame[keep].reset_index(drop=True)
+    if LABEL_COLUMN not in frame.columns and spec.target in frame.columns:
+        frame[LABEL_COLUMN] = frame[spec.target].where(frame[spec.target].notna(), None)
+    return frame
+
+
+def verdict_registry(verdict: Verdict) -> CollectorRegistry:
+    """The verdict as the gauges the contract names (one registry per push)."""
+    registry = CollectorRegistry()
+    share = Gauge("driftloop_drift_share", "Share of drifted feature columns in the last verdict.",
+                  ["model"], registry=registry)
+    status = Gauge("driftloop_verdict_status", "1 for the last verdict's status, 0 for others.",
+                   ["model", "status"], registry=registry)
+    stamp = Gauge("driftloop_verdict_timestamp_seconds", "When the last verdict was made.",
+                  ["model"], registry=registry)
+    share.labels(verdict.model).set(verdict.drift_share or 0.0)
+    for name in STATUSES:
+        status.labels(verdict.model, name).set(1 if verdict.status == name else 0)
+    stamp.labels(verdict.model).set(verdict.created_at.timestamp())
+    return registry
+
+
+def push_gauges(verdict: Verdict, url: str, *, timeout: float = 10.0) -> None:
+    push_to_gateway(url, job=PUSH_JOB, registry=verdict_registry(verdict),
+                    grouping_key={"model": verdict.model}, timeout=timeout)
+
+
+def post_verdict(verdict: Verdict, url: str, token: str, client: httpx.Client) -> None:
+    """POST the verdict to ``<url>/verdicts`` (the controller) with the bearer token."""
+    target = url.rstrip("/") + "/verdicts"
+    try:
+        response = client.post(target, json=verdict.model_dump(mode="json"),
+                               headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise DriftloopError(f"cannot post the verdict to {target}: {exc}") from None
+    if response.status_code >= 300:
+        raise DriftloopError(f"{target} answered {response.status_code}: {response.text[:200]}")
+
+
+def _mlflow_metrics(verdict: Verdict) -> dict[str, float]:
+    out = {"rows": float(verdict.rows), "labelled_rows": float(verdict.labelled_rows),
+           "drifted_columns": float(len(verdict.drifted_columns)),
+           "quality_flagged_columns": float(sum(q.flagged for q in verdict.data_quality))}
+    if verdict.drift_share is not None:
+        out["drift_share"] = verdict.drift_share
+    if verdict.prediction_drift is not None:
+        out["prediction_drift_score"] = verdict.prediction_drift.score
+    if verdict.performance is not None and verdict.performance.value is not None:
+        out[f"realised_{verdict.performance.metric}"] = verdict.performance.value
+        out[f"baseline_{verdict.performance.metric}"] = verdict.performance.baseline
+    for col in verdict.columns:
+        out[f"drift_score.{col.column}"] = col.score
+    return out
+
+
+def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, model: str,
+                    version: int | None = None, since: datetime | None = None,
+                    until: datetime | None = None, current_file: Path | None = None,
+                    out_dir: Path | None = None, post_to: str | None = None,
+                    report: bool = True, client: httpx.Client | None = None,
+                    now: datetime | None = None) -> CheckOutcome:
+    """One verdict, written, logged and published. Publishing failures are collected in
+    ``errors`` (the verdict is on disk by then); the caller decides the exit code."""
+    now = now or datetime.now(UTC)
+    token = settings.controller_token.get_secret_value() if settings.controller_token else None
+    if post_to and not token:
+        raise UsageError("--post-to needs DRIFTLOOP_CONTROLLER_TOKEN (the controller's token)")
+    number = resolve_version(registry, model, version)
+    bundle = fetch_bundle(registry, model, number, settings.home_dir / "cache" / "bundles")
+    reference = Reference.from_bundle(bundle)
+    if until is None:
+        until = now
+    if since is None and current_file is None:
+        since = until - timedelta(hours=settings.window_hours)
+    if current_file is not None:
+        current = read_current_file(current_file, reference, since=since, until=until, now=now)
+        source = str(current_file)
+        if SCORE_COLUMN not in current.columns and len(current):
+            model_obj = registry.load_model(bundle.root)
+            features = current[reference.spec.features.all]
+            current[SCORE_COLUMN] = model_obj.predict_proba(features)[:, 1]
+    else:
+        _, reader = open_log(settings.resolved_log_uri)
+        current = reader.window(model, since, until, version=number)
+        source = "prediction_log"
+    if current_file is None and not len(current):
+        log.warning("no logged predictions for %s v%s in [%s, %s)", model, number, since, until)
+    try:
+        verdict = check_frames(reference, current, model=model, version=number,
+                               window_start=since or _first_ts(current, now),
+                               window_end=until, now=now, source=source)
+    except KeyError as exc:
+        raise DataError(f"current data lacks column {exc}") from None
+    directory = out_dir or settings.reports_dir / model
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"verdict-{model}-v{number}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+    report_path = None
+    if report and verdict.status != "insufficient_data":
+        report_path = directory / f"{stem}.html"
+        spec = reference.spec
+        per_column = spec.drift.per_column
+        from monitoring.drift import render_report
+
+        sampled = render_report(
+            reference.features, current, report_path, numerical=spec.features.numerical,
+            categorical=spec.features.categorical, drift_share=spec.drift.drift_share,
+            per_column_method={c: o.method for c, o in per_column.items() if o.method},
+            per_column_threshold={c: o.threshold for c, o in per_column.items()
+                                  if o.threshold is not None},
+            reference_scores=reference.validation_scores,
+            current_scores=(current[SCORE_COLUMN].to_numpy(dtype=float)
+                            if SCORE_COLUMN in current else None),
+            max_rows=settings.report_max_rows)
+        verdict = verdict.model_copy(update={"report_path": str(report_path),
+                                             "report_sampled_rows": sampled})
+    json_path = directory / f"{stem}.json"
+    json_path.write_text(verdict.model_dump_json(indent=2))
+    outcome = CheckOutcome(verdict, json_path, report_path)
+    _publish(outcome, settings, registry, post_to=post_to, token=token, client=client)
+    return outcome
+
+
+def _first_ts(frame: pd.DataFrame, now: datetime) -> datetime:
+    if "ts" in frame.columns and len(frame):
+        return pd.Timestamp(frame["ts"].min()).to_pydatetime(warn=False)
+    return now
+
+
+def _publish(outcome: CheckOutcome, settings: MonitoringSettings, registry: ModelRegistry, *,
+             post_to: str | None, token: str | None, client: httpx.Client | None) -> None:
+    verdict = outcome.verdict
+    files = [outcome.json_path] + ([outcome.report_path] if outcome.report_path else [])
+    try:
+        run_id = registry.log_run(
+            MONITORING_EXPERIMENT, f"drift-check {verdict.model} v{verdict.version}",
+            params={"window_start": verdict.window_start.isoformat(),
+                    "window_end": verdict.window_end.isoformat(), "source": verdict.source,
+                    "drift_share_threshold": verdict.drift_share_threshold},
+            metrics={k: v for k, v in _mlflow_metrics(verdict).items() if np.isfinite(v)},
+            tags={TAG_PREFIX + "model": verdict.model, TAG_PREFIX + "version": str(verdict.version),
+                  TAG_PREFIX + "status": verdict.status, TAG_PREFIX + "kind": "drift-check"},
+            files=files)
+        outcome.verdict = verdict = verdict.model_copy(update={"run_id": run_id})
+        outcome.json_path.write_text(verdict.model_dump_json(indent=2))
+    except DriftloopError as exc:
+        outcome.errors.append(f"logging the verdict to MLflow failed: {exc}")
+    if post_to:
+        own = client is None
+        http = client or httpx.Client(timeout=settings.http_timeout)
+        try:
+            post_verdict(verdict, post_to, token or "", http)
+        except DriftloopError as exc:
+            outcome.errors.append(str(exc))
+        finally:
+            if own:
+                http.close()
+    if settings.pushgateway_url:
+        try:
+            push_gauges(verdict, settings.pushgateway_url, timeout=settings.http_timeout)
+        except OSError as exc:
+            outcome.errors.append(f"push to {settings.pushgateway_url} failed: {exc}")

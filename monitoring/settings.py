@@ -1,0 +1,20 @@
+"""Settings of ``driftloop drift-check`` (built in the command, never at import)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from driftloop.settings import CommonSettings
+
+
+class MonitoringSettings(CommonSettings):
+    model: str | None = Field(None, description="Registered model to check (DRIFTLOOP_MODEL).")
+    controller_token: SecretStr | None = Field(
+        None, description="Bearer token for POST <controller>/verdicts (DRIFTLOOP_CONTROLLER_TOKEN).")
+    pushgateway_url: str | None = Field(
+        None, description="Push verdict gauges here when set (DRIFTLOOP_PUSHGATEWAY_URL).")
+    window_hours: float = Field(24.0, gt=0, description="Default window: the last N hours.")
+    report_max_rows: int = Field(
+        20_000, ge=100, description="The HTML report samples each side down to this many rows "
+        "(the verdict always uses every row) (DRIFTLOOP_REPORT_MAX_ROWS).")
+    http_timeout: float = Field(10.0, gt=0, description="Seconds for --post-to and the push.")

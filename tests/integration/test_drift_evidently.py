@@ -1,0 +1,94 @@
+"""The fast path against Evidently itself: same methods, scores and verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring import stats
+from monitoring.drift import column_drift, evidently_drift, render_report
+
+NUMERICAL = ["x", "ints", "few", "two", "wide"]
+CATEGORICAL = ["c", "b2"]
+
+
+def _frame(rng: np.random.Generator, n: int, shift: float = 0.0, new_category: bool = False,
+           nan: float = 0.0) -> pd.DataFrame:
+    cats = ["a", "b", "c", "d", "e"] if new_category else ["a", "b", "c", "d"]
+    frame = pd.DataFrame({
+        "x": rng.normal(shift, 1, n), "ints": rng.poisson(1.2 + shift, n).astype(float),
+        "few": rng.choice([0.0, 1.0, 2.0], n), "two": rng.choice([0.0, 1.0], n),
+        "wide": rng.exponential(10, n).round(1),
+        "c": rng.choice(cats, n), "b2": rng.choice(["y", "n"], n)})
+    if nan:
+        frame.loc[rng.random(n) < nan, ["x", "c"]] = None
+    return frame
+
+
+def _fast(reference: pd.DataFrame, current: pd.DataFrame, overrides: dict[str, str]
+          ) -> list[stats.ColumnResult]:
+    out = []
+    for col in NUMERICAL + CATEGORICAL:
+        kind = "categorical" if col in CATEGORICAL else "numerical"
+        out.append(stats.column_drift(col, stats.sample_of(reference[col], kind),
+                                      stats.sample_of(current[col], kind), kind,
+                                      method=overrides.get(col)))
+    return out
+
+
+CASES = [  # reference rows, current rows, shift, new category, NaN share, overrides
+    (800, 300, 0.0, False, 0.0, {}),                     # small: ks / chisquare / z
+    (800, 500, 0.4, True, 0.1, {}),
+    (5000, 2000, 0.0, False, 0.0, {}),                   # large: wasserstein / jensenshannon
+    (5000, 3000, 0.3, True, 0.1, {}),
+    (3000, 700, 0.2, True, 0.0, {"x": "ks", "c": "chisquare", "wide": "jensenshannon"}),
+    (900, 900, 0.1, False, 0.05, {"x": "wasserstein", "wide": "jensenshannon"}),
+]
+
+
+@pytest.mark.parametrize(("n_ref", "n_cur", "shift", "new", "nan", "overrides"), CASES)
+def test_fast_statistics_equal_evidently(n_ref: int, n_cur: int, shift: float, new: bool,
+                                         nan: float, overrides: dict[str, str]) -> None:
+    rng = np.random.default_rng(n_ref + n_cur)
+    reference, current = _frame(rng, n_ref), _frame(rng, n_cur, shift, new, nan)
+    theirs = evidently_drift(reference, current, numerical=NUMERICAL, categorical=CATEGORICAL,
+                             drift_share=0.3, per_column_method=overrides)
+    ours = _fast(reference, current, overrides)
+    assert [(r.column, r.method, r.threshold, r.drifted) for r in ours] == [
+        (r.column, r.method, r.threshold, r.drifted) for r in theirs.columns]
+    for mine, evidently in zip(ours, theirs.columns, strict=True):
+        assert mine.score == pytest.approx(evidently.score, rel=1e-12, abs=1e-300), mine.column
+    assert stats.drift_share(ours) == pytest.approx(theirs.share)
+    assert sum(r.drifted for r in ours) == theirs.drifted_count
+
+
+def test_methods_the_fast_path_lacks_go_through_evidently() -> None:
+    rng = np.random.default_rng(3)
+    reference, current = _frame(rng, 2000), _frame(rng, 800, shift=0.5)
+    with pytest.raises(stats.UnsupportedMethod):
+        stats.column_drift("x", stats.sample_of(reference["x"], "numerical"),
+                           stats.sample_of(current["x"], "numerical"), "numerical", method="psi")
+    result = column_drift("x", reference["x"], current["x"], "numerical", method="psi",
+                          threshold=None)
+    theirs = evidently_drift(reference, current, numerical=["x"], categorical=[],
+                             per_column_method={"x": "psi"}).columns[0]
+    assert (result.method, result.score, result.threshold, result.drifted) == (
+        "psi", pytest.approx(theirs.score), theirs.threshold, theirs.drifted)
+    assert result.drifted
+
+
+def test_report_names_drifted_columns_and_says_when_sampled(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    reference, current = _frame(rng, 3000), _frame(rng, 3000, shift=1.0)
+    path = tmp_path / "report.html"
+    sampled = render_report(reference, current, path, numerical=NUMERICAL,
+                            categorical=CATEGORICAL, drift_share=0.3,
+                            reference_scores=rng.random(2000), current_scores=rng.random(3000),
+                            max_rows=1000)
+    html = path.read_text()
+    assert sampled == 1000
+    assert "random sample of at most 1000 rows" in html
+    assert "wide" in html and "ints" in html
