@@ -23,7 +23,8 @@ def test_every_setting_has_a_description():
         sys.path.pop(0)
     rows = settings_table.rows()[2:]
     assert len(rows) > 20
-    undocumented = [r.split("|")[1].strip() for r in rows if r.rstrip("| ").endswith("|")]
+    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+    undocumented = [c[0] for c in cells if not c[-1]]
     assert undocumented == []
 
 
