@@ -12,7 +12,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 # Dependencies change less often than code: resolve them in their own layer first.
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 RUN mkdir -p driftloop && touch driftloop/__init__.py \
     && /opt/venv/bin/pip install ".[deploy]" \
     && /opt/venv/bin/pip uninstall -y driftloop
