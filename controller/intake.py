@@ -1,0 +1,189 @@
+"""Validation of what arrives: Alertmanager webhooks (version 4) and drift verdicts.
+
+Intake only records intent (rows in the store); the reconcile loop acts. What an alert does
+comes from its labels, never from its name: ``driftloop_action`` (retrain | rollback | none)
+and ``model``. Resolved alerts are recorded and never trigger. The same alert
+(fingerprint + startsAt) inserts once, however often and concurrently it is delivered.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from controller.store import Store
+from monitoring.verdict import Verdict
+
+ACTION_LABEL = "driftloop_action"
+MODEL_LABEL = "model"
+ACTIONS = ("retrain", "rollback", "none")
+
+
+class IntakeError(ValueError):
+    """The payload is malformed; the message is the reason given with the 400."""
+
+
+class Alert(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime  # noqa: N815  (Alertmanager's field names)
+    endsAt: datetime | None = None  # noqa: N815
+    generatorURL: str = ""  # noqa: N815
+    fingerprint: str = Field(min_length=1)
+
+
+class AlertmanagerPayload(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    groupKey: str = ""  # noqa: N815
+    truncatedAlerts: int = 0  # noqa: N815
+    alerts: list[Alert]
+    groupLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    commonLabels: dict[str, str] = Field(default_factory=dict)  # noqa: N815
+    externalURL: str = ""  # noqa: N815
+
+
+@dataclass
+class IntakeResult:
+    accepted: int = 0
+    duplicates: int = 0
+    resolved: int = 0
+    ignored: int = 0
+    trigger_ids: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    counts: list[tuple[str, str]] = field(default_factory=list)  # (source, outcome) for metrics
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates,
+                "resolved": self.resolved, "ignored": self.ignored,
+                "trigger_ids": self.trigger_ids, "notes": self.notes}
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"
+
+
+def parse_alertmanager(body: bytes) -> AlertmanagerPayload:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntakeError(f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise IntakeError("the payload must be a JSON object")
+    if str(data.get("version")) != "4":
+        raise IntakeError(f"unsupported Alertmanager payload version {data.get('version')!r} "
+                          "(expected \"4\")")
+    try:
+        return AlertmanagerPayload.model_validate(data)
+    except ValidationError as exc:
+        raise IntakeError(_first_error(exc)) from None
+
+
+def take_alertmanager(store: Store, body: bytes, *, models: set[str], now: datetime,
+                      ) -> IntakeResult:
+    payload = parse_alertmanager(body)
+    notification = store.add_notification("alertmanager", body.decode(), now=now)
+    result = IntakeResult()
+    if payload.truncatedAlerts:
+        result.notes.append(f"{payload.truncatedAlerts} alerts truncated by Alertmanager")
+    for alert in payload.alerts:
+        action = alert.labels.get(ACTION_LABEL, "none")
+        model = alert.labels.get(MODEL_LABEL, "")
+        name = alert.labels.get("alertname", "alert")
+        key = f"am:{alert.fingerprint}:{alert.startsAt.isoformat()}"
+        summary = alert.annotations.get("summary") or alert.annotations.get("description") or ""
+        reason = f"{name} ({alert.fingerprint})" + (f": {summary}" if summary else "")
+        if alert.status == "resolved":
+            store.add_trigger(model=model or "-", source="alertmanager", action=action,
+                              reason=reason, now=now, dedup_key=key + ":resolved",
+                              notification_id=notification, status="resolved")
+            result.resolved += 1
+            result.counts.append(("alertmanager", "resolved"))
+            continue
+        if action not in ("retrain", "rollback") or model not in models:
+            why = (f"{name}: action {action!r} does nothing" if action not in ACTIONS[:2]
+                   else f"{name}: model {model!r} is not managed here")
+            store.add_trigger(model=model or "-", source="alertmanager", action=action,
+                              reason=reason, now=now, dedup_key=key + ":ignored",
+                              notification_id=notification, status="ignored")
+            result.ignored += 1
+            result.notes.append(why)
+            result.counts.append(("alertmanager", "ignored"))
+            continue
+        trigger_id = store.add_trigger(model=model, source="alertmanager", action=action,
+                                       reason=reason, now=now, dedup_key=key,
+                                       notification_id=notification)
+        if trigger_id is None:
+            result.duplicates += 1
+            result.counts.append(("alertmanager", "duplicate"))
+        else:
+            result.accepted += 1
+            result.trigger_ids.append(trigger_id)
+    return result
+
+
+def parse_verdict(body: bytes) -> Verdict:
+    try:
+        return Verdict.model_validate_json(body)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise IntakeError(f"malformed JSON: {exc.errors()[0]['msg']}") from None
+        raise IntakeError(_first_error(exc)) from None
+
+
+def take_verdict(store: Store, body: bytes, verdict: Verdict, *, models: set[str],
+                 now: datetime) -> IntakeResult:
+    """A drift verdict triggers a retrain; a performance judgement feeds the performance
+    trigger and the automatic rollback (the reconcile loop decides with the core)."""
+    result = IntakeResult()
+    if verdict.model not in models:
+        result.ignored += 1
+        result.notes.append(f"model {verdict.model!r} is not managed here")
+        result.counts.append(("verdict", "ignored"))
+        return result
+    notification = store.add_notification("verdict", body.decode(), now=now)
+    base = f"verdict:{verdict.model}:{verdict.version}:{verdict.window_start.isoformat()}:" \
+           f"{verdict.window_end.isoformat()}"
+    perf = verdict.performance
+    if perf is not None and perf.value is not None:
+        degraded = "degraded" if perf.degraded else "ok"
+        reason = (f"realised {perf.metric} {perf.value:.4f} on {perf.labelled_rows} labelled rows "
+                  f"(baseline {perf.baseline:.4f}, {degraded})")
+        added = store.add_trigger(model=verdict.model, source="performance", action="performance",
+                                  reason=reason, now=now, dedup_key=base + ":performance",
+                                  version=verdict.version, value=perf.value,
+                                  actor="degraded" if perf.degraded else None,
+                                  notification_id=notification)
+        _count(result, added, "performance")
+    if verdict.status == "drift":
+        reason = (f"drift on v{verdict.version}: share {verdict.drift_share} >= "
+                  f"{verdict.drift_share_threshold} ({', '.join(verdict.drifted_columns[:5])})")
+        added = store.add_trigger(model=verdict.model, source="verdict", action="retrain",
+                                  reason=reason, now=now, dedup_key=base + ":drift",
+                                  version=verdict.version, notification_id=notification)
+        _count(result, added, "verdict")
+    if not result.trigger_ids and not result.duplicates:
+        result.notes.append(f"verdict {verdict.status}: nothing to do")
+        result.counts.append(("verdict", "ignored"))
+    return result
+
+
+def _count(result: IntakeResult, added: int | None, source: str) -> None:
+    if added is None:
+        result.duplicates += 1
+        result.counts.append((source, "duplicate"))
+    else:
+        result.accepted += 1
+        result.trigger_ids.append(added)

@@ -1,0 +1,185 @@
+"""Launching a retrain: a port and two adapters.
+
+- :class:`LocalProcessLauncher` runs ``driftloop train ... --tag cycle_id=<id>`` as a
+  subprocess (its own session, so it outlives a killed controller), logs to
+  ``<home>/logs/``. Launching is idempotent: a process already running for the cycle is
+  found by its command line and not started again.
+- :class:`GitHubActionsLauncher` dispatches the project's retrain workflow
+  (``workflow_dispatch``) with the cycle id as an input.
+
+Either way the controller learns the outcome from the registry: the version tagged
+``driftloop.cycle_id=<id>`` (with a timeout and a bounded number of attempts in the core).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+import httpx
+
+from driftloop.errors import DriftloopError, RetryableError
+
+log = logging.getLogger(__name__)
+
+Status = Literal["running", "exited", "gone", "unknown"]
+
+
+class LaunchError(DriftloopError):
+    """The launch was refused for a reason retrying will not fix."""
+
+
+class LaunchUnavailable(LaunchError, RetryableError):
+    """The launcher could not be reached; try again later."""
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    model: str
+    cycle_id: str
+    attempt: int
+    spec_path: Path
+    data_paths: tuple[Path, ...]
+    reason: str
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class LaunchStatus:
+    status: Status
+    returncode: int | None = None
+    detail: str = ""
+
+
+class Launcher(Protocol):
+    def launch(self, request: LaunchRequest) -> str:
+        """Start the training; idempotent per (cycle, attempt). Returns a description."""
+        ...
+
+    def status(self, cycle_id: str, attempt: int) -> LaunchStatus: ...
+
+
+def train_args(request: LaunchRequest) -> list[str]:
+    args = ["train", "--spec", str(request.spec_path)]
+    for path in request.data_paths:
+        args += ["--data", str(path)]
+    if request.since is not None:
+        args += ["--since", request.since.isoformat()]
+    if request.until is not None:
+        args += ["--until", request.until.isoformat()]
+    args += ["--tag", f"cycle_id={request.cycle_id}", "--tag", f"trigger={request.reason[:200]}",
+             "--tag", f"attempt={request.attempt}"]
+    return args
+
+
+def _marker(cycle_id: str, attempt: int) -> tuple[bytes, bytes]:
+    return f"cycle_id={cycle_id}".encode(), f"attempt={attempt}".encode()
+
+
+def _running_pids(cycle_id: str, attempt: int) -> list[int]:
+    """Processes whose command line carries this cycle and attempt (Linux /proc)."""
+    wanted = _marker(cycle_id, attempt)
+    found = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parts = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and all(w in parts for w in wanted):
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class LocalProcessLauncher:
+    log_dir: Path
+    python: str = sys.executable
+    env: dict[str, str] | None = None
+    _children: dict[tuple[str, int], subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def log_path(self, cycle_id: str, attempt: int) -> Path:
+        return self.log_dir / f"train-{cycle_id}-{attempt}.log"
+
+    def launch(self, request: LaunchRequest) -> str:
+        key = (request.cycle_id, request.attempt)
+        running = _running_pids(*key)
+        if running:
+            return f"already running (pid {running[0]})"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        path = self.log_path(*key)
+        cmd = [self.python, "-m", "driftloop.cli", *train_args(request)]
+        with open(path, "ab") as out:
+            out.write(f"$ {' '.join(cmd)}\n".encode())
+            out.flush()
+            child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     env={**os.environ, **(self.env or {})})
+        self._children[key] = child
+        log.info("launched training for %s attempt %d: pid %d, log %s", request.cycle_id,
+                 request.attempt, child.pid, path)
+        return f"pid {child.pid}, log {path}"
+
+    def status(self, cycle_id: str, attempt: int) -> LaunchStatus:
+        child = self._children.get((cycle_id, attempt))
+        if child is not None:
+            code = child.poll()
+            if code is None:
+                return LaunchStatus("running")
+            return LaunchStatus("exited", code, self._tail(cycle_id, attempt))
+        if _running_pids(cycle_id, attempt):
+            return LaunchStatus("running")
+        return LaunchStatus("gone", None, self._tail(cycle_id, attempt))
+
+    def _tail(self, cycle_id: str, attempt: int) -> str:
+        try:
+            lines = self.log_path(cycle_id, attempt).read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in lines[-3:] if line.strip())[-500:]
+
+
+@dataclass
+class GitHubActionsLauncher:
+    """``POST /repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches`` (204 on success)."""
+
+    client: httpx.Client
+    repo: str                         # owner/name
+    workflow: str                     # file name (retrain.yml) or id
+    token: str
+    ref: str = "main"
+    api: str = "https://api.github.com"
+
+    def launch(self, request: LaunchRequest) -> str:
+        url = f"{self.api.rstrip('/')}/repos/{self.repo}/actions/workflows/{self.workflow}/dispatches"
+        body = {"ref": self.ref, "inputs": {"model": request.model,
+                                             "reason": request.reason[:1000],
+                                             "cycle_id": request.cycle_id}}
+        headers = {"Accept": "application/vnd.github+json",
+                   "Authorization": f"Bearer {self.token}",
+                   "X-GitHub-Api-Version": "2022-11-28"}
+        try:
+            response = self.client.post(url, json=body, headers=headers, timeout=30)
+        except httpx.HTTPError as exc:
+            raise LaunchUnavailable(f"GitHub unreachable: {exc}") from exc
+        if response.status_code == 204:
+            return f"dispatched {self.workflow} on {self.repo}@{self.ref}"
+        detail = response.text[:300]
+        if response.status_code in (429,) or response.status_code >= 500:
+            raise LaunchUnavailable(f"GitHub answered {response.status_code}: {detail}")
+        raise LaunchError(f"GitHub refused the dispatch ({response.status_code}): {detail}")
+
+    def status(self, cycle_id: str, attempt: int) -> LaunchStatus:
+        return LaunchStatus("unknown", detail="outcome read from the registry")

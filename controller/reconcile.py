@@ -1,0 +1,503 @@
+"""The reconcile loop: the I/O shell around the pure core.
+
+Each pass, per managed model and under that model's lease: load the persisted state, turn
+pending triggers into events (each saved together with its trigger marked done, in one
+transaction: no lost trigger), tick, and carry the resulting actions out through the ports.
+Every action is idempotent, keyed by the cycle id, and its result comes back as an event.
+Retryable errors leave the state as it is for the next pass; permanent ones end the step
+with a recorded failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from controller.codec import state_from_json, state_to_json
+from controller.core import decide, trigger_outcome
+from controller.gate import GateDecision
+from controller.launcher import Launcher, LaunchError, LaunchRequest
+from controller.metrics import ControllerMetrics
+from controller.model import (
+    Action,
+    CheckTraining,
+    DecisionRecorded,
+    Evaluate,
+    Event,
+    LaunchTraining,
+    ModelState,
+    Notify,
+    Performance,
+    Promote,
+    PromoteRequested,
+    PromotionDone,
+    RecordDecision,
+    Reject,
+    ReloadServing,
+    Rollback,
+    RollbackRequested,
+    SetChallenger,
+    ShadowEvidence,
+    Tick,
+    TrainingFailed,
+    TrainingLaunched,
+    TrainingSucceeded,
+    Trigger,
+)
+from controller.notify import Notifier, ServingReloader
+from controller.recent import labelled_rows, write_retrain_rows
+from controller.schedule import last_fire
+from controller.settings import ControllerSettings
+from controller.shadow import Evaluator
+from controller.store import StaleState, Store, TriggerRow
+from driftloop.errors import RetryableError
+from driftloop.spec import DatasetSpec
+from monitoring.predlog import PredictionLogReader
+from registry import (
+    ALIAS_CHALLENGER,
+    ALIAS_CHAMPION,
+    ALIAS_PREVIOUS,
+    TAG_PREFIX,
+    AliasConflict,
+    DecisionRecord,
+    ModelRegistry,
+)
+
+log = logging.getLogger(__name__)
+TAG = TAG_PREFIX
+CRASH_ENV = "DRIFTLOOP_CONTROLLER_CRASH_AT"
+
+
+@dataclass(frozen=True)
+class Managed:
+    spec: DatasetSpec
+    spec_path: Path
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+class Controller:
+    def __init__(self, settings: ControllerSettings, *, store: Store, registry: ModelRegistry,
+                 launcher: Launcher, reader: PredictionLogReader, evaluator: Evaluator,
+                 models: dict[str, Managed], metrics: ControllerMetrics,
+                 notifier: Notifier | None = None, reloader: ServingReloader | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 crash_at: str | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.launcher = launcher
+        self.reader = reader
+        self.evaluator = evaluator
+        self.models = models
+        self.metrics = metrics
+        self.notifier = notifier
+        self.reloader = reloader
+        self.clock = clock
+        self.crash_at = crash_at
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.started_at = clock()
+        self.wake = threading.Event()
+        self._side = ThreadPoolExecutor(max_workers=2, thread_name_prefix="controller-side")
+        self._last_eval: dict[str, float] = {}
+        self._last_labels_check: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.errors = 0
+
+    # -- state ------------------------------------------------------------------------------
+
+    def policy(self, model: str):  # noqa: ANN201
+        return self.settings.policy(lower_is_better=self.models[model].spec.lower_is_better)
+
+    def load(self, model: str) -> tuple[ModelState, int]:
+        text, revision = self.store.load(model)
+        return (ModelState(model) if text is None else state_from_json(text)), revision
+
+    def _save(self, state: ModelState, revision: int,
+              trigger_done: tuple[int, str, str | None] | None = None) -> int:
+        cycle = None
+        if state.cycle is not None:
+            c = state.cycle
+            outcome = c.result.outcome if c.result is not None else None
+            cycle = {"cycle_id": c.id, "model": state.model, "started_at": c.started_at,
+                     "phase": state.phase if state.phase != "idle" else "done",
+                     "outcome": outcome, "challenger": c.challenger, "champion": c.champion,
+                     "reasons": list(c.reasons)}
+        revision = self.store.save(state.model, state_to_json(state), revision, now=self.clock(),
+                                   trigger_done=trigger_done, cycle=cycle)
+        self.metrics.set_phase(state.model, state.phase)
+        self._crash(state.phase)
+        return revision
+
+    def _crash(self, point: str) -> None:
+        """Test hook: ``DRIFTLOOP_CONTROLLER_CRASH_AT=<point>`` kills this process with SIGKILL."""
+        if self.crash_at and self.crash_at == point:
+            log.warning("crash hook %s: SIGKILL", point)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.reconcile_once()
+            except Exception:
+                self.errors += 1
+                log.exception("reconcile pass failed")
+            self.wake.wait(self.settings.controller_tick_seconds)
+            self.wake.clear()
+        self._side.shutdown(wait=False)
+
+    def reconcile_once(self) -> None:
+        with self._lock:
+            for model in self.models:
+                now_wall = time.time()
+                if not self.store.acquire_lease(f"model:{model}", self.holder,
+                                                ttl=self.settings.controller_lease_seconds,
+                                                now=now_wall):
+                    continue
+                try:
+                    self.step(model)
+                except StaleState:
+                    log.warning("state of %s changed under us; next pass", model)
+                except RetryableError as exc:
+                    self.errors += 1
+                    log.warning("%s: retrying later: %s", model, exc)
+
+    def step(self, model: str) -> ModelState:
+        state, revision = self.load(model)
+        if revision == 0:
+            revision = self._save(state, revision)
+        self._builtin_triggers(model, state)
+        for row in self.store.pending_triggers(model):
+            event = self._event_for(row, state)
+            new, actions = decide(state, event, self.clock(), self.policy(model))
+            outcome = trigger_outcome(state, new) if event is not None else "ignored"
+            if isinstance(event, Performance) and outcome == "ignored":
+                outcome = "recorded"
+            cycle_id = new.cycle.id if new.cycle is not None and outcome in ("started", "merged") \
+                else (new.override.id if new.override is not None else None)
+            revision = self._save(new, revision, (row.id, outcome, cycle_id))
+            self.metrics.triggers.labels(source=row.source, outcome=outcome).inc()
+            state = new
+            state, revision = self._run(state, revision, actions)
+        new, actions = decide(state, Tick(), self.clock(), self.policy(model))
+        if new != state:
+            revision = self._save(new, revision)
+        return self._run(new, revision, actions)[0]
+
+    def _run(self, state: ModelState, revision: int,
+             actions: tuple[Action, ...]) -> tuple[ModelState, int]:
+        pending = list(actions)
+        for _ in range(100):
+            if not pending:
+                break
+            action = pending.pop(0)
+            event = self._execute(state, action)
+            if event is None:
+                continue
+            new, more = decide(state, event, self.clock(), self.policy(state.model))
+            if new != state:
+                revision = self._save(new, revision)
+            state = new
+            pending = [*more, *(a for a in pending if isinstance(a, Notify | ReloadServing))]
+        return state, revision
+
+    # -- events from intake -----------------------------------------------------------------
+
+    def _event_for(self, row: TriggerRow, state: ModelState) -> Event | None:
+        manual = row.source == "manual"
+        if row.action == "retrain":
+            return Trigger(row.source, row.reason, manual=manual)
+        if row.action == "performance":
+            return Performance(row.version or 0, row.value, degraded=row.actor == "degraded",
+                               reason=row.reason)
+        aliases = self.registry.aliases(row.model)
+        if row.action == "rollback":
+            return RollbackRequested(row.reason, row.source, aliases.get(ALIAS_CHAMPION),
+                                     aliases.get(ALIAS_PREVIOUS), actor=row.actor or "controller",
+                                     manual=manual)
+        if row.action == "promote" and row.version is not None:
+            return PromoteRequested(row.version, row.reason, aliases.get(ALIAS_CHAMPION),
+                                    actor=row.actor or "human")
+        return None
+
+    def _builtin_triggers(self, model: str, state: ModelState) -> None:
+        now = self.clock()
+        expr = self.settings.controller_schedule
+        if expr:
+            slot = last_fire(expr, now)
+            if slot is not None and slot > self.started_at:
+                self.store.add_trigger(model=model, source="schedule", action="retrain",
+                                       reason=f"scheduled ({expr}) at {slot.isoformat()}",
+                                       now=now, dedup_key=f"schedule:{model}:{slot.isoformat()}")
+        wanted = self.settings.controller_retrain_labelled_rows
+        every = self.settings.controller_labels_check_seconds
+        if wanted and time.monotonic() - self._last_labels_check.get(model, -1e9) >= every:
+            self._last_labels_check[model] = time.monotonic()
+            since = state.last_trained_at
+            if since is None:
+                champion = self.registry.get_alias(model, ALIAS_CHAMPION)
+                since = champion.created_at if champion is not None else None
+            if since is not None:
+                rows = labelled_rows(self.reader, self.models[model].spec, since, now)
+                if len(rows) >= wanted:
+                    self.store.add_trigger(
+                        model=model, source="labels", action="retrain", now=now,
+                        reason=f"{len(rows)} new labelled rows since {since.isoformat()} "
+                        f"(threshold {wanted})", dedup_key=f"labels:{model}:{since.isoformat()}")
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def _execute(self, state: ModelState, action: Action) -> Event | None:
+        match action:
+            case LaunchTraining():
+                return self._launch(action)
+            case CheckTraining():
+                return self._check_training(action)
+            case SetChallenger():
+                if self.registry.aliases(action.model).get(ALIAS_CHALLENGER) != action.version:
+                    self.registry.set_alias(action.model, ALIAS_CHALLENGER, action.version)
+                return None
+            case Evaluate():
+                return self._evaluate(action)
+            case Promote():
+                return self._guard(action.cycle_id, lambda: self._promote(action))
+            case Reject():
+                return self._guard(action.cycle_id, lambda: self._reject(action))
+            case Rollback():
+                return self._guard(action.cycle_id, lambda: self._rollback(action))
+            case RecordDecision():
+                return self._record(action)
+            case Notify():
+                if self.notifier is not None and self.notifier.url:
+                    self._side.submit(self.notifier.send, action.text)
+                return None
+            case ReloadServing():
+                if self.reloader is not None and self.reloader.url:
+                    self._side.submit(self.reloader.reload)
+                return None
+        return None
+
+    def _guard(self, cycle_id: str, fn: Callable[[], Event]) -> Event:
+        try:
+            return fn()
+        except RetryableError:
+            raise
+        except Exception as exc:  # permanent: the step fails with its reason recorded
+            log.exception("%s failed permanently", cycle_id)
+            return PromotionDone(cycle_id, "failed", None, (f"failed: {exc}",))
+
+    def _launch(self, a: LaunchTraining) -> Event:
+        managed = self.models[a.model]
+        spec = managed.spec
+        s = self.settings
+        now = self.clock()
+        data = write_retrain_rows(self.reader, spec, now=now, days=s.controller_recent_days,
+                                  holdout_fraction=s.controller_holdout_fraction,
+                                  dest=s.home_dir / "controller" / "data" / f"{a.cycle_id}.parquet")
+        paths = [p for p in spec.history_paths() if p.exists()]
+        if data.path is not None:
+            paths.append(data.path)
+        if not paths:
+            return TrainingFailed(a.cycle_id, "no training data: the spec has no history files "
+                                  "and the prediction log no recent labelled rows", False)
+        since = None
+        if s.controller_retrain_window_days:
+            since = now - timedelta(days=s.controller_retrain_window_days)
+        request = LaunchRequest(a.model, a.cycle_id, a.attempt, managed.spec_path, tuple(paths),
+                                reason=", ".join(a.sources) or "manual", since=since,
+                                until=data.holdout_from)
+        try:
+            detail = self.launcher.launch(request)
+        except RetryableError as exc:
+            return TrainingFailed(a.cycle_id, f"launch failed: {exc}", True)
+        except LaunchError as exc:
+            return TrainingFailed(a.cycle_id, f"launch refused: {exc}", False)
+        log.info("%s attempt %d: %s (%d recent rows)", a.cycle_id, a.attempt, detail, data.rows)
+        self._crash("launched")
+        return TrainingLaunched(a.cycle_id, a.attempt, data.holdout_from)
+
+    def _trained(self, model: str, cycle_id: str) -> int | None:
+        found = self.registry.find_versions(model, {TAG + "cycle_id": cycle_id})
+        return min(v.version for v in found) if found else None
+
+    def _check_training(self, a: CheckTraining) -> Event | None:
+        version = self._trained(a.model, a.cycle_id)
+        if version is not None:
+            return TrainingSucceeded(a.cycle_id, version)
+        status = self.launcher.status(a.cycle_id, a.attempt)
+        if status.status in ("running", "unknown"):
+            return None
+        version = self._trained(a.model, a.cycle_id)
+        if version is not None:
+            return TrainingSucceeded(a.cycle_id, version)
+        if status.status == "exited":
+            code = status.returncode
+            return TrainingFailed(a.cycle_id, f"driftloop train exited with {code} without a "
+                                  f"version: {status.detail}", code != 2)
+        return TrainingFailed(a.cycle_id, "the training process is gone without registering "
+                              f"a version: {status.detail}", True)
+
+    def _evaluate(self, a: Evaluate) -> Event | None:
+        every = self.settings.controller_evaluate_every_seconds
+        last = self._last_eval.get(a.cycle_id)
+        if last is not None and time.monotonic() - last < every:
+            return None
+        self._last_eval[a.cycle_id] = time.monotonic()
+        spec = self.models[a.model].spec
+        decision, champion = self.evaluator.evaluate(spec, a.challenger, shadow_since=a.shadow_since,
+                                                     holdout_from=a.holdout_from, now=self.clock())
+        self.metrics.gate_pairs.labels(model=a.model).set(decision.n)
+        if decision.difference is not None and decision.ci_low is not None:
+            self.metrics.gate_difference.labels(model=a.model).set(decision.difference)
+            self.metrics.gate_ci_low.labels(model=a.model).set(decision.ci_low)
+        log.info("%s gate: %s (%s)", a.cycle_id, decision.outcome, "; ".join(decision.reasons))
+        return ShadowEvidence(a.cycle_id, decision, champion)
+
+    def _gate_tags(self, gate: GateDecision | None) -> dict[str, str]:
+        if gate is None:
+            return {}
+        return {TAG + "gate_evidence": gate.evidence, TAG + "gate_n": str(gate.n),
+                TAG + "gate_metric": gate.metric,
+                TAG + "gate_difference": _fmt(gate.difference),
+                TAG + "gate_ci_low": _fmt(gate.ci_low), TAG + "gate_ci_high": _fmt(gate.ci_high),
+                TAG + "gate_margin": _fmt(gate.margin)}
+
+    def _cycle_gate(self, model: str, cycle_id: str) -> GateDecision | None:
+        state, _ = self.load(model)
+        return state.cycle.gate if state.cycle is not None and state.cycle.id == cycle_id else None
+
+    def _promote(self, a: Promote) -> Event:
+        reg, name = self.registry, a.model
+        current = reg.aliases(name).get(ALIAS_CHAMPION)
+        old = a.champion
+        if current != a.challenger:
+            if current != old:
+                return PromotionDone(a.cycle_id, "rejected", current, (
+                    f"champion moved from v{old} to v{current} during the cycle: not promoted",))
+            reg.get_version(name, a.challenger)  # VersionNotFound: permanent
+            try:
+                reg.set_alias(name, ALIAS_CHAMPION, a.challenger, expected=old)
+            except AliasConflict as exc:
+                return PromotionDone(a.cycle_id, "rejected", exc.actual, (str(exc),))
+        self._crash("promoting")
+        if old is not None and old != a.challenger:
+            reg.set_alias(name, ALIAS_PREVIOUS, old)
+        if reg.aliases(name).get(ALIAS_CHALLENGER) == a.challenger:
+            reg.delete_alias(name, ALIAS_CHALLENGER, expected=a.challenger)
+        now = self.clock().isoformat()
+        gate = self._cycle_gate(name, a.cycle_id) if a.kind == "gate" else None
+        reg.set_tags(name, a.challenger, {
+            TAG + "decision": "promoted" if a.kind == "gate" else "manually_promoted",
+            TAG + "decision_cycle_id": a.cycle_id, TAG + "decided_at": now,
+            TAG + "replaced_version": str(old), **self._gate_tags(gate)})
+        if old is not None and old != a.challenger:
+            reg.set_tags(name, old, {TAG + "replaced_by": str(a.challenger),
+                                     TAG + "replaced_at": now,
+                                     TAG + "replaced_in_cycle": a.cycle_id})
+        return PromotionDone(a.cycle_id, "promoted", a.challenger)
+
+    def _reject(self, a: Reject) -> Event:
+        reg, name = self.registry, a.model
+        now = self.clock().isoformat()
+        if a.challenger is not None:
+            if reg.aliases(name).get(ALIAS_CHALLENGER) == a.challenger:
+                with contextlib.suppress(AliasConflict):
+                    reg.delete_alias(name, ALIAS_CHALLENGER, expected=a.challenger)
+            gate = self._cycle_gate(name, a.cycle_id)
+            reg.set_tags(name, a.challenger, {
+                TAG + "decision": "rejected", TAG + "decision_cycle_id": a.cycle_id,
+                TAG + "decided_at": now, TAG + "compared_with": str(a.champion),
+                TAG + "decision_reason": "; ".join(a.reasons)[-500:], **self._gate_tags(gate)})
+        if a.champion is not None:
+            reg.set_tags(name, a.champion, {TAG + "last_challenge": f"v{a.challenger} rejected",
+                                            TAG + "last_challenge_cycle_id": a.cycle_id})
+        current = reg.aliases(name).get(ALIAS_CHAMPION)
+        return PromotionDone(a.cycle_id, "rejected", current)
+
+    def _rollback(self, a: Rollback) -> Event:
+        reg, name = self.registry, a.model
+        if a.to_version is None:
+            return PromotionDone(a.cycle_id, "failed", a.from_version,
+                                 ("no @previous version to roll back to",))
+        current = reg.aliases(name).get(ALIAS_CHAMPION)
+        if current != a.to_version:
+            if current != a.from_version:
+                return PromotionDone(a.cycle_id, "failed", current, (
+                    f"champion moved from v{a.from_version} to v{current}: not rolled back",))
+            reg.set_alias(name, ALIAS_CHAMPION, a.to_version, expected=a.from_version)
+        self._crash("promoting")
+        if a.from_version is not None:
+            reg.set_alias(name, ALIAS_PREVIOUS, a.from_version)
+            reg.set_tags(name, a.from_version, {TAG + "decision": "rolled_back",
+                                                TAG + "decision_cycle_id": a.cycle_id,
+                                                TAG + "decided_at": self.clock().isoformat()})
+        reg.set_tags(name, a.to_version, {TAG + "restored_in": a.cycle_id})
+        return PromotionDone(a.cycle_id, "rolled_back", a.to_version)
+
+    def _record(self, a: RecordDecision) -> Event:
+        spec = self.models[a.model].spec
+        g = a.gate
+        record = DecisionRecord(
+            model=a.model, kind=a.kind, outcome=a.outcome, cycle_id=a.cycle_id,
+            decided_at=self.clock(), champion_version=a.champion, challenger_version=a.challenger,
+            new_champion_version=a.new_champion, triggers=a.triggers, reasons=a.reasons,
+            evidence=g.evidence if g is not None else "none", metric=spec.metric,
+            n=g.n if g is not None else None,
+            champion_metric=g.champion_metric if g else None,
+            challenger_metric=g.challenger_metric if g else None,
+            difference=g.difference if g else None, ci_low=g.ci_low if g else None,
+            ci_high=g.ci_high if g else None, margin=g.margin if g else None, actor=a.actor)
+        saved = self.registry.record_decision(record)
+        if self.store.save_decision(cycle_id=a.cycle_id, kind=a.kind, model=a.model,
+                                    outcome=a.outcome, record=saved.to_json(), now=self.clock()):
+            self.metrics.cycles.labels(model=a.model, outcome=a.outcome).inc()
+        self.metrics.last_decision.labels(model=a.model).set(saved.decided_at.timestamp())
+        self._crash("recorded")
+        return DecisionRecorded(a.cycle_id)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for model in self.models:
+            state, _ = self.load(model)
+            try:
+                aliases: dict[str, int] | str = self.registry.aliases(model)
+            except RetryableError as exc:
+                aliases = f"registry unavailable: {exc}"
+            cycle = state.cycle
+            out[model] = {
+                "state": state.phase, "since": state.since, "until": state.until,
+                "aliases": aliases,
+                "cycle": None if cycle is None else {
+                    "id": cycle.id, "started_at": cycle.started_at, "reasons": cycle.reasons,
+                    "attempt": cycle.attempt, "challenger": cycle.challenger,
+                    "champion": cycle.champion, "plan": cycle.plan,
+                    "gate": None if cycle.gate is None else {
+                        "outcome": cycle.gate.outcome, "n": cycle.gate.n,
+                        "reasons": cycle.gate.reasons, "evidence": cycle.gate.evidence},
+                    "result": None if cycle.result is None else cycle.result.outcome},
+                "deferred": state.deferred,
+                "probation": None if state.probation is None else {
+                    "version": state.probation.version, "until": state.probation.until},
+                "override": None if state.override is None else {
+                    "id": state.override.id, "kind": state.override.kind},
+                "last_decisions": self.store.decisions_of(model, limit=5),
+            }
+        return out
+

@@ -1,0 +1,132 @@
+"""Evidence for the gate: live shadow pairs first, offline replay when labelled rows exist.
+
+- *shadow*: rows of the prediction log where the champion answered and the challenger was
+  scored in shadow (``shadow_version == challenger``), once labelled: the pairs are
+  (``score``, ``shadow_score``, label).
+- *offline_replay*: both models scored here on recent labelled rows that the challenger was
+  not trained on (at or after the cycle's holdout cut, or after the cycle started).
+
+Before any of it, the challenger must load and return finite probabilities on the
+champion's reference rows: otherwise it is rejected at once as broken.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from controller import gate
+from controller.gate import GateDecision, GatePolicy
+from controller.recent import label_array, labelled_rows
+from driftloop.spec import DatasetSpec
+from monitoring.predlog import PredictionLogReader
+from registry import ALIAS_CHAMPION, ModelRegistry
+from registry.bundle import Bundle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelCache:
+    """Downloaded bundles and loaded models, by (model, version)."""
+
+    registry: ModelRegistry
+    root: Path
+
+    def __post_init__(self) -> None:
+        self._models: dict[tuple[str, int], Any] = {}
+
+    def bundle(self, name: str, version: int) -> Bundle:
+        dest = self.root / name / str(version)
+        bundle = Bundle(dest)
+        if not bundle.is_complete():
+            if dest.exists():
+                shutil.rmtree(dest)
+            self.registry.download(name, version, dest)
+        return bundle
+
+    def model(self, name: str, version: int) -> Any:
+        key = (name, version)
+        if key not in self._models:
+            self._models[key] = self.registry.load_model(self.bundle(name, version).root)
+        return self._models[key]
+
+
+def _scores(model: Any, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    return np.asarray(model.predict_proba(frame[spec.features.all])[:, 1], dtype=float)
+
+
+@dataclass
+class Evaluator:
+    registry: ModelRegistry
+    reader: PredictionLogReader
+    cache: ModelCache
+    policy: GatePolicy = GatePolicy()
+
+    def evaluate(self, spec: DatasetSpec, challenger: int, *, shadow_since: datetime,
+                 holdout_from: datetime | None, now: datetime) -> tuple[GateDecision, int | None]:
+        """The gate's decision and the champion it compared against."""
+        metric = spec.metric
+        name = spec.model_name
+        champion_info = self.registry.get_alias(name, ALIAS_CHAMPION)
+        champion = None if champion_info is None else champion_info.version
+        try:
+            candidate = self.cache.model(name, challenger)
+        except Exception as exc:  # a challenger that does not load is broken, whatever the cause
+            return gate.broken(metric, f"v{challenger} failed to load: {exc}"), champion
+        if champion is None:
+            return GateDecision("promote", (f"no champion yet: v{challenger} becomes the "
+                                            "first champion",), metric, 0), None
+        if champion == challenger:
+            return GateDecision("reject", (f"v{challenger} is already the champion",),
+                                metric, 0), champion
+        probe = self.cache.bundle(name, champion).reference.head(200)
+        try:
+            probe_scores = _scores(candidate, probe, spec)
+        except Exception as exc:
+            return gate.broken(metric, f"v{challenger} breaks the input schema: {exc}"), champion
+        if not np.isfinite(probe_scores).all():
+            return gate.broken(metric, f"v{challenger} returns non-finite scores on the "
+                               "champion's reference rows"), champion
+        shadow = self._shadow(spec, champion, challenger, shadow_since, now)
+        if shadow.outcome != "wait" or shadow.n >= self.policy.min_pairs:
+            return shadow, champion
+        replay = self._replay(spec, champion, challenger, holdout_from or shadow_since, now)
+        if replay.outcome != "wait" or replay.n >= shadow.n:
+            return replay, champion
+        return shadow, champion
+
+    def _shadow(self, spec: DatasetSpec, champion: int, challenger: int, since: datetime,
+                now: datetime) -> GateDecision:
+        rows = labelled_rows(self.reader, spec, since, now)
+        if not rows.empty:
+            rows = rows[(rows["shadow_version"] == challenger) & (rows["model_version"] == champion)]
+        if rows.empty:
+            return gate.evaluate(np.zeros(0), np.zeros(0), np.zeros(0), metric=spec.metric,
+                                 policy=self.policy, evidence="shadow")
+        return gate.evaluate(label_array(rows, spec), rows["score"].to_numpy(float),
+                             rows["shadow_score"].to_numpy(float), metric=spec.metric,
+                             policy=self.policy, evidence="shadow")
+
+    def _replay(self, spec: DatasetSpec, champion: int, challenger: int, since: datetime,
+                now: datetime) -> GateDecision:
+        rows = labelled_rows(self.reader, spec, since, now)
+        y = label_array(rows, spec) if not rows.empty else np.zeros(0, dtype=np.int64)
+        if len(rows) < self.policy.min_pairs:
+            return gate.evaluate(y, np.zeros(len(y)), np.zeros(len(y)), metric=spec.metric,
+                                 policy=self.policy, evidence="offline_replay")
+        old = _scores(self.cache.model(spec.model_name, champion), rows, spec)
+        try:
+            new = _scores(self.cache.model(spec.model_name, challenger), rows, spec)
+        except Exception as exc:
+            return gate.broken(spec.metric, f"v{challenger} fails on production rows: {exc}",
+                               evidence="offline_replay", n=len(rows))
+        return gate.evaluate(y, old, new, metric=spec.metric, policy=self.policy,
+                             evidence="offline_replay")

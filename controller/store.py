@@ -1,0 +1,303 @@
+"""The controller's persisted state (SQLAlchemy Core): SQLite by default, PostgreSQL by URL.
+
+Tables:
+
+- ``model_state``: one JSON state per model with a revision (optimistic concurrency);
+- ``notifications``: the raw body of every accepted webhook request;
+- ``triggers``: one row per intent (alert, verdict, manual command, built-in trigger), with a
+  unique ``dedup_key`` (Alertmanager: ``am:<fingerprint>:<startsAt>``) so duplicate and
+  concurrent deliveries insert once, whatever the number of replicas;
+- ``cycles``: one row per cycle (history for ``/status``);
+- ``decisions``: the local copy of every decision, keyed by (cycle_id, kind);
+- ``leases``: which replica works on which model now, so two never run the same cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+_TS = sa.DateTime(timezone=True)
+
+model_state = sa.Table(
+    "model_state", metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+)
+notifications = sa.Table(
+    "notifications", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("received_at", _TS, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+)
+triggers = sa.Table(
+    "triggers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),   # retrain | rollback | promote | performance | none
+    sa.Column("dedup_key", sa.String(500), unique=True, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=True),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("notification_id", sa.Integer, nullable=True),
+    sa.Column("received_at", _TS, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),   # pending | done | resolved | ignored
+    sa.Column("outcome", sa.String(40), nullable=True),
+    sa.Column("cycle_id", sa.String(200), nullable=True),
+    sa.Column("processed_at", _TS, nullable=True),
+)
+cycles = sa.Table(
+    "cycles", metadata,
+    sa.Column("cycle_id", sa.String(200), primary_key=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("started_at", _TS, nullable=False),
+    sa.Column("phase", sa.String(20), nullable=False),
+    sa.Column("outcome", sa.String(40), nullable=True),
+    sa.Column("challenger", sa.Integer, nullable=True),
+    sa.Column("champion", sa.Integer, nullable=True),
+    sa.Column("reasons", sa.Text, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+)
+decisions = sa.Table(
+    "decisions", metadata,
+    sa.Column("cycle_id", sa.String(200), primary_key=True),
+    sa.Column("kind", sa.String(40), primary_key=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("outcome", sa.String(40), nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+)
+leases = sa.Table(
+    "leases", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+
+class StaleState(Exception):
+    """Someone else saved this model's state since it was loaded."""
+
+
+@dataclass(frozen=True)
+class TriggerRow:
+    id: int
+    model: str
+    source: str
+    action: str
+    reason: str
+    actor: str | None
+    version: int | None
+    value: float | None
+    dedup_key: str | None
+    received_at: datetime
+    status: str
+    outcome: str | None
+    cycle_id: str | None
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:  # SQLite hands back naive values
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def make_engine(url: str) -> sa.Engine:
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        kwargs["poolclass"] = sa.pool.StaticPool
+    else:
+        from pathlib import Path
+
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["pool_size"] = 8
+        kwargs["max_overflow"] = 32
+    engine = sa.create_engine(url, **kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None   # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")   # writers queue instead of failing to upgrade
+
+    return engine
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- intake -------------------------------------------------------------------------
+
+    def add_notification(self, source: str, body: str, *, now: datetime) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(notifications.insert().values(source=source, received_at=now,
+                                                                body=body))
+            return int(result.inserted_primary_key[0])
+
+    def add_trigger(self, *, model: str, source: str, action: str, reason: str, now: datetime,
+                    dedup_key: str | None = None, actor: str | None = None,
+                    version: int | None = None, value: float | None = None,
+                    notification_id: int | None = None, status: str = "pending") -> int | None:
+        """Insert one intent; ``None`` when its dedup key was already taken (a duplicate)."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(triggers.insert().values(
+                    model=model, source=source, action=action, reason=reason,
+                    dedup_key=dedup_key, actor=actor, version=version, value=value,
+                    notification_id=notification_id, received_at=now, status=status))
+                return int(result.inserted_primary_key[0])
+        except IntegrityError:
+            return None
+
+    def pending_triggers(self, model: str) -> list[TriggerRow]:
+        query = (sa.select(triggers).where(triggers.c.model == model,
+                                           triggers.c.status == "pending")
+                 .order_by(triggers.c.id))
+        with self.engine.begin() as conn:
+            return [_trigger_row(r) for r in conn.execute(query)]
+
+    def get_trigger(self, trigger_id: int) -> TriggerRow | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(triggers).where(triggers.c.id == trigger_id)).first()
+        return None if row is None else _trigger_row(row)
+
+    def triggers_of(self, model: str | None = None, limit: int = 1000) -> list[TriggerRow]:
+        query = sa.select(triggers).order_by(triggers.c.id.desc()).limit(limit)
+        if model is not None:
+            query = query.where(triggers.c.model == model)
+        with self.engine.begin() as conn:
+            return [_trigger_row(r) for r in conn.execute(query)]
+
+    def count_notifications(self) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(notifications))
+                       .scalar_one())
+
+    # -- state --------------------------------------------------------------------------
+
+    def load(self, model: str) -> tuple[str | None, int]:
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(model_state.c.state, model_state.c.revision)
+                               .where(model_state.c.model == model)).first()
+        return (None, 0) if row is None else (row.state, int(row.revision))
+
+    def save(self, model: str, state: str, revision: int, *, now: datetime,
+             trigger_done: tuple[int, str, str | None] | None = None,
+             cycle: dict[str, Any] | None = None) -> int:
+        """Write the state if still at ``revision`` (else StaleState), with the trigger that
+        caused it marked done and the cycle row upserted, in one transaction."""
+        with self.engine.begin() as conn:
+            if revision == 0:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(model_state.insert().values(
+                            model=model, state=state, revision=1, updated_at=now))
+                except IntegrityError:
+                    raise StaleState(model) from None
+            else:
+                done = conn.execute(model_state.update().where(
+                    model_state.c.model == model, model_state.c.revision == revision)
+                    .values(state=state, revision=revision + 1, updated_at=now))
+                if done.rowcount != 1:
+                    raise StaleState(model)
+            if trigger_done is not None:
+                trigger_id, outcome, cycle_id = trigger_done
+                conn.execute(triggers.update().where(triggers.c.id == trigger_id).values(
+                    status="done", outcome=outcome, cycle_id=cycle_id, processed_at=now))
+            if cycle is not None:
+                values = {**cycle, "updated_at": now, "reasons": json.dumps(cycle["reasons"])}
+                changed = conn.execute(cycles.update().where(
+                    cycles.c.cycle_id == cycle["cycle_id"]).values(**values))
+                if changed.rowcount == 0:
+                    conn.execute(cycles.insert().values(**values))
+        return revision + 1
+
+    def cycles_of(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
+        query = (sa.select(cycles).where(cycles.c.model == model)
+                 .order_by(cycles.c.started_at.desc()).limit(limit))
+        with self.engine.begin() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            row["reasons"] = json.loads(row["reasons"])
+            row["started_at"] = _utc(row["started_at"])
+            row["updated_at"] = _utc(row["updated_at"])
+        return rows
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def save_decision(self, *, cycle_id: str, kind: str, model: str, outcome: str,
+                      record: str, now: datetime) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(decisions.insert().values(cycle_id=cycle_id, kind=kind, model=model,
+                                                       outcome=outcome, record=record,
+                                                       created_at=now))
+            return True
+        except IntegrityError:
+            return False
+
+    def decisions_of(self, model: str, limit: int = 10) -> list[dict[str, Any]]:
+        query = (sa.select(decisions).where(decisions.c.model == model)
+                 .order_by(decisions.c.created_at.desc()).limit(limit))
+        with self.engine.begin() as conn:
+            return [json.loads(r.record) for r in conn.execute(query)]
+
+    # -- leases -------------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, holder: str, *, ttl: float, now: float) -> bool:
+        """Take or renew ``name`` for ``ttl`` seconds; False while another holder has it."""
+        with self.engine.begin() as conn:
+            done = conn.execute(leases.update().where(
+                leases.c.name == name,
+                sa.or_(leases.c.holder == holder, leases.c.expires_at < now))
+                .values(holder=holder, expires_at=now + ttl))
+            if done.rowcount == 1:
+                return True
+            try:
+                with conn.begin_nested():
+                    conn.execute(leases.insert().values(name=name, holder=holder,
+                                                        expires_at=now + ttl))
+                return True
+            except IntegrityError:
+                return False
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(leases.delete().where(leases.c.name == name, leases.c.holder == holder))
+
+
+def _trigger_row(row: Any) -> TriggerRow:
+    m = row._mapping
+    return TriggerRow(id=m["id"], model=m["model"], source=m["source"], action=m["action"],
+                      reason=m["reason"], actor=m["actor"], version=m["version"], value=m["value"],
+                      dedup_key=m["dedup_key"], received_at=_utc(m["received_at"]),
+                      status=m["status"], outcome=m["outcome"], cycle_id=m["cycle_id"])
