@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _assemble()
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns a raised typer.Exit's code instead of raising.
+        code = app(args=argv, standalone_mode=False)
     except DriftloopError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
