@@ -146,15 +146,15 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
     base = dict(model=model or spec.model_name, version=int(version), window_start=window_start,
                 window_end=window_end, created_at=now, rows=len(current), labelled_rows=labelled,
                 drift_share_threshold=spec.drift.drift_share, source=source)
+    if len(current) < spec.drift.min_rows:
+        return Verdict(**base, status="insufficient_data",
+                       reasons=[f"{len(current)} rows in the window, fewer than "
+                                f"drift.min_rows={spec.drift.min_rows}: no verdict on drift"])
     missing = [c for c in spec.features.all if c not in current.columns]
     if missing:
         from driftloop.errors import DataError
 
         raise DataError(f"current data lacks feature columns {missing}")
-    if len(current) < spec.drift.min_rows:
-        return Verdict(**base, status="insufficient_data",
-                       reasons=[f"{len(current)} rows in the window, fewer than "
-                                f"drift.min_rows={spec.drift.min_rows}: no verdict on drift"])
     results = feature_drift(reference, current)
     share = stats.drift_share(results)
     columns = [_to_result(r) for r in results]
