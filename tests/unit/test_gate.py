@@ -1,0 +1,142 @@
+"""The promotion gate from a table: paired bootstrap CI, minimum pairs, broken challengers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from controller.gate import GatePolicy, bootstrap_differences, broken, evaluate, point_metric
+from training.evaluate import metric_value
+
+N = 2000
+
+
+def _data(n: int = N, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * signal))).astype(int)
+    champion = 1 / (1 + np.exp(-(signal + rng.normal(scale=1.0, size=n))))
+    return y, champion, signal
+
+
+def _challenger(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y, champion, signal = _data()
+    rng = np.random.default_rng(9)
+    if kind == "better":
+        return y, champion, 1 / (1 + np.exp(-(signal + rng.normal(scale=0.3, size=N))))
+    if kind == "equal":
+        return y, champion, champion.copy()
+    if kind == "slightly_worse":
+        return y, champion, np.clip(champion + rng.normal(scale=0.05, size=N), 0, 1)
+    if kind == "much_worse":
+        return y, champion, rng.random(N)
+    if kind == "nan_scores":
+        bad = champion.copy()
+        bad[::100] = np.nan
+        return y, champion, bad
+    if kind == "out_of_range":
+        return y, champion, champion * 3
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize(("kind", "outcome", "sign"), [
+    ("better", "promote", 1),
+    ("equal", "promote", 0),
+    ("slightly_worse", "promote", -1),   # within the non-inferiority margin
+    ("much_worse", "reject", -1),
+    ("nan_scores", "reject", None),
+    ("out_of_range", "reject", None),
+])
+def test_gate_table(kind: str, outcome: str, sign: int | None) -> None:
+    y, a, b = _challenger(kind)
+    decision = evaluate(y, a, b, metric="roc_auc", policy=GatePolicy(min_pairs=200, margin=0.01))
+    assert decision.outcome == outcome, decision.reasons
+    assert decision.n == N
+    if sign is None:
+        assert decision.broken
+        assert "not finite probabilities" in decision.reasons[0]
+        return
+    assert not decision.broken
+    assert decision.ci_low is not None and decision.ci_high is not None
+    assert decision.ci_low <= decision.difference <= decision.ci_high
+    assert np.sign(round(decision.difference, 6)) == sign
+    assert f"n={N}" in decision.reasons[-2]           # the reasons name the numbers
+    assert f"{decision.ci_low:+.4f}" in decision.reasons[-2]
+    if kind == "equal":
+        assert decision.ci_low == decision.ci_high == 0.0
+
+
+def test_too_few_pairs_waits() -> None:
+    y, a, b = _challenger("better")
+    decision = evaluate(y[:150], a[:150], b[:150], metric="roc_auc", policy=GatePolicy(min_pairs=200))
+    assert decision.outcome == "wait"
+    assert decision.ci_low is None
+    assert "150 labelled pairs < min_pairs 200" in decision.reasons[0]
+
+
+def test_one_class_waits() -> None:
+    _, a, b = _challenger("better")
+    decision = evaluate(np.ones(N, dtype=int), a, b, metric="roc_auc")
+    assert decision.outcome == "wait"
+    assert "undefined" in decision.reasons[0]
+
+
+def test_inconclusive_waits() -> None:
+    y, a, _ = _data(n=300)
+    rng = np.random.default_rng(1)
+    b = np.clip(a + rng.normal(scale=0.15, size=300), 0, 1)
+    decision = evaluate(y, a, b, metric="roc_auc", policy=GatePolicy(min_pairs=200, margin=0.01))
+    assert decision.outcome == "wait"
+    assert decision.ci_low < -0.01 <= decision.ci_high
+    assert "inconclusive" in decision.reasons[-1]
+
+
+def test_nan_champion_scores_are_dropped_not_fatal() -> None:
+    y, a, b = _challenger("better")
+    a = a.copy()
+    a[:10] = np.nan
+    decision = evaluate(y, a, b, metric="roc_auc")
+    assert decision.n == N - 10
+    assert decision.outcome == "promote"
+    assert "10 pairs dropped" in decision.reasons[0]
+
+
+@pytest.mark.parametrize("metric", ["log_loss", "brier"])
+def test_lower_is_better_metrics_are_sign_adjusted(metric: str) -> None:
+    y, a, b = _challenger("better")
+    decision = evaluate(y, a, b, metric=metric)
+    assert decision.outcome == "promote"
+    assert decision.challenger_metric < decision.champion_metric
+    assert decision.difference > 0
+    worse = evaluate(y, a, np.clip(np.random.default_rng(2).random(N), 0.01, 0.99), metric=metric)
+    assert worse.outcome == "reject"
+    assert worse.difference < 0
+
+
+def test_deterministic_for_a_seed() -> None:
+    y, a, b = _challenger("slightly_worse")
+    one = evaluate(y, a, b, metric="roc_auc", policy=GatePolicy(seed=5))
+    two = evaluate(y, a, b, metric="roc_auc", policy=GatePolicy(seed=5))
+    assert (one.ci_low, one.ci_high) == (two.ci_low, two.ci_high)
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "log_loss", "brier", "accuracy", "f1",
+                                    "average_precision"])
+def test_point_metrics_agree_with_training(metric: str) -> None:
+    y, a, _ = _data(n=500)
+    a = np.round(a, 2)  # ties
+    assert math.isclose(point_metric(metric, y, a), metric_value(metric, y, a), rel_tol=1e-9)
+
+
+def test_bootstrap_is_paired() -> None:
+    y, a, _ = _data(n=400)
+    diffs = bootstrap_differences("roc_auc", y, a, a.copy(), n_boot=50, seed=0)
+    assert np.all(diffs == 0)
+
+
+def test_broken_helper() -> None:
+    decision = broken("roc_auc", "v3 failed to load: boom")
+    assert decision.outcome == "reject" and decision.broken
+    assert decision.reasons == ("challenger is broken: v3 failed to load: boom",)
