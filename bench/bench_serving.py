@@ -1,0 +1,265 @@
+"""Serving speed: driftloop /predict (metrics + log + shadow on) against
+``mlflow models serve`` on the same model version, and driftloop with monitoring on vs
+off, in one run. One worker each, loopback, 16 connections, ``--duration`` seconds each
+(20 by default), one server at a time. Load generator: wrk with a Lua POST script, or an
+httpx async loop when wrk is not installed. Writes docs/bench/serving.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "bench" / "serving.md"
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    tool: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"server not ready: {url}\n{log.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def run_wrk(name: str, url: str, body: str, seconds: int, connections: int) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                     f"wrk.body = {json.dumps(body)}\n")
+    subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", "-s", script.name, url],
+                   check=True, capture_output=True)  # warm-up
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                          "--timeout", "10s", "-s", script.name, url],
+                         check=True, capture_output=True, text=True).stdout
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return Result(name, rps, p50, p99, total, errors, "wrk")
+
+
+def run_httpx(name: str, url: str, body: str, seconds: int, connections: int) -> Result:
+    import httpx
+
+    async def main() -> Result:
+        latencies: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=connections)
+        async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+            headers = {"content-type": "application/json"}
+
+            async def worker(until: float, record: bool) -> None:
+                nonlocal errors
+                while time.perf_counter() < until:
+                    t = time.perf_counter()
+                    r = await client.post(url, content=body, headers=headers)
+                    if record:
+                        latencies.append(time.perf_counter() - t)
+                        errors += r.status_code >= 300
+
+            warm = time.perf_counter() + 2
+            await asyncio.gather(*(worker(warm, False) for _ in range(connections)))
+            start = time.perf_counter()
+            await asyncio.gather(*(worker(start + seconds, True) for _ in range(connections)))
+            elapsed = time.perf_counter() - start
+        latencies.sort()
+        pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
+        return Result(name, len(latencies) / elapsed, pick(0.5), pick(0.99), len(latencies),
+                      errors, "httpx")
+
+    return asyncio.run(main())
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as sink:
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_serving", description=__doc__)
+    parser.add_argument("--duration", type=int, default=20, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--no-wrk", action="store_true", help="use the httpx load generator")
+    parser.add_argument("--skip-mlflow", action="store_true", help="driftloop only (quick)")
+    args = parser.parse_args(argv)
+
+    from driftloop.settings import CommonSettings
+    from driftloop.spec import load_spec
+    from registry import open_registry
+    from training.generate import generate
+    from training.train import train
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    home = work / "home"
+    spec = load_spec(ROOT / "examples" / "churn" / "spec.yaml")
+    spec = spec.model_copy(update={"model_name": f"bench-{uuid.uuid4().hex[:6]}"})
+    frame = generate(10, rows_per_day=1000, seed=3)
+    data = work / "churn.parquet"
+    frame.to_parquet(data, index=False)
+    settings = CommonSettings(home=home)
+    registry = open_registry(settings)
+    champion = train(spec, [data], registry, alias="champion", seed=0).version.version
+    challenger = train(spec, [data], registry, alias="challenger", seed=1).version.version
+    row = frame.iloc[0]
+    record: dict[str, Any] = {c: float(row[c]) for c in spec.features.numerical}
+    record.update({c: str(row[c]) for c in spec.features.categorical})
+
+    use_wrk = shutil.which("wrk") is not None and not args.no_wrk
+    load = run_wrk if use_wrk else run_httpx
+    env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR",)}
+    env.update({"DRIFTLOOP_HOME": str(home), "DRIFTLOOP_MODEL": spec.model_name,
+                "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+                "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
+    driftloop_body = json.dumps(record)
+    results: list[Result] = []
+    runs = [("driftloop, metrics + log + shadow on", {}),
+            ("driftloop, monitoring off", {"DRIFTLOOP_SERVING_METRICS": "false",
+                                           "DRIFTLOOP_SERVING_LOG": "false",
+                                           "DRIFTLOOP_SERVING_SHADOW": "false"})]
+    for name, extra in runs:
+        port = free_port()
+        log = work / f"driftloop-{port}.log"
+        process = start([sys.executable, "-m", "driftloop.cli", "serve", "--port", str(port)],
+                        {**env, **extra}, log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base + "/readyz", process, log)
+            print(f"-- {name}", flush=True)
+            results.append(load(name, base + "/predict", driftloop_body, args.duration,
+                                args.connections))
+        finally:
+            stop(process)
+    if not args.skip_mlflow:
+        port = free_port()
+        log = work / f"mlflow-{port}.log"
+        process = start([str(VENV_BIN / "mlflow"), "models", "serve", "-m",
+                         f"models:/{spec.model_name}@champion", "--env-manager", "local",
+                         "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env, log)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base + "/ping", process, log)
+            print("-- mlflow models serve", flush=True)
+            results.append(load("mlflow models serve", base + "/invocations",
+                                json.dumps({"dataframe_records": [record]}), args.duration,
+                                args.connections))
+        finally:
+            stop(process)
+    for r in results:
+        print(f"{r.name}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
+              f"{r.errors} errors")
+    write_report(results, args, argv or [], champion, challenger, use_wrk)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(r.errors == 0 for r in results) else 1
+
+
+def write_report(results: list[Result], args: argparse.Namespace, argv: list[str],
+                 champion: int, challenger: int, use_wrk: bool) -> None:
+    by = {r.name: r for r in results}
+    on, off = by["driftloop, metrics + log + shadow on"], by["driftloop, monitoring off"]
+    peer = by.get("mlflow models serve")
+    flags = " ".join(argv)
+    command = ("python -m bench --only serving" if not argv
+               else f"python -m bench.bench_serving {flags}")
+    tool = (f"wrk -t1 -c{args.connections} -d{args.duration}s --latency (Lua POST script)"
+            if use_wrk else f"httpx async loop, {args.connections} concurrent requests")
+    lines = [
+        "## Serving (issue 3)", "",
+        f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, mlflow {metadata.version('mlflow')}, fastapi "
+        f"{metadata.version('fastapi')}, uvicorn {metadata.version('uvicorn')}, scikit-learn "
+        f"{metadata.version('scikit-learn')}; {datetime.now(UTC):%Y-%m-%d}.", "",
+        "Same registered model (logistic-regression churn pipeline, champion "
+        f"v{champion}, challenger v{challenger} for shadow scoring), one worker per server, "
+        f"loopback, one record per request, load by {tool}, after a 2 s warm-up; one server "
+        "at a time on the same 2 cores as the load generator. driftloop answers `POST "
+        "/predict`; MLflow answers `POST /invocations` with `{\"dataframe_records\": [...]}` "
+        "(`mlflow models serve -m models:/NAME@champion --env-manager local -w 1`).", "",
+        "| server | requests/s | p50 | p99 | requests | errors |", "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | "
+                     f"{r.requests:,} | {r.errors} |")
+    lines.append("")
+    overhead = 1 - on.rps / off.rps
+    lines.append(f"- Monitoring overhead (metrics + log + shadow on vs off, same app): "
+                 f"{overhead:.1%} fewer requests/s, p99 {on.p99_ms:.2f} vs {off.p99_ms:.2f} ms "
+                 f"(target at most 15%: {'met' if overhead <= 0.15 else 'MISSED'}).")
+    if peer is not None:
+        ratio, p99 = on.rps / peer.rps, on.p99_ms / peer.p99_ms
+        lines.append(f"- driftloop (monitoring on) vs mlflow models serve: {ratio:.1f}x the "
+                     f"requests/s (target at least 20x: {'met' if ratio >= 20 else 'MISSED'}), "
+                     f"p99 {p99:.3f} of MLflow's (target at most 0.1: "
+                     f"{'met' if p99 <= 0.1 else 'MISSED'}).")
+    else:
+        lines.append("- mlflow models serve was skipped in this run (--skip-mlflow).")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
