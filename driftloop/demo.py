@@ -131,11 +131,12 @@ class Demo:
             "DRIFTLOOP_CONTROLLER_SPECS": str(self.home / "spec.yaml"),
             "DRIFTLOOP_SERVING_URL": self.serving_url,
             # A simulated day lasts seconds, so the controller's clocks are set in seconds too.
-            "DRIFTLOOP_CONTROLLER_RECONCILE_INTERVAL": "0.5",
+            "DRIFTLOOP_CONTROLLER_TICK_SECONDS": "0.5",
+            "DRIFTLOOP_CONTROLLER_EVALUATE_EVERY_SECONDS": "2",
             "DRIFTLOOP_CONTROLLER_COOLDOWN_SECONDS": "20",
             "DRIFTLOOP_CONTROLLER_RETRAIN_WINDOW_DAYS": "0.0003",
             "DRIFTLOOP_CONTROLLER_RECENT_DAYS": "0.0003",
-            "DRIFTLOOP_CONTROLLER_GATE_MIN_PAIRS": "200",
+            "DRIFTLOOP_CONTROLLER_MIN_PAIRS": "200",
         })
         self.say(f"[2/4] starting the serving app ({self.serving_url}) and the controller "
                  f"({self.controller_url})...")
