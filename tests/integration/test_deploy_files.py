@@ -338,3 +338,67 @@ def test_ci_workflow_lints_and_runs_the_ci_entry_point() -> None:
     assert "ruff check" in scripts and "lint-imports" in scripts and "bash .ci/run" in scripts
     versions = {s["with"]["python-version"] for s in steps if "setup-python" in s.get("uses", "")}
     assert versions == {"3.11"}
+
+
+# ---------------------------------------------------------------- monitoring/ as compose mounts it
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_runbook_covers_every_alert_with_a_working_link() -> None:
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
+    rules = [rule for path in sorted((ROOT / "monitoring" / "prometheus" / "rules").glob("*.yml"))
+             for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]
+             if "alert" in rule]
+    assert len(rules) >= 9
+    for rule in rules:
+        assert f"`{rule['alert']}`" in runbook, rule["alert"]
+        link = rule["annotations"]["runbook"]
+        assert link.startswith("docs/runbook.md#") and link.split("#")[1] in anchors, link
+
+
+def test_prometheus_and_alertmanager_configs_name_compose_services(
+        resolved: dict[str, Any]) -> None:
+    services = resolved["services"]
+
+    def listening(host: str, port: int) -> bool:  # every service here publishes its port
+        return port in {p["target"] for p in services.get(host, {}).get("ports", [])}
+
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for job in config["scrape_configs"] for static in job["static_configs"]
+               for t in static["targets"]]
+    targets += [t for am in config["alerting"]["alertmanagers"]
+                for static in am["static_configs"] for t in static["targets"]]
+    assert {"serving:8000", "controller:8001", "pushgateway:9091", "alertmanager:9093"} <= set(
+        targets)
+    for target in targets:
+        host, port = target.split(":")
+        assert listening(host, int(port)), target
+    command = services["prometheus"]["command"]
+    assert "--config.file=/etc/prometheus/driftloop/prometheus.yml" in command
+
+    alertmanager = yaml.safe_load(
+        (ROOT / "monitoring" / "alertmanager" / "alertmanager.yml").read_text())
+    hooks = [hook for receiver in alertmanager["receivers"]
+             for hook in receiver.get("webhook_configs", [])]
+    assert [h["url"] for h in hooks] == ["http://controller:8001/webhooks/alertmanager"]
+    secret = services["alertmanager"]["secrets"][0]["target"]
+    assert hooks[0]["http_config"]["authorization"]["credentials_file"] == secret
+
+
+def test_grafana_provisioning_matches_the_mounts(resolved: dict[str, Any]) -> None:
+    grafana = resolved["services"]["grafana"]
+    mounts = {v["target"]: Path(v["source"]) for v in grafana["volumes"] if v["type"] == "bind"}
+    provisioning = mounts["/etc/grafana/provisioning"]
+    providers = yaml.safe_load((provisioning / "dashboards" / "driftloop.yml").read_text())
+    for provider in providers["providers"]:
+        path = provider["options"]["path"]
+        assert path in mounts and list(mounts[path].glob("*.json")), path
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    url = datasources["datasources"][0]["url"]
+    assert url == "${DS_PROMETHEUS_URL}"
+    assert grafana["environment"]["DS_PROMETHEUS_URL"] == "http://prometheus:9090"
