@@ -214,6 +214,29 @@ def _floor(when: pd.Timestamp, period: timedelta) -> pd.Timestamp:
     return day + steps * pd.Timedelta(period)
 
 
+def period_verdict(reader: Any, reference: Reference, version: int, start: datetime,
+                   end: datetime, *, lookback: timedelta) -> Verdict:
+    """The period's verdict for ``version`` (any PredictionLogReader-like ``reader``): drift
+    on the period's rows (fast path), realised metric on the rows of the last ``lookback``
+    whose labels had arrived by ``end``."""
+    name = reference.spec.model_name
+    current = reader.window(name, start, end, version=version, labels_as_of=end)
+    verdict = check_frames(reference, current.drop(columns=["label"], errors="ignore"),
+                           model=name, version=version, window_start=start, window_end=end,
+                           now=end, source="backtest")
+    recent = reader.window(name, end - lookback, end, version=version, labels_as_of=end)
+    recent = recent[recent["label"].notna()]
+    perf = performance(reference, recent)
+    if perf is None or perf.value is None:
+        return verdict
+    status = "degraded" if perf.degraded else verdict.status
+    return verdict.model_copy(update={
+        "performance": perf, "status": status, "labelled_rows": len(recent),
+        "reasons": [*verdict.reasons, f"performance {'degraded' if perf.degraded else 'ok'}: "
+                    f"{perf.metric} {perf.value:.4f} vs validation {perf.baseline:.4f} on "
+                    f"{perf.labelled_rows} rows labelled by {end.isoformat()}"]})
+
+
 # -- the replay -------------------------------------------------------------------------------
 
 class Replay:
@@ -293,29 +316,9 @@ class Replay:
         return result.version.version
 
     def check(self, start: datetime, end: datetime) -> Verdict:
-        """The period's verdict for the champion: drift on the period's rows, realised
-        metric on the rows whose labels arrived during the period."""
-        name = self.spec.model_name
-        version = self.registry.aliases(name)[ALIAS_CHAMPION]
-        reference = self.reference(version)
-        current = self.log.window(name, start, end, version=version)
-        verdict = check_frames(reference, current.drop(columns=["label"]), model=name,
-                               version=version, window_start=start, window_end=end, now=end,
-                               source="backtest")
-        since = end - self.config.period - self.config.label_delay
-        recent = self.log.window(name, since, end, version=version, labels_as_of=end)
-        recent = recent[recent["label"].notna()]
-        perf = performance(reference, recent)
-        if perf is not None and perf.value is not None:
-            status = "degraded" if perf.degraded else verdict.status
-            if status == "insufficient_data" and not perf.degraded:
-                status = verdict.status
-            verdict = verdict.model_copy(update={
-                "performance": perf, "status": status, "labelled_rows": len(recent),
-                "reasons": [*verdict.reasons, f"performance {'degraded' if perf.degraded else 'ok'}"
-                            f": {perf.metric} {perf.value:.4f} vs validation {perf.baseline:.4f} "
-                            f"on {perf.labelled_rows} rows labelled by {end.isoformat()}"]})
-        return verdict
+        version = self.registry.aliases(self.spec.model_name)[ALIAS_CHAMPION]
+        return period_verdict(self.log, self.reference(version), version, start, end,
+                              lookback=self.config.period + self.config.label_delay)
 
     def _intake(self, verdict: Verdict, now: datetime) -> None:
         """Into the controller through its own intake, with the policy's trigger switches."""
