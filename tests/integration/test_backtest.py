@@ -1,0 +1,192 @@
+"""The backtest on the demo scenarios, against time travel, and on a dataset nobody here made."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from controller.backtest import BacktestConfig, BacktestResult, run_backtest
+from controller.backtest_adapters import load_policy
+from driftloop.cli import main
+from driftloop.settings import CommonSettings
+from tests.conftest import CHURN_SPEC
+from training.data import write_table
+from training.generate import Scenario, generate
+
+DAYS, ONSET_DAY, INITIAL = 12, 6, 4
+START = datetime(2026, 1, 1, tzinfo=UTC)
+ONSET = START + timedelta(days=ONSET_DAY)
+#: Concept drift needs the old world dropped from retraining: train on the last 2 days only.
+WINDOWED = "retrain_window_days: 2\n"
+
+
+def _backtest(tmp_path: Path, scenario: str, policy: str | None = None, *,
+              baselines: bool = True, **config: object) -> BacktestResult:
+    from driftloop.spec import load_spec
+
+    data = tmp_path / f"{scenario}.parquet"
+    write_table(generate(DAYS, scenario=Scenario(scenario, ONSET_DAY), rows_per_day=1000,
+                         seed=3), data)
+    path = None
+    if policy is not None:
+        path = tmp_path / "policy.yaml"
+        path.write_text(policy)
+    options = dict(initial_periods=INITIAL, onset=ONSET, stable_until=ONSET, baselines=baselines)
+    options.update(config)
+    return run_backtest(load_spec(CHURN_SPEC), CHURN_SPEC, [data],
+                        config=BacktestConfig(**options),  # type: ignore[arg-type]
+                        policy=load_policy(path, home=tmp_path / "home"),
+                        workdir=tmp_path / "work")
+
+
+def _after_onset(result: BacktestResult, policy: str) -> float:
+    value = result.overall[policy]["after_onset"]
+    assert value is not None
+    return value
+
+
+def test_stable_history_no_alarm_no_retrain(tmp_path: Path) -> None:
+    result = _backtest(tmp_path, "none", baselines=False)
+    s = result.summary()
+    assert s["periods"] == DAYS - INITIAL and s["rows"] == (DAYS - INITIAL) * 1000
+    assert [p.status for p in result.periods] == ["ok"] * (DAYS - INITIAL)
+    assert s["false_alarms"] == 0 and s["retrains"] == 0 and result.versions == 1
+    assert all(p.live_version == 1 for p in result.periods)
+
+
+def test_concept_drift_configured_policy_beats_never_retrain(tmp_path: Path) -> None:
+    result = _backtest(tmp_path, "concept", WINDOWED)
+    s = result.summary()
+    assert s["false_alarms"] == 0 and s["false_retrains"] == 0
+    assert s["promotions"] >= 1
+    # labels arrive a day late: the first check that can see the onset day's labels is two
+    # periods after the onset
+    assert s["detection_delay_seconds"] == 2 * 86400
+    assert _after_onset(result, "configured") > _after_onset(result, "never") + 0.05
+    stable = [p for p in result.periods if p.end <= ONSET]
+    assert all(p.realised["configured"] == p.realised["never"] for p in stable)
+    promoted = [d for d in result.decisions if d["outcome"] == "promoted"][0]
+    assert promoted["evidence"] in ("offline_replay", "shadow")
+    assert promoted["n"] >= 200 and promoted["ci_low"] >= -promoted["margin"]
+    assert s["label_violations"] == 0
+
+
+@pytest.mark.parametrize("scenario", ["covariate", "new_category"])
+def test_input_drift_detected_and_not_worse(tmp_path: Path, scenario: str) -> None:
+    result = _backtest(tmp_path, scenario)
+    s = result.summary()
+    assert s["false_alarms"] == 0 and s["false_retrains"] == 0
+    assert s["detection_delay_seconds"] == 86400           # the onset period's own check
+    after = [p for p in result.periods if p.start >= ONSET]
+    assert after[0].status == "drift" and after[0].cycle_started
+    assert _after_onset(result, "configured") >= _after_onset(result, "never") - 0.01
+
+
+def test_labels_later_than_the_history_never_reach_a_decision(tmp_path: Path) -> None:
+    """Concept drift shows only in labels; with labels arriving after the history ends, the
+    replay must not see it: no performance verdict, no trigger, no retrain."""
+    result = _backtest(tmp_path, "concept", WINDOWED, baselines=False,
+                       label_delay=timedelta(days=DAYS + 1))
+    s = result.summary()
+    assert all(p.checked_metric is None for p in result.periods)
+    assert all(p.status == "ok" for p in result.periods)
+    assert not any(t["source"] == "performance" for p in result.periods for t in p.triggers)
+    assert s["retrains"] == 0 and s["label_violations"] == 0
+    assert s["detection_delay_seconds"] is None
+
+
+def test_decision_evidence_counts_only_labels_arrived_by_then(tmp_path: Path) -> None:
+    """Labels from a labels file with their own arrival times; half of them arrive in 2030.
+    Every gate decision's n is at most the labels that had arrived by its time."""
+    from driftloop.spec import load_spec
+
+    frame = generate(DAYS, scenario=Scenario("covariate", ONSET_DAY), rows_per_day=1000, seed=3)
+    labels = frame[["customer_id", "churned", "ts"]].copy()
+    rng = np.random.default_rng(0)
+    late = rng.random(len(labels)) < 0.5
+    labels["ts"] = labels["ts"] + pd.Timedelta(hours=6)
+    labels.loc[late, "ts"] = pd.Timestamp("2030-01-01", tz="UTC")
+    data, label_file = tmp_path / "rows.parquet", tmp_path / "labels.csv"
+    write_table(frame.drop(columns=["churned"]), data)
+    write_table(labels, label_file)
+    result = run_backtest(load_spec(CHURN_SPEC), CHURN_SPEC, [data], labels_path=label_file,
+                          config=BacktestConfig(initial_periods=INITIAL, baselines=False,
+                                                label_delay=timedelta(hours=12)),
+                          policy=load_policy(None, home=tmp_path / "home"))
+    arrival = np.maximum(labels["ts"], frame["ts"] + pd.Timedelta(hours=12))
+    gated = [d for d in result.decisions if d["n"]]
+    assert gated, "expected at least one gate decision with evidence"
+    for d in gated:
+        arrived = int((arrival <= pd.Timestamp(d["decided_at"])).sum())
+        assert d["n"] <= arrived
+    assert result.label_reads > 0 and result.label_violations == 0
+    assert all(p.labelled_at_end <= p.rows // 2 + 60 for p in result.periods)
+
+
+def test_cli_on_a_dataset_nobody_here_generated(home: Path, tmp_path: Path) -> None:
+    """Other column names, CSV, a string positive label; MLflow runs per policy."""
+    rng = np.random.default_rng(11)
+    days, per_day = 8, 400
+    n = days * per_day
+    day = np.repeat(np.arange(days), per_day)
+    when = pd.Timestamp("2025-03-01", tz="UTC") + pd.to_timedelta(day * 86400
+                                                                  + rng.uniform(0, 86400, n), "s")
+    vibration = rng.normal(1.0, 0.3, n) + np.where(day >= 5, 0.8, 0.0)  # sensor drift
+    temp = rng.normal(60, 5, n)
+    site = rng.choice(["north", "south", "east"], n)
+    logit = -2 + 2.0 * (vibration - 1) + 0.08 * (temp - 60) + (site == "east") * 0.7
+    status = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "failed", "healthy")
+    frame = pd.DataFrame({"reading_time": when.strftime("%Y-%m-%dT%H:%M:%S"),
+                          "pump": [f"p{i}" for i in range(n)], "vibration_mm_s": vibration,
+                          "temperature_c": temp, "site": site, "status": status})
+    data = tmp_path / "pumps.csv"
+    frame.sort_values("reading_time").to_csv(data, index=False)
+    spec = tmp_path / "pumps.yaml"
+    spec.write_text("model_name: pump-failures\ntarget: status\npositive_label: failed\n"
+                    "id_column: pump\ntimestamp_column: reading_time\nfeatures:\n"
+                    "  numerical: [vibration_mm_s, temperature_c]\n  categorical: [site]\n"
+                    "metric: average_precision\ndrift:\n  min_rows: 100\n"
+                    "  min_labelled_rows: 50\n  performance_tolerance: 0.2\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_pairs: 100\ncooldown: 12h\n")
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    code = main(["backtest", "--spec", str(spec), "--data", str(data), "--policy", str(policy),
+                 "--initial-periods", "3", "--label-delay", "12h", "--stable-until",
+                 "2025-03-06", "--onset", "2025-03-06", "--json", str(summary),
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    doc = json.loads(summary.read_text())
+    assert doc["model"] == "pump-failures" and doc["metric"] == "average_precision"
+    assert len(doc["periods"]) == days - 3
+    first = doc["periods"][0]
+    assert {"start", "rows", "drift", "realised", "trigger", "decisions",
+            "live_version"} <= set(first)
+    assert set(first["realised"]) == {"never", "configured", "every_period"}
+    assert first["rows"] == per_day and first["drift"]["status"] == "ok"
+    assert doc["totals"]["false_alarms"] == 0
+    assert any(p["drift"]["status"] == "drift" for p in doc["periods"][2:])
+    assert doc["policy"]["controller_min_pairs"] == 100
+    assert {p.name for p in out.iterdir()} == {"table.csv", "backtest.json", "backtest.png",
+                                              "backtest.html"}
+    assert (out / "backtest.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (out / "backtest.html").read_text()
+
+    import mlflow
+
+    settings = CommonSettings()
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri)
+    experiment = client.get_experiment_by_name("driftloop-backtest")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["driftloop.policy"] for r in runs) == [
+        "configured", "every_period", "never"]
+    configured = [r for r in runs if r.data.tags["driftloop.policy"] == "configured"][0]
+    assert configured.data.params["policy.controller_min_pairs"] == "100"
+    assert "average_precision_all" in configured.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(configured.info.run_id)}
+    assert {"table.csv", "backtest.json", "backtest.png", "backtest.html"} <= artifacts
