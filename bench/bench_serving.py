@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_serving", description=__doc__)
     parser.add_argument("--duration", type=int, default=20, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="alternating slices per driftloop configuration")
     parser.add_argument("--no-wrk", action="store_true", help="use the httpx load generator")
     parser.add_argument("--skip-mlflow", action="store_true", help="driftloop only (quick)")
     args = parser.parse_args(argv)
@@ -180,19 +183,34 @@ def main(argv: list[str] | None = None) -> int:
             ("driftloop, monitoring off", {"DRIFTLOOP_SERVING_METRICS": "false",
                                            "DRIFTLOOP_SERVING_LOG": "false",
                                            "DRIFTLOOP_SERVING_SHADOW": "false"})]
-    for name, extra in runs:
-        port = free_port()
-        log = work / f"driftloop-{port}.log"
-        process = start([sys.executable, "-m", "driftloop.cli", "serve", "--port", str(port)],
-                        {**env, **extra}, log)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(base + "/readyz", process, log)
-            print(f"-- {name}", flush=True)
-            results.append(load(name, base + "/predict", driftloop_body, args.duration,
-                                args.connections))
-        finally:
+    # Both driftloop servers run at once and are measured in alternating slices, so a
+    # change in background load on the shared machine hits both alike.
+    servers: list[tuple[str, str, subprocess.Popen[bytes]]] = []
+    slices: dict[str, list[Result]] = {name: [] for name, _ in runs}
+    rounds = max(1, args.rounds)
+    try:
+        for name, extra in runs:
+            port = free_port()
+            log = work / f"driftloop-{port}.log"
+            process = start([sys.executable, "-m", "driftloop.cli", "serve", "--port",
+                             str(port)], {**env, **extra}, log)
+            servers.append((name, f"http://127.0.0.1:{port}", process))
+            wait_ready(f"http://127.0.0.1:{port}/readyz", process, log)
+        for i in range(rounds):
+            for name, base, _ in servers:
+                print(f"-- {name} (slice {i + 1}/{rounds})", flush=True)
+                slices[name].append(load(name, base + "/predict", driftloop_body,
+                                         max(1, args.duration // rounds), args.connections))
+    finally:
+        for _, _, process in servers:
             stop(process)
+    for name, parts in slices.items():
+        seconds = sum(p.requests / p.rps for p in parts)
+        results.append(Result(name, sum(p.requests for p in parts) / seconds,
+                              statistics.median(p.p50_ms for p in parts),
+                              statistics.median(p.p99_ms for p in parts),
+                              sum(p.requests for p in parts), sum(p.errors for p in parts),
+                              parts[0].tool))
     if not args.skip_mlflow:
         port = free_port()
         log = work / f"mlflow-{port}.log"
@@ -237,7 +255,11 @@ def write_report(results: list[Result], args: argparse.Namespace, argv: list[str
         f"loopback, one record per request, load by {tool}, after a 2 s warm-up; one server "
         "at a time on the same 2 cores as the load generator. driftloop answers `POST "
         "/predict`; MLflow answers `POST /invocations` with `{\"dataframe_records\": [...]}` "
-        "(`mlflow models serve -m models:/NAME@champion --env-manager local -w 1`).", "",
+        "(`mlflow models serve -m models:/NAME@champion --env-manager local -w 1`). The two "
+        f"driftloop configurations run side by side and are measured in {args.rounds} "
+        "alternating slices each (requests/s over all slices, p50/p99 the median of the "
+        "slices), so background load on the shared machine hits both alike; MLflow is "
+        "measured after them in one piece.", "",
         "| server | requests/s | p50 | p99 | requests | errors |", "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
