@@ -6,7 +6,6 @@ the lifespan) acts. Every mutating endpoint needs ``Authorization: Bearer <token
 read or written.
 """
 
-from __future__ import annotations
 
 import asyncio
 import logging

@@ -302,6 +302,9 @@ class Controller:
             return PromotionDone(cycle_id, "failed", None, (f"failed: {exc}",))
 
     def _launch(self, a: LaunchTraining) -> Event:
+        done = self._trained(a.model, a.cycle_id)
+        if done is not None:  # an earlier attempt finished while we were down: never retrain twice
+            return TrainingSucceeded(a.cycle_id, done)
         managed = self.models[a.model]
         spec = managed.spec
         s = self.settings

@@ -52,6 +52,10 @@ class ModelCache:
             self.registry.download(name, version, dest)
         return bundle
 
+    def features(self, name: str, version: int) -> list[str]:
+        """The columns the version was trained on (from its own spec)."""
+        return self.bundle(name, version).spec.features.all
+
     def model(self, name: str, version: int) -> Any:
         key = (name, version)
         if key not in self._models:
@@ -59,8 +63,8 @@ class ModelCache:
         return self._models[key]
 
 
-def _scores(model: Any, frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    return np.asarray(model.predict_proba(frame[spec.features.all])[:, 1], dtype=float)
+def _scores(model: Any, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+    return np.asarray(model.predict_proba(frame[features])[:, 1], dtype=float)
 
 
 @dataclass
@@ -89,7 +93,7 @@ class Evaluator:
                                 metric, 0), champion
         probe = self.cache.bundle(name, champion).reference.head(200)
         try:
-            probe_scores = _scores(candidate, probe, spec)
+            probe_scores = _scores(candidate, probe, self.cache.features(name, challenger))
         except Exception as exc:
             return gate.broken(metric, f"v{challenger} breaks the input schema: {exc}"), champion
         if not np.isfinite(probe_scores).all():
@@ -122,9 +126,11 @@ class Evaluator:
         if len(rows) < self.policy.min_pairs:
             return gate.evaluate(y, np.zeros(len(y)), np.zeros(len(y)), metric=spec.metric,
                                  policy=self.policy, evidence="offline_replay")
-        old = _scores(self.cache.model(spec.model_name, champion), rows, spec)
+        name = spec.model_name
+        old = _scores(self.cache.model(name, champion), rows, self.cache.features(name, champion))
         try:
-            new = _scores(self.cache.model(spec.model_name, challenger), rows, spec)
+            new = _scores(self.cache.model(name, challenger), rows,
+                          self.cache.features(name, challenger))
         except Exception as exc:
             return gate.broken(spec.metric, f"v{challenger} fails on production rows: {exc}",
                                evidence="offline_replay", n=len(rows))

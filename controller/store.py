@@ -14,8 +14,11 @@ Tables:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -151,6 +154,14 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         metadata.create_all(self.engine)
+        # SQLite has one writer at a time; queueing writers of this process on a lock is far
+        # fairer and faster than SQLite's sleep-and-retry busy handler (kept for other processes).
+        self._lock: Any = threading.Lock() if url.startswith("sqlite") else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        with self._lock, self.engine.begin() as conn:
+            yield conn
 
     def close(self) -> None:
         self.engine.dispose()
@@ -158,7 +169,7 @@ class Store:
     # -- intake -------------------------------------------------------------------------
 
     def add_notification(self, source: str, body: str, *, now: datetime) -> int:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             result = conn.execute(notifications.insert().values(source=source, received_at=now,
                                                                 body=body))
             return int(result.inserted_primary_key[0])
@@ -169,7 +180,7 @@ class Store:
                     notification_id: int | None = None, status: str = "pending") -> int | None:
         """Insert one intent; ``None`` when its dedup key was already taken (a duplicate)."""
         try:
-            with self.engine.begin() as conn:
+            with self._tx() as conn:
                 result = conn.execute(triggers.insert().values(
                     model=model, source=source, action=action, reason=reason,
                     dedup_key=dedup_key, actor=actor, version=version, value=value,
@@ -182,11 +193,11 @@ class Store:
         query = (sa.select(triggers).where(triggers.c.model == model,
                                            triggers.c.status == "pending")
                  .order_by(triggers.c.id))
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return [_trigger_row(r) for r in conn.execute(query)]
 
     def get_trigger(self, trigger_id: int) -> TriggerRow | None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(sa.select(triggers).where(triggers.c.id == trigger_id)).first()
         return None if row is None else _trigger_row(row)
 
@@ -194,18 +205,18 @@ class Store:
         query = sa.select(triggers).order_by(triggers.c.id.desc()).limit(limit)
         if model is not None:
             query = query.where(triggers.c.model == model)
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return [_trigger_row(r) for r in conn.execute(query)]
 
     def count_notifications(self) -> int:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(notifications))
                        .scalar_one())
 
     # -- state --------------------------------------------------------------------------
 
     def load(self, model: str) -> tuple[str | None, int]:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(sa.select(model_state.c.state, model_state.c.revision)
                                .where(model_state.c.model == model)).first()
         return (None, 0) if row is None else (row.state, int(row.revision))
@@ -215,7 +226,7 @@ class Store:
              cycle: dict[str, Any] | None = None) -> int:
         """Write the state if still at ``revision`` (else StaleState), with the trigger that
         caused it marked done and the cycle row upserted, in one transaction."""
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             if revision == 0:
                 try:
                     with conn.begin_nested():
@@ -244,7 +255,7 @@ class Store:
     def cycles_of(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
         query = (sa.select(cycles).where(cycles.c.model == model)
                  .order_by(cycles.c.started_at.desc()).limit(limit))
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             rows = [dict(r._mapping) for r in conn.execute(query)]
         for row in rows:
             row["reasons"] = json.loads(row["reasons"])
@@ -257,7 +268,7 @@ class Store:
     def save_decision(self, *, cycle_id: str, kind: str, model: str, outcome: str,
                       record: str, now: datetime) -> bool:
         try:
-            with self.engine.begin() as conn:
+            with self._tx() as conn:
                 conn.execute(decisions.insert().values(cycle_id=cycle_id, kind=kind, model=model,
                                                        outcome=outcome, record=record,
                                                        created_at=now))
@@ -268,14 +279,14 @@ class Store:
     def decisions_of(self, model: str, limit: int = 10) -> list[dict[str, Any]]:
         query = (sa.select(decisions).where(decisions.c.model == model)
                  .order_by(decisions.c.created_at.desc()).limit(limit))
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             return [json.loads(r.record) for r in conn.execute(query)]
 
     # -- leases -------------------------------------------------------------------------
 
     def acquire_lease(self, name: str, holder: str, *, ttl: float, now: float) -> bool:
         """Take or renew ``name`` for ``ttl`` seconds; False while another holder has it."""
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             done = conn.execute(leases.update().where(
                 leases.c.name == name,
                 sa.or_(leases.c.holder == holder, leases.c.expires_at < now))
@@ -291,7 +302,7 @@ class Store:
                 return False
 
     def release_lease(self, name: str, holder: str) -> None:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             conn.execute(leases.delete().where(leases.c.name == name, leases.c.holder == holder))
 
 

@@ -1,0 +1,106 @@
+"""Launchers: the GitHub workflow_dispatch call against a stand-in that checks it the way
+GitHub documents it, and the local command line."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from controller.launcher import (
+    GitHubActionsLauncher,
+    LaunchError,
+    LaunchRequest,
+    LaunchUnavailable,
+    LocalProcessLauncher,
+    train_args,
+)
+from driftloop.errors import RetryableError
+
+REQUEST = LaunchRequest("churn", "churn-20260301T120000-4", 1, Path("/specs/churn.yaml"),
+                        (Path("/data/history.parquet"), Path("/data/recent.parquet")),
+                        reason="alertmanager, verdict",
+                        since=datetime(2026, 2, 1, tzinfo=UTC),
+                        until=datetime(2026, 3, 1, 6, tzinfo=UTC))
+
+
+class GitHubStandIn:
+    """What GitHub checks for POST /repos/{owner}/{repo}/actions/workflows/{id}/dispatches."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status = status
+        self.calls: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request)
+        if request.method != "POST":
+            return httpx.Response(405)
+        if request.url.path != "/repos/acme/driftloop/actions/workflows/retrain.yml/dispatches":
+            return httpx.Response(404, json={"message": "Not Found"})
+        if request.headers.get("authorization") != "Bearer s3cret":
+            return httpx.Response(401, json={"message": "Bad credentials"})
+        if request.headers.get("accept") != "application/vnd.github+json" or \
+                request.headers.get("x-github-api-version") != "2022-11-28":
+            return httpx.Response(415)
+        body = json.loads(request.content)
+        if set(body) != {"ref", "inputs"} or not isinstance(body["inputs"], dict) or \
+                any(not isinstance(v, str) for v in body["inputs"].values()):
+            return httpx.Response(422, json={"message": "Invalid request"})
+        return httpx.Response(self.status)
+
+
+def _launcher(handler: GitHubStandIn | object, token: str = "s3cret") -> GitHubActionsLauncher:
+    client = httpx.Client(transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+    return GitHubActionsLauncher(client, "acme/driftloop", "retrain.yml", token, ref="main",
+                                 api="https://github.example")
+
+
+def test_github_dispatch_is_what_github_documents() -> None:
+    standin = GitHubStandIn()
+    detail = _launcher(standin).launch(REQUEST)
+    assert "dispatched retrain.yml" in detail
+    (call,) = standin.calls
+    assert call.url.host == "github.example"
+    assert json.loads(call.content) == {
+        "ref": "main",
+        "inputs": {"model": "churn", "reason": "alertmanager, verdict",
+                   "cycle_id": "churn-20260301T120000-4"}}
+    assert _launcher(standin).status(REQUEST.cycle_id, 1).status == "unknown"
+
+
+@pytest.mark.parametrize(("token", "status", "error", "retryable"), [
+    ("wrong", 204, LaunchError, False),        # 401 from GitHub: permanent
+    ("s3cret", 422, LaunchError, False),
+    ("s3cret", 503, LaunchUnavailable, True),
+    ("s3cret", 429, LaunchUnavailable, True),
+])
+def test_github_errors_are_permanent_or_retryable(token: str, status: int, error: type,
+                                                  retryable: bool) -> None:
+    with pytest.raises(error) as info:
+        _launcher(GitHubStandIn(status), token).launch(REQUEST)
+    assert isinstance(info.value, RetryableError) is retryable
+
+
+def test_github_unreachable_is_retryable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with pytest.raises(LaunchUnavailable, match="unreachable"):
+        _launcher(refuse).launch(REQUEST)
+
+
+def test_local_command_line_tags_the_cycle() -> None:
+    args = train_args(REQUEST)
+    assert args[:3] == ["train", "--spec", "/specs/churn.yaml"]
+    assert args.count("--data") == 2
+    assert args[args.index("--since") + 1] == "2026-02-01T00:00:00+00:00"
+    assert args[args.index("--until") + 1] == "2026-03-01T06:00:00+00:00"
+    assert "cycle_id=churn-20260301T120000-4" in args and "attempt=1" in args
+
+
+def test_local_launcher_reports_a_missing_process_as_gone(tmp_path: Path) -> None:
+    launcher = LocalProcessLauncher(tmp_path / "logs")
+    assert launcher.status("never-launched", 1).status == "gone"
