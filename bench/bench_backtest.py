@@ -86,6 +86,11 @@ the onset: never retrain {overall['never'].get('after_onset') or float('nan'):.3
 {overall['every_period'].get('after_onset') or float('nan'):.3f}. Reads of labels from the
 future: {totals['label_violations']} of {totals['label_reads']}.
 
+Failed cycles here are real findings, not backtest errors: with `retrain_window_days` set and
+the default `recent_days: 14`, the live controller's holdout cut (newest 30% of 14 days of
+labelled rows) falls before the training window, so `driftloop train` gets `since` after
+`until` and refuses ("no rows in the window"); see docs/backtest.md.
+
 Why it is fast: models stay in memory (an in-memory registry for the replay, MLflow only for
 the final three runs), each version scores all rows once, drift uses the fast per-column
 statistics (monitoring/stats.py), and the controller's state store is a local SQLite file.
