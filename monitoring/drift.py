@@ -16,6 +16,7 @@ Evidently is imported inside the functions: ``import evidently`` costs seconds.
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,13 @@ def _load() -> None:
         warnings.simplefilter("ignore", DeprecationWarning)
         import evidently  # noqa: F401
         import evidently.presets  # noqa: F401
+
+
+def preload() -> threading.Thread:
+    """Start importing evidently in the background (it takes seconds); join before use."""
+    thread = threading.Thread(target=_load, name="import-evidently", daemon=True)
+    thread.start()
+    return thread
 
 
 def _method_ids() -> dict[str, str]:
@@ -143,19 +151,25 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
                   per_column_threshold: Mapping[str, float] | None = None,
                   reference_scores: np.ndarray | None = None,
                   current_scores: np.ndarray | None = None,
-                  max_rows: int = 20_000, seed: int = 0) -> int | None:
+                  max_rows: int = 5_000, seed: int = 0) -> int | None:
     """Write Evidently's HTML report; returns the capped row count when it sampled, else None."""
     _load()
     from evidently import Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
 
     ref = _prepare(reference, numerical, categorical)
     cur = _prepare(current, numerical, categorical)
     num = list(numerical)
-    metrics: list = [DataDriftPreset(columns=[*numerical, *categorical], drift_share=drift_share,
-                                     per_column_method=dict(per_column_method or {}) or None,
-                                     per_column_threshold=dict(per_column_threshold or {}) or None)]
+    methods = dict(per_column_method or {})
+    thresholds = dict(per_column_threshold or {})
+    features = [*numerical, *categorical]
+    # DriftedColumnsCount plus one ValueDrift per column: the same per-column results as
+    # DataDriftPreset, whose render would compute every column a second time.
+    metrics: list = [DriftedColumnsCount(columns=features, drift_share=drift_share,
+                                         per_column_method=methods or None,
+                                         per_column_threshold=thresholds or None)]
+    metrics += [ValueDrift(column=c, method=methods.get(c), threshold=thresholds.get(c))
+                for c in features]
     if reference_scores is not None and current_scores is not None:
         # The score is a column of its own in each frame; the lengths differ from the features'.
         ref = _pad_score(ref, reference_scores)

@@ -152,6 +152,11 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
     token = settings.controller_token.get_secret_value() if settings.controller_token else None
     if post_to and not token:
         raise UsageError("--post-to needs DRIFTLOOP_CONTROLLER_TOKEN (the controller's token)")
+    loading = None
+    if report:
+        from monitoring.drift import preload
+
+        loading = preload()  # overlaps the evidently import with reading and checking
     number = resolve_version(registry, model, version)
     bundle = fetch_bundle(registry, model, number, settings.home_dir / "cache" / "bundles")
     reference = Reference.from_bundle(bundle)
@@ -188,6 +193,8 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
         per_column = spec.drift.per_column
         from monitoring.drift import render_report
 
+        if loading is not None:
+            loading.join()
         sampled = render_report(
             reference.features, current, report_path, numerical=spec.features.numerical,
             categorical=spec.features.categorical, drift_share=spec.drift.drift_share,

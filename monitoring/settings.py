@@ -15,6 +15,6 @@ class MonitoringSettings(CommonSettings):
         None, description="Push verdict gauges here when set (DRIFTLOOP_PUSHGATEWAY_URL).")
     window_hours: float = Field(24.0, gt=0, description="Default window: the last N hours.")
     report_max_rows: int = Field(
-        20_000, ge=100, description="The HTML report samples each side down to this many rows "
+        5_000, ge=100, description="The HTML report samples each side down to this many rows "
         "(the verdict always uses every row) (DRIFTLOOP_REPORT_MAX_ROWS).")
     http_timeout: float = Field(10.0, gt=0, description="Seconds for --post-to and the push.")
