@@ -199,7 +199,7 @@ def _phase_actions(state: ModelState) -> tuple[Action, ...]:
     if state.phase == "training":
         if cycle.launched_at is None:
             return (LaunchTraining(state.model, cycle.id, cycle.attempt + 1, cycle.reasons,
-                                   cycle.sources),)
+                                   cycle.sources, cycle.started_at),)
         return (CheckTraining(state.model, cycle.id, cycle.attempt),)
     if state.phase == "shadow" and cycle.challenger is not None:
         return (SetChallenger(state.model, cycle.id, cycle.challenger),

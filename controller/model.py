@@ -201,6 +201,7 @@ class LaunchTraining:
     attempt: int
     reasons: tuple[str, ...]
     sources: tuple[str, ...]
+    started_at: datetime | None = None   # data windows end here: a relaunch sees the same rows
 
 
 @dataclass(frozen=True)

@@ -302,16 +302,17 @@ class Controller:
             return PromotionDone(cycle_id, "failed", None, (f"failed: {exc}",))
 
     def _launch(self, a: LaunchTraining) -> Event:
-        done = self._trained(a.model, a.cycle_id)
-        if done is not None:  # an earlier attempt finished while we were down: never retrain twice
-            return TrainingSucceeded(a.cycle_id, done)
         managed = self.models[a.model]
         spec = managed.spec
         s = self.settings
-        now = self.clock()
+        # Windows end at the cycle start, so a relaunch after a crash cuts the same holdout.
+        now = a.started_at or self.clock()
         data = write_retrain_rows(self.reader, spec, now=now, days=s.controller_recent_days,
                                   holdout_fraction=s.controller_holdout_fraction,
                                   dest=s.home_dir / "controller" / "data" / f"{a.cycle_id}.parquet")
+        if self._trained(a.model, a.cycle_id) is not None:
+            # an earlier attempt finished while we were down: never retrain twice
+            return TrainingLaunched(a.cycle_id, a.attempt, data.holdout_from)
         paths = [p for p in spec.history_paths() if p.exists()]
         if data.path is not None:
             paths.append(data.path)

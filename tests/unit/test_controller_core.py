@@ -175,7 +175,7 @@ def test_training_timeout_relaunches_then_fails_and_records() -> None:
     cid = state.cycle.id
     state, _ = decide(state, TrainingLaunched(cid, 1), clock.now, POLICY)
     state, actions = decide(state, Tick(), clock.advance(minutes=31), POLICY)
-    assert actions == (LaunchTraining("churn", cid, 2, ("manual: go",), ("manual",)),)
+    assert actions == (LaunchTraining("churn", cid, 2, ("manual: go",), ("manual",), T0),)
     state, _ = decide(state, TrainingLaunched(cid, 2), clock.now, POLICY)
     state, actions = decide(state, Tick(), clock.advance(minutes=31), POLICY)
     assert state.phase == "deciding" and kinds(actions) == ["RecordDecision"]
