@@ -159,3 +159,24 @@ def test_training_without_data_fails_the_cycle_once(shell: dict, tmp_path: Path)
     assert d.outcome == "failed" and "no training data" in d.reasons[-1]
     shell["clock"].now += timedelta(hours=1)
     assert c.step("churn").phase == "idle"
+
+
+def test_two_replicas_insert_one_trigger_and_one_holds_the_lease(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"sqlite:///{tmp_path / 'controller.db'}"
+    replicas = [Store(url), Store(url)]
+    now = datetime.now(UTC)
+
+    def insert(i: int) -> int | None:
+        return replicas[i % 2].add_trigger(model="churn", source="alertmanager",
+                                           action="retrain", reason="r", now=now,
+                                           dedup_key="am:fp:2026-03-01T10:00:00+00:00")
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(insert, range(200)))
+    assert sum(i is not None for i in ids) == 1
+    assert replicas[0].acquire_lease("model:churn", "r0", ttl=30, now=0)
+    assert not replicas[1].acquire_lease("model:churn", "r1", ttl=30, now=1)
+    for store in replicas:
+        store.close()
