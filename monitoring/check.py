@@ -69,16 +69,22 @@ def _to_result(r: stats.ColumnResult) -> ColumnDrift:
                        threshold=float(r.threshold), drifted=bool(r.drifted))
 
 
-def feature_drift(reference: Reference, current: pd.DataFrame) -> list[stats.ColumnResult]:
+def current_samples(reference: Reference, current: pd.DataFrame) -> dict[str, stats.Sample]:
+    return {c: stats.sample_of(current[c], reference.kind(c)) for c in reference.spec.features.all}
+
+
+def feature_drift(reference: Reference, current: pd.DataFrame,
+                  samples: dict[str, stats.Sample] | None = None) -> list[stats.ColumnResult]:
     """Per-column drift of every feature, with the spec's per-column overrides."""
     spec = reference.spec
+    samples = samples or current_samples(reference, current)
     out = []
     for col in spec.features.all:
         kind = reference.kind(col)
         override = spec.drift.per_column.get(col)
         method = override.method if override else None
         threshold = override.threshold if override else None
-        cur = stats.sample_of(current[col], kind)
+        cur = samples[col]
         try:
             out.append(stats.column_drift(col, reference.samples[col], cur, kind,
                                           method=method, threshold=threshold))
@@ -155,7 +161,8 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
         from driftloop.errors import DataError
 
         raise DataError(f"current data lacks feature columns {missing}")
-    results = feature_drift(reference, current)
+    samples = current_samples(reference, current)
+    results = feature_drift(reference, current, samples)
     share = stats.drift_share(results)
     columns = [_to_result(r) for r in results]
     drifted = [r.column for r in results if r.drifted]
@@ -165,7 +172,7 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
                                   stats.NumericSample(current[SCORE_COLUMN]), "score")
         prediction = _to_result(pred)
     quality_rows = column_quality(reference.profile, current, spec.features.numerical,
-                                  spec.features.categorical, quality)
+                                  spec.features.categorical, quality, samples)
     perf = performance(reference, current)
     reasons = _reasons(share, spec.drift.drift_share, drifted, prediction, quality_rows, perf)
     dataset_drift = share >= spec.drift.drift_share

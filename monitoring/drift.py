@@ -157,8 +157,18 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
     from evidently import Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
 
-    ref = _prepare(reference, numerical, categorical)
-    cur = _prepare(current, numerical, categorical)
+    sampled = None
+    if len(reference) > max_rows or len(current) > max_rows:
+        sampled = min(max(len(reference), len(current)), max_rows)
+    # Sample before copying: a day of traffic is millions of rows, the report needs thousands.
+    ref = _prepare(_cap(reference, max_rows, seed), numerical, categorical)
+    cur = _prepare(_cap(current, max_rows, seed), numerical, categorical)
+    if reference_scores is not None and len(reference_scores) > max_rows:
+        reference_scores = np.random.default_rng(seed).choice(reference_scores, max_rows,
+                                                              replace=False)
+    if current_scores is not None and len(current) > max_rows:
+        current_scores = np.asarray(current_scores)[
+            current.index.get_indexer(_cap(current, max_rows, seed).index)]
     num = list(numerical)
     methods = dict(per_column_method or {})
     thresholds = dict(per_column_threshold or {})
@@ -176,10 +186,6 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
         cur = _pad_score(cur, current_scores)
         num.append("score")
         metrics.append(ValueDrift(column="score"))
-    sampled = None
-    if len(ref) > max_rows or len(cur) > max_rows:
-        sampled = min(max(len(ref), len(cur)), max_rows)
-    ref, cur = _cap(ref, max_rows, seed), _cap(cur, max_rows, seed)
     definition = _definition(num, categorical)
     with np.errstate(divide="ignore", invalid="ignore"):
         snapshot = Report(metrics).run(Dataset.from_pandas(cur, data_definition=definition),

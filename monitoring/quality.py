@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from monitoring.stats import CategoricalSample, NumericSample, Sample
 from monitoring.verdict import ColumnQuality
 
 MAX_LISTED_CATEGORIES = 20
@@ -51,9 +52,11 @@ class ReferenceProfile:
 
 
 def column_quality(profile: ReferenceProfile, current: pd.DataFrame, numerical: list[str],
-                   categorical: list[str], thresholds: QualityThresholds = QualityThresholds()
-                   ) -> list[ColumnQuality]:
+                   categorical: list[str], thresholds: QualityThresholds = QualityThresholds(),
+                   samples: dict[str, Sample] | None = None) -> list[ColumnQuality]:
+    """Per-column quality; ``samples`` (the drift statistics' current samples) saves a pass."""
     rows = len(current)
+    samples = samples or {}
     out = []
     for col in [*numerical, *categorical]:
         values = current[col]
@@ -62,16 +65,24 @@ def column_quality(profile: ReferenceProfile, current: pd.DataFrame, numerical: 
         unseen: list[str] = []
         unseen_share = out_of_range = 0.0
         if col in profile.categories and rows:
-            present = values.dropna().astype(str)
+            sample = samples.get(col)
+            if not isinstance(sample, CategoricalSample):
+                sample = CategoricalSample(values)
+            uniques, counts = sample.factorized
             known = profile.categories[col]
-            mask = ~present.isin(known)
-            unseen = sorted(present[mask].unique().tolist())[:MAX_LISTED_CATEGORIES]
-            unseen_share = float(mask.sum()) / rows
+            new = [(str(u), int(c)) for u, c in zip(uniques, counts, strict=True)
+                   if str(u) not in known]
+            unseen = sorted(u for u, _ in new)[:MAX_LISTED_CATEGORIES]
+            unseen_share = sum(c for _, c in new) / rows
         elif col in profile.ranges and rows:
             low, high = profile.ranges[col]
-            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-            outside = (numbers < low) | (numbers > high) | np.isinf(numbers)
-            out_of_range = float(np.count_nonzero(outside)) / rows
+            sample = samples.get(col)
+            if not isinstance(sample, NumericSample):
+                sample = NumericSample(values)
+            ordered = sample.sorted
+            inside = ordered.searchsorted(high, "right") - ordered.searchsorted(low, "left")
+            infinite = rows - sample.n - int(values.isna().sum())
+            out_of_range = float(sample.n - inside + infinite) / rows
         flagged = (missing - ref_missing > thresholds.missing_increase
                    or unseen_share > thresholds.unseen_share
                    or out_of_range > thresholds.out_of_range_share)
