@@ -25,6 +25,7 @@ from typing import Literal
 from controller.model import (  # noqa: F401  (re-exported: the core's vocabulary)
     ACTIVE,
     DURABLE,
+    MAX_REASONS,
     PHASES,
     SOURCES,
     Action,
@@ -127,8 +128,12 @@ def _start_cycle(state: ModelState, reasons: tuple[str, ...], sources: tuple[str
     seq = state.seq + 1
     cycle = Cycle(cycle_id_for(state.model, seq, now), now, reasons, sources, manual)
     state = replace(state, phase="training", since=now, until=None, seq=seq, cycle=cycle,
-                    deferred=(), deferred_sources=())
+                    deferred=(), deferred_sources=(), deferred_count=0)
     return state, _phase_actions(state)
+
+
+def _with(reasons: tuple[str, ...], reason: str) -> tuple[str, ...]:
+    return (*reasons, reason) if len(reasons) < MAX_REASONS else reasons
 
 
 def _trigger(state: ModelState, event: Trigger, now: datetime,
@@ -137,15 +142,17 @@ def _trigger(state: ModelState, event: Trigger, now: datetime,
     if state.phase in ACTIVE and state.cycle is not None:
         if reason in state.cycle.reasons:
             return state, ()
-        cycle = replace(state.cycle, reasons=(*state.cycle.reasons, reason),
+        cycle = replace(state.cycle, reasons=_with(state.cycle.reasons, reason),
+                        merged=state.cycle.merged + 1,
                         sources=tuple(dict.fromkeys((*state.cycle.sources, event.source))))
         return replace(state, cycle=cycle), ()
     if state.phase == "idle" or event.manual:
-        return _start_cycle(state, (*state.deferred, reason) if event.manual else (reason,),
+        return _start_cycle(state, _with(state.deferred, reason) if event.manual else (reason,),
                             (event.source,), event.manual, now)
     if reason in state.deferred:
         return state, ()
-    return replace(state, deferred=(*state.deferred, reason),
+    return replace(state, deferred=_with(state.deferred, reason),
+                   deferred_count=state.deferred_count + 1,
                    deferred_sources=tuple(dict.fromkeys((*state.deferred_sources,
                                                          event.source)))), ()
 
@@ -155,9 +162,9 @@ def trigger_outcome(before: ModelState, after: ModelState) -> str:
     if after.cycle is not None and (before.cycle is None or before.cycle.id != after.cycle.id):
         return "started"
     if after.cycle is not None and before.cycle is not None and \
-            len(after.cycle.reasons) > len(before.cycle.reasons):
+            after.cycle.merged > before.cycle.merged:
         return "merged"
-    if len(after.deferred) > len(before.deferred):
+    if after.deferred_count > before.deferred_count:
         return "deferred"
     if after.override is not None and after.override != before.override:
         return "started"

@@ -15,6 +15,7 @@ from controller.gate import GateDecision
 Phase = Literal["idle", "training", "shadow", "deciding", "cooldown", "failed"]
 PHASES: tuple[Phase, ...] = ("idle", "training", "shadow", "deciding", "cooldown", "failed")
 ACTIVE: frozenset[str] = frozenset({"training", "shadow", "deciding"})
+MAX_REASONS = 50                         # reasons kept per cycle; more are only counted
 SOURCES = ("alertmanager", "verdict", "manual", "schedule", "labels", "performance")
 
 
@@ -57,6 +58,7 @@ class Cycle:
     plan: Literal["promote", "reject", "fail"] | None = None
     plan_reasons: tuple[str, ...] = ()
     result: Result | None = None
+    merged: int = 0                      # triggers merged in (reasons keep the first MAX_REASONS)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class ModelState:
     cycle: Cycle | None = None
     deferred: tuple[str, ...] = ()       # automatic triggers held back by the cooldown
     deferred_sources: tuple[str, ...] = ()
+    deferred_count: int = 0
     last_trained_at: datetime | None = None
     last_cycle_id: str | None = None
     last_outcome: str | None = None

@@ -181,6 +181,9 @@ class Store:
         """Insert one intent; ``None`` when its dedup key was already taken (a duplicate)."""
         try:
             with self._tx() as conn:
+                if dedup_key is not None and conn.execute(sa.select(triggers.c.id).where(
+                        triggers.c.dedup_key == dedup_key)).first() is not None:
+                    return None  # cheap path; the unique constraint still decides races
                 result = conn.execute(triggers.insert().values(
                     model=model, source=source, action=action, reason=reason,
                     dedup_key=dedup_key, actor=actor, version=version, value=value,

@@ -291,3 +291,14 @@ def test_all_actions_are_plain_values() -> None:
                    Reject("m", "c", 1, 2, ("r",)), RecordDecision("m", "c", "gate", "rejected",
                    1, 2, 1, (), ()), Notify("m", "t"), ReloadServing("m")):
         assert hash(action) is not None
+
+
+def test_reasons_are_bounded_but_every_trigger_counts() -> None:
+    from controller.model import MAX_REASONS
+
+    state, _ = decide(ModelState("churn"), Trigger("alertmanager", "first"), T0, POLICY)
+    for i in range(MAX_REASONS + 20):
+        before = state
+        state, _ = decide(state, Trigger("alertmanager", f"alert {i}"), T0, POLICY)
+        assert trigger_outcome(before, state) == "merged"
+    assert len(state.cycle.reasons) == MAX_REASONS and state.cycle.merged == MAX_REASONS + 20
