@@ -73,11 +73,16 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %(token)s"
 local template = [[%(body)s]]
 local distinct = %(distinct)s
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
 local n = 0
 request = function()
   n = n + 1
   local body = template
-  if distinct then body = string.gsub(template, "FINGERPRINT", "fp" .. math.random(1, 1e9) .. "-" .. n) end
+  if distinct then body = string.gsub(template, "FINGERPRINT", "fp" .. tid .. "-" .. n) end
   return wrk.format(nil, "/webhooks/alertmanager", nil, body)
 end
 """
@@ -137,9 +142,9 @@ def bench_intake(work: Path, seconds: int, connections: int) -> list[str]:
         stored = httpx.get(url + "/metrics", timeout=10).text
         dupes = [line for line in stored.splitlines() if 'outcome="duplicate"' in line]
         rows.append("")
-        rows.append(f"Deduplication check after the run (wrk stops with requests in flight, so "
-                    f"this counts a few more than the table): `{dupes[0] if dupes else 'none'}`; "
-                    "the first duplicate-case request was the one accepted.")
+        rows.append(f"Deduplication check after the run: `{dupes[0] if dupes else 'none'}` (wrk "
+                    "stops with requests in flight, so a few more than the table; the first "
+                    "request of the duplicate case was the one accepted).")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
