@@ -56,7 +56,7 @@ from controller.model import (
     Trigger,
 )
 from controller.notify import Notifier, ServingReloader
-from controller.recent import labelled_rows, write_retrain_rows
+from controller.recent import write_retrain_rows
 from controller.schedule import last_fire
 from controller.settings import ControllerSettings
 from controller.shadow import Evaluator
@@ -253,11 +253,15 @@ class Controller:
                 champion = self.registry.get_alias(model, ALIAS_CHAMPION)
                 since = champion.created_at if champion is not None else None
             if since is not None:
-                rows = labelled_rows(self.reader, self.models[model].spec, since, now)
-                if len(rows) >= wanted:
+                # this model's predictions of the recent window whose label came in since then
+                start = since - timedelta(days=max(self.settings.controller_recent_days, 1.0))
+                rows = self.reader.window(model, start, now, labels_as_of=now)
+                fresh = int((rows["label"].notna() & (rows["label_received_at"] >= since)).sum()
+                            ) if len(rows) else 0
+                if fresh >= wanted:
                     self.store.add_trigger(
                         model=model, source="labels", action="retrain", now=now,
-                        reason=f"{len(rows)} new labelled rows since {since.isoformat()} "
+                        reason=f"{fresh} labels received since {since.isoformat()} "
                         f"(threshold {wanted})", dedup_key=f"labels:{model}:{since.isoformat()}")
 
     # -- actions ----------------------------------------------------------------------------

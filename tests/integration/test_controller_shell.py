@@ -180,3 +180,45 @@ def test_two_replicas_insert_one_trigger_and_one_holds_the_lease(tmp_path: Path)
     assert not replicas[1].acquire_lease("model:churn", "r1", ttl=30, now=1)
     for store in replicas:
         store.close()
+
+
+def test_builtin_triggers_and_serving_reload(shell: dict) -> None:
+    import time
+
+    import httpx
+
+    from controller.notify import Notifier, ServingReloader
+
+    calls: list[httpx.Request] = []
+
+    def serving(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503 if len(calls) == 1 else 200)   # first reload fails: retried
+
+    client = httpx.Client(transport=httpx.MockTransport(serving))
+    c = shell["c"]
+    c.reloader = ServingReloader(client, "http://serving", "adm1n", backoff=0.01)
+    c.notifier = Notifier(client, "http://chat/hook", backoff=0.01)
+    c.settings = c.settings.model_copy(update={"controller_retrain_labelled_rows": 1000,
+                                               "controller_labels_check_seconds": 0})
+    state = c.step("churn")                          # 1,200 labels came in since v1 was made
+    assert state.phase == "cooldown" and state.last_outcome == "promoted"
+    assert state.cycle.sources == ("labels",)
+    assert "1200 labels received" in state.cycle.reasons[0]
+    deadline = time.monotonic() + 10
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    reloads = [r for r in calls if r.url.path == "/admin/reload"]
+    assert len(reloads) == 2 and reloads[-1].headers["authorization"] == "Bearer adm1n"
+    (note,) = [r for r in calls if r.url.host == "chat"]
+    assert b"promoted" in note.content
+    # the same label count does not trigger twice; a schedule slot after start does, once,
+    # and the cooldown holds it back
+    c.settings = c.settings.model_copy(update={"controller_schedule": "* * * * *"})
+    shell["clock"].now += timedelta(minutes=2)
+    c.step("churn")
+    c.step("churn")
+    rows = shell["store"].triggers_of("churn")
+    assert [r.source for r in rows].count("labels") == 1
+    (scheduled,) = [r for r in rows if r.source == "schedule"]
+    assert scheduled.outcome == "deferred"
