@@ -104,7 +104,7 @@ class Demo:
         }
         data = generate(self.days, scenario=Scenario("concept", self.onset),
                         rows_per_day=self.rows_per_day, seed=self.seed)
-        day_of = (data["ts"] - data["ts"].min()).dt.days
+        day_of = (data["ts"].dt.normalize() - data["ts"].min().normalize()).dt.days
         history = data[day_of < self.train_days]
         history_path = self.home / "data" / "history.parquet"
         history_path.parent.mkdir(parents=True)
@@ -247,8 +247,11 @@ class Demo:
         plot = self.plot()
         reports = sorted((self.home / "reports").rglob("*.html"), key=lambda p: p.stat().st_mtime)
         self.say("\n[4/4] done.")
-        self.say(f"  serving now: {live.get('name', 'churn')} v{live.get('version')} "
-                 f"(@{live.get('alias', 'champion')})")
+        champion = live.get("champion") or {}
+        challenger = live.get("challenger") or {}
+        self.say(f"  serving now: {live.get('model', 'churn')} v{champion.get('version')} "
+                 f"(@champion)" + (f", shadowing v{challenger.get('version')} (@challenger)"
+                                   if challenger else ""))
         for decision in decisions[:3]:
             self.say(f"  decision: {_format_decision(decision, long=True)}")
         self.say("\nWhere to look:")
@@ -336,7 +339,7 @@ def demo(
     days: Annotated[int, typer.Option(min=6, help="Simulated days in all.")] = 12,
     onset: Annotated[int, typer.Option(help="Day the concept drift starts.")] = 7,
     train_days: Annotated[int, typer.Option(help="Days the first champion is trained on.")] = 4,
-    rows_per_day: Annotated[int, typer.Option(min=200, help="Requests per simulated day.")] = 800,
+    rows_per_day: Annotated[int, typer.Option(min=200, help="Requests per simulated day.")] = 1500,
     seed: Annotated[int, typer.Option(help="Random seed of the demo data.")] = 7,
 ) -> None:
     """Run the whole loop on the embedded default: drift, retrain, shadow gate, promotion."""
