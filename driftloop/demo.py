@@ -152,8 +152,8 @@ class Demo:
         self.say(f"[3/4] playing {len(frames)} days of traffic; labels arrive at the end of "
                  "each day, then the daily drift check runs\n")
         self.say(f"{'day':>3}  {'phase':<7} {'reqs':>5} {'fail':>4}  {'live':>4}  "
-                 f"{'verdict':<17} {'drift':>5}  {'AUC':>5} {'(base)':>6}  {'controller':<9} "
-                 "decision")
+                 f"{'verdict':<17} {'drift':>5}  {'AUC':>5} {'(base)':>7}  {'controller':<9} "
+                 f"{'trigger':<22} decision")
         with httpx.Client(timeout=30) as client:
             for index, frame in enumerate(frames):
                 day = self.train_days + index
@@ -187,9 +187,9 @@ class Demo:
             client.post(f"{self.serving_url}/feedback", json={"labels": labels[start:start + 500]})
         until = datetime.now(UTC)
         time.sleep(1.2)  # the log flushes at least every second: let the day's rows land
-        verdict = self.check(since, until)
-        status = self.controller_status(client)
         live = max(versions, key=versions.get) if versions else None
+        verdict = self.check(since, until, live)
+        status = self.controller_status(client)
         row = DayRow(day=day, phase="drift" if day >= self.onset else "stable",
                      requests=len(records), failed=failed, live_version=live)
         if verdict:
@@ -203,9 +203,11 @@ class Demo:
             row.state = self.controller_status(client)[0]
         return row
 
-    def check(self, since: datetime, until: datetime) -> dict[str, Any] | None:
+    def check(self, since: datetime, until: datetime, version: int | None) -> dict[str, Any] | None:
+        """The daily check of the version that served most of the day."""
         out = self.home / "reports" / "demo"
-        proc = self.driftloop("drift-check", "--model", "churn", "--since", since.isoformat(),
+        pick = ["--version", str(version)] if version else []
+        proc = self.driftloop("drift-check", "--model", "churn", *pick, "--since", since.isoformat(),
                               "--until", until.isoformat(), "--post-to", self.controller_url,
                               "--out", str(out))
         paths = sorted(out.glob("*.json"), key=lambda p: p.stat().st_mtime)
@@ -220,7 +222,7 @@ class Demo:
         state = str(model.get("state", "-"))
         cycle = model.get("cycle") or model.get("current_cycle") or {}
         reasons = cycle.get("reasons") or cycle.get("triggers") or []
-        trigger = ", ".join(str(r) for r in reasons)[:28] if reasons else "-"
+        trigger = ", ".join(str(r) for r in reasons)[:22] if reasons else "-"
         decisions = model.get("decisions") or model.get("last_decisions") or []
         decision = _format_decision(decisions[0]) if decisions else "-"
         return state, trigger, decision
@@ -330,7 +332,7 @@ def _format(r: DayRow) -> str:
     return (f"{r.day:>3}  {r.phase:<7} {r.requests:>5} {r.failed:>4}  "
             f"{'v' + str(r.live_version) if r.live_version else '-':>4}  {flagged}{r.status:<16} "
             f"{_num(r.drift_share, '.2f'):>5}  {_num(r.realised):>5} ({_num(r.baseline)})  "
-            f"{r.state:<9} {r.decision}")
+            f"{r.state:<9} {r.trigger:<22} {r.decision}")
 
 
 def demo(
