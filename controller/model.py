@@ -25,7 +25,7 @@ class Policy:
     failed_backoff: timedelta = timedelta(minutes=30)
     training_timeout: timedelta = timedelta(hours=1)
     training_attempts: int = 3
-    evaluation_timeout: timedelta = timedelta(hours=24)
+    evaluation_timeout: timedelta = timedelta(hours=72)  # > a typical label delay (a day)
     probation: timedelta = timedelta(hours=24)
     rollback_margin: float = 0.02           # realised metric clearly below the old champion's
     performance_threshold: float | None = None  # realised metric below this triggers a retrain

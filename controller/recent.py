@@ -37,25 +37,53 @@ def _target_values(labels: pd.Series) -> pd.Series:
     return numeric if numeric.notna().all() else labels.astype(str)
 
 
+# Below this many labelled rows in the training window (before the cut), a holdout would
+# starve the retrain: train on all of them and let the replay wait for rows after the cycle.
+MIN_TRAIN_ROWS = 100
+
+
 @dataclass(frozen=True)
 class RetrainData:
     path: Path | None             # Parquet with features + timestamp + target (+ id); None: no rows
     rows: int
     holdout_from: datetime | None  # rows at or after this were kept out of training
+    note: str | None = None        # why there is no holdout, when there is none
 
 
 def write_retrain_rows(reader: PredictionLogReader, spec: DatasetSpec, *, now: datetime,
-                       days: float, holdout_fraction: float, dest: Path) -> RetrainData:
+                       days: float, holdout_fraction: float, dest: Path,
+                       since: datetime | None = None,
+                       min_train_rows: int = MIN_TRAIN_ROWS) -> RetrainData:
+    """Write the labelled log rows of ``[max(now - days, since), now)`` minus the holdout.
+
+    ``since`` is the start of the training window (``--since``): the holdout is the newest
+    ``holdout_fraction`` of the rows *inside* that window, so the cut (``--until``) always
+    falls after ``since`` and the retrain keeps rows to train on. When a window is given and
+    would keep fewer than ``min_train_rows`` rows before the cut (or the cut leaves none), there
+    is no holdout (``note`` says so): the retrain uses them all and the offline replay waits
+    for rows of predictions made after the cycle start.
+    """
     if days <= 0:
         return RetrainData(None, 0, None)
-    rows = labelled_rows(reader, spec, now - timedelta(days=days), now)
+    start = now - timedelta(days=days)
+    if since is not None and since > start:
+        start = since
+    rows = labelled_rows(reader, spec, start, now)
     if rows.empty:
         return RetrainData(None, 0, None)
     keep = int(len(rows) * (1 - holdout_fraction))
     holdout_from = rows["ts"].iloc[keep].to_pydatetime() if keep < len(rows) else None
+    note = None
+    if holdout_from is not None:
+        before = int((rows["ts"] < pd.Timestamp(holdout_from)).sum())  # what --until leaves
+        if before == 0 or (since is not None and before < min_train_rows):
+            note = (f"no holdout: {len(rows)} labelled rows since {start.isoformat()} would "
+                    f"leave {before} to train on before the cut (need {min_train_rows}); "
+                    "training on all of them, the replay uses rows after the cycle start")
+            holdout_from, keep = None, len(rows)
     train = rows.iloc[:keep]
     if train.empty:
-        return RetrainData(None, 0, holdout_from)
+        return RetrainData(None, 0, holdout_from, note)
     out = train[[c for c in spec.features.all if c in train.columns]].copy()
     out[spec.timestamp_column] = train["ts"]
     out[spec.target] = _target_values(train["label"])
@@ -65,4 +93,4 @@ def write_retrain_rows(reader: PredictionLogReader, spec: DatasetSpec, *, now: d
     tmp = dest.with_suffix(".tmp")
     out.to_parquet(tmp, index=False)
     tmp.replace(dest)
-    return RetrainData(dest, len(out), holdout_from)
+    return RetrainData(dest, len(out), holdout_from, note)

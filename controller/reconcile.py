@@ -112,8 +112,8 @@ class Controller:
         self.started_at = clock()
         self.wake = threading.Event()
         self._side = ThreadPoolExecutor(max_workers=2, thread_name_prefix="controller-side")
-        self._last_eval: dict[str, float] = {}
-        self._last_labels_check: dict[str, float] = {}
+        self._last_eval: dict[str, datetime] = {}
+        self._last_labels_check: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self.errors = 0
 
@@ -235,6 +235,16 @@ class Controller:
                                     actor=row.actor or "human")
         return None
 
+    @staticmethod
+    def _due(last: dict[str, datetime], key: str, now: datetime, every: float) -> bool:
+        """Throttle on the controller's clock: due when ``every`` seconds passed since the last
+        time, or when the clock went back (a wall-clock step must not stall the loop)."""
+        before = last.get(key)
+        if before is None:
+            return True
+        elapsed = (now - before).total_seconds()
+        return elapsed >= every or elapsed < 0
+
     def _builtin_triggers(self, model: str, state: ModelState) -> None:
         now = self.clock()
         expr = self.settings.controller_schedule
@@ -246,8 +256,8 @@ class Controller:
                                        now=now, dedup_key=f"schedule:{model}:{slot.isoformat()}")
         wanted = self.settings.controller_retrain_labelled_rows
         every = self.settings.controller_labels_check_seconds
-        if wanted and time.monotonic() - self._last_labels_check.get(model, -1e9) >= every:
-            self._last_labels_check[model] = time.monotonic()
+        if wanted and self._due(self._last_labels_check, model, now, every):
+            self._last_labels_check[model] = now
             since = state.last_trained_at
             if since is None:
                 champion = self.registry.get_alias(model, ALIAS_CHAMPION)
@@ -311,9 +321,15 @@ class Controller:
         s = self.settings
         # Windows end at the cycle start, so a relaunch after a crash cuts the same holdout.
         now = a.started_at or self.clock()
+        since = None
+        if s.controller_retrain_window_days:
+            since = now - timedelta(days=s.controller_retrain_window_days)
+        # the holdout cut is taken inside the training window, so --until > --since
         data = write_retrain_rows(self.reader, spec, now=now, days=s.controller_recent_days,
-                                  holdout_fraction=s.controller_holdout_fraction,
+                                  holdout_fraction=s.controller_holdout_fraction, since=since,
                                   dest=s.home_dir / "controller" / "data" / f"{a.cycle_id}.parquet")
+        if data.note:
+            log.warning("%s: %s", a.cycle_id, data.note)
         if self._trained(a.model, a.cycle_id) is not None:
             # an earlier attempt finished while we were down: never retrain twice
             return TrainingLaunched(a.cycle_id, a.attempt, data.holdout_from)
@@ -323,9 +339,6 @@ class Controller:
         if not paths:
             return TrainingFailed(a.cycle_id, "no training data: the spec has no history files "
                                   "and the prediction log no recent labelled rows", False)
-        since = None
-        if s.controller_retrain_window_days:
-            since = now - timedelta(days=s.controller_retrain_window_days)
         request = LaunchRequest(a.model, a.cycle_id, a.attempt, managed.spec_path, tuple(paths),
                                 reason=", ".join(a.sources) or "manual", since=since,
                                 until=data.holdout_from)
@@ -361,14 +374,14 @@ class Controller:
                               f"a version: {status.detail}", True)
 
     def _evaluate(self, a: Evaluate) -> Event | None:
-        every = self.settings.controller_evaluate_every_seconds
-        last = self._last_eval.get(a.cycle_id)
-        if last is not None and time.monotonic() - last < every:
+        now = self.clock()
+        if not self._due(self._last_eval, a.cycle_id, now,
+                         self.settings.controller_evaluate_every_seconds):
             return None
-        self._last_eval[a.cycle_id] = time.monotonic()
+        self._last_eval[a.cycle_id] = now
         spec = self.models[a.model].spec
         decision, champion = self.evaluator.evaluate(spec, a.challenger, shadow_since=a.shadow_since,
-                                                     holdout_from=a.holdout_from, now=self.clock())
+                                                     holdout_from=a.holdout_from, now=now)
         self.metrics.gate_pairs.labels(model=a.model).set(decision.n)
         if decision.difference is not None and decision.ci_low is not None:
             self.metrics.gate_difference.labels(model=a.model).set(decision.difference)

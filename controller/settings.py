@@ -15,53 +15,77 @@ from driftloop.settings import CommonSettings
 class ControllerSettings(CommonSettings):
     controller_token: str | None = Field(None, description="Bearer token for mutating endpoints "
                                          "(DRIFTLOOP_CONTROLLER_TOKEN); unset: they all answer 401.")
-    controller_host: str = "127.0.0.1"
-    controller_port: int = 8001
+    controller_host: str = Field("127.0.0.1", description="Address the controller listens on.")
+    controller_port: int = Field(8001, description="Port the controller listens on.")
     controller_url: str = Field("http://127.0.0.1:8001",
                                 description="Where the CLI finds the controller.")
     controller_database_url: str | None = Field(
-        None, description="SQLAlchemy URL of the state store; default sqlite:///<home>/controller.db")
+        None, description="SQLAlchemy URL of the state store; default sqlite:///<home>/controller.db; "
+        "postgresql+psycopg://... for several replicas.")
     controller_specs: str = Field("", description="Comma-separated dataset spec paths: the models "
                                   "the controller manages.")
     serving_url: str | None = Field(None, description="Serving app to tell to reload after a move.")
-    admin_token: str | None = None
-    controller_launcher: str = Field("local", description="local | github")
+    admin_token: str | None = Field(None, description="Bearer token for the serving app's "
+                                    "/admin/reload.")
+    controller_launcher: str = Field("local", description="How retraining runs: local (a "
+                                     "driftloop train process) or github (workflow_dispatch).")
     controller_github_repo: str | None = Field(None, description="owner/name for workflow_dispatch")
-    controller_github_workflow: str = "retrain.yml"
-    controller_github_ref: str = "main"
+    controller_github_workflow: str = Field("retrain.yml", description="Workflow file that "
+                                            "retrains (github launcher).")
+    controller_github_ref: str = Field("main", description="Git ref the workflow runs on.")
     controller_github_token: str | None = Field(
-        None, validation_alias=AliasChoices("DRIFTLOOP_CONTROLLER_GITHUB_TOKEN", "GITHUB_TOKEN"))
-    controller_github_api: str = "https://api.github.com"
+        None, validation_alias=AliasChoices("DRIFTLOOP_CONTROLLER_GITHUB_TOKEN", "GITHUB_TOKEN"),
+        description="Token allowed to dispatch the workflow (github launcher).")
+    controller_github_api: str = Field("https://api.github.com",
+                                       description="GitHub API base URL (GitHub Enterprise: its own).")
     controller_notify_url: str | None = Field(None, description="Slack-compatible webhook URL.")
     # timing (seconds)
-    controller_tick_seconds: float = 5.0
-    controller_lease_seconds: float = 30.0
-    controller_cooldown_seconds: float = 6 * 3600
-    controller_failed_backoff_seconds: float = 1800
-    controller_training_timeout_seconds: float = 3600
-    controller_training_attempts: int = 3
-    controller_evaluation_timeout_seconds: float = 24 * 3600
-    controller_evaluate_every_seconds: float = 60
-    controller_probation_seconds: float = 24 * 3600
-    controller_rollback_margin: float = 0.02
-    controller_performance_threshold: float | None = None
+    controller_tick_seconds: float = Field(5.0, description="Reconcile loop period in seconds "
+                                           "(intake wakes it at once).")
+    controller_lease_seconds: float = Field(30.0, description="Per-model lease: how long a "
+                                            "replica holds a model without renewing it.")
+    controller_cooldown_seconds: float = Field(6 * 3600, description="After a decision, "
+                                               "automatic triggers are held back this long.")
+    controller_failed_backoff_seconds: float = Field(1800, description="After a failed cycle, "
+                                                     "automatic triggers are held back this long.")
+    controller_training_timeout_seconds: float = Field(3600, description="A training attempt "
+                                                       "without a registered version fails after this.")
+    controller_training_attempts: int = Field(3, description="Training attempts per cycle before "
+                                              "it fails (usage/data errors are not retried).")
+    controller_evaluation_timeout_seconds: float = Field(
+        72 * 3600, description="Shadow phase limit; then the challenger is rejected. Longer than "
+        "a typical label delay (a day), so that shadow pairs can get labels in time.")
+    controller_evaluate_every_seconds: float = Field(60, description="How often the gate is "
+                                                     "evaluated during the shadow phase.")
+    controller_probation_seconds: float = Field(24 * 3600, description="After a promotion, how "
+                                                "long automatic rollbacks are allowed.")
+    controller_rollback_margin: float = Field(0.02, description="Roll back when the new "
+                                              "champion's realised metric is this far below the old one's.")
+    controller_performance_threshold: float | None = Field(
+        None, description="Realised metric below this triggers a retrain; unset: only degraded "
+        "verdicts do.")
     # gate
-    controller_min_pairs: int = 200
-    controller_margin: float = 0.01
-    controller_confidence: float = 0.95
-    controller_bootstrap: int = 1000
+    controller_min_pairs: int = Field(200, description="Gate: labelled pairs needed before it "
+                                      "decides.")
+    controller_margin: float = Field(0.01, description="Gate: non-inferiority margin in metric "
+                                     "units (promote when CI low >= -margin).")
+    controller_confidence: float = Field(0.95, description="Gate: confidence level of the paired "
+                                         "bootstrap interval.")
+    controller_bootstrap: int = Field(1000, description="Gate: bootstrap resamples.")
     # retrain data and built-in triggers
     controller_recent_days: float = Field(14, description="Labelled production rows from the "
                                           "last N days join the spec's history (0: none).")
     controller_holdout_fraction: float = Field(0.3, description="Newest share of those rows "
-                                               "kept out of training for offline replay.")
+                                               "(within the retrain window) kept out of training "
+                                               "for offline replay.")
     controller_retrain_window_days: float | None = Field(
         None, description="Train only on rows from the last N days (--since); default all.")
     controller_schedule: str | None = Field(None, description="5-field cron (UTC) or @hourly, "
                                             "@daily, @weekly: scheduled retrains.")
     controller_retrain_labelled_rows: int | None = Field(
         None, description="Retrain once this many new labelled rows arrived since training.")
-    controller_labels_check_seconds: float = 300
+    controller_labels_check_seconds: float = Field(300, description="How often the labelled-rows "
+                                                   "trigger counts new labels.")
 
     def spec_paths(self) -> list[Path]:
         return [Path(p.strip()) for p in self.controller_specs.split(",") if p.strip()]

@@ -222,3 +222,21 @@ def test_builtin_triggers_and_serving_reload(shell: dict) -> None:
     assert [r.source for r in rows].count("labels") == 1
     (scheduled,) = [r for r in rows if r.source == "schedule"]
     assert scheduled.outcome == "deferred"
+
+
+def test_retrain_with_a_short_window_trains_inside_it(shell: dict) -> None:
+    """recent_days 14 with a half-day retrain window: the holdout cut is taken inside the
+    window (before the fix it came from the whole 14 days and fell before --since, and
+    ``driftloop train`` failed with "no rows in the window")."""
+    c, registry = shell["c"], shell["registry"]
+    c.settings = c.settings.model_copy(update={"controller_recent_days": 14,
+                                               "controller_retrain_window_days": 0.5})
+    add(shell, "retrain", reason="concept change")
+    state = c.step("churn")
+    (request,) = c.launcher.launched
+    assert request.since is not None and request.until is not None
+    assert request.since < request.until <= shell["clock"]()
+    assert state.phase == "shadow" and state.cycle.challenger is not None, state
+    assert state.cycle.holdout_from == request.until
+    (trained,) = registry.find_versions("churn", {TAG_PREFIX + "cycle_id": state.cycle.id})
+    assert trained.version == state.cycle.challenger
