@@ -92,6 +92,9 @@ leases = sa.Table(
 )
 
 
+_SCHEMA_LOCK = 0x64726966746C6F6F & 0x7FFFFFFFFFFFFFFF  # "driftloo": advisory lock key
+
+
 class StaleState(Exception):
     """Someone else saved this model's state since it was loaded."""
 
@@ -153,10 +156,20 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        metadata.create_all(self.engine)
+        self._create_schema()
         # SQLite has one writer at a time; queueing writers of this process on a lock is far
         # fairer and faster than SQLite's sleep-and-retry busy handler (kept for other processes).
         self._lock: Any = threading.Lock() if url.startswith("sqlite") else contextlib.nullcontext()
+
+    def _create_schema(self) -> None:
+        if self.engine.dialect.name != "postgresql":
+            metadata.create_all(self.engine)
+            return
+        # Replicas starting together would race on CREATE TABLE (a unique violation in the
+        # catalog): one at a time, under a transaction-scoped advisory lock.
+        with self.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            metadata.create_all(conn)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
