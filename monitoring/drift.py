@@ -15,12 +15,18 @@ Evidently is imported inside the functions: ``import evidently`` costs seconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import pickle
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -145,18 +151,11 @@ def _cap(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     return frame.sample(max_rows, random_state=seed) if len(frame) > max_rows else frame
 
 
-def render_report(reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
-                  numerical: Sequence[str], categorical: Sequence[str], drift_share: float,
-                  per_column_method: Mapping[str, str] | None = None,
-                  per_column_threshold: Mapping[str, float] | None = None,
-                  reference_scores: np.ndarray | None = None,
-                  current_scores: np.ndarray | None = None,
-                  max_rows: int = 5_000, seed: int = 0) -> int | None:
-    """Write Evidently's HTML report; returns the capped row count when it sampled, else None."""
-    _load()
-    from evidently import Dataset, Report
-    from evidently.metrics import DriftedColumnsCount, ValueDrift
-
+def _sample_inputs(reference: pd.DataFrame, current: pd.DataFrame, *,
+                   numerical: Sequence[str], categorical: Sequence[str],
+                   reference_scores: np.ndarray | None, current_scores: np.ndarray | None,
+                   max_rows: int, seed: int) -> dict[str, Any]:
+    """The report's inputs, capped at ``max_rows`` per side (cheap: sampled before copying)."""
     sampled = None
     if len(reference) > max_rows or len(current) > max_rows:
         sampled = min(max(len(reference), len(current)), max_rows)
@@ -169,6 +168,20 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
     if current_scores is not None and len(current) > max_rows:
         current_scores = np.asarray(current_scores)[
             current.index.get_indexer(_cap(current, max_rows, seed).index)]
+    return {"ref": ref, "cur": cur, "reference_scores": reference_scores,
+            "current_scores": current_scores, "sampled": sampled}
+
+
+def _render(path: Path, *, ref: pd.DataFrame, cur: pd.DataFrame, numerical: Sequence[str],
+            categorical: Sequence[str], drift_share: float,
+            per_column_method: Mapping[str, str] | None,
+            per_column_threshold: Mapping[str, float] | None,
+            reference_scores: np.ndarray | None, current_scores: np.ndarray | None,
+            sampled: int | None) -> None:
+    _load()
+    from evidently import Dataset, Report
+    from evidently.metrics import DriftedColumnsCount, ValueDrift
+
     num = list(numerical)
     methods = dict(per_column_method or {})
     thresholds = dict(per_column_threshold or {})
@@ -194,7 +207,122 @@ def render_report(reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
     snapshot.save_html(str(path))
     if sampled:
         _note_sample(path, sampled)
-    return sampled
+
+
+def render_report(reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
+                  numerical: Sequence[str], categorical: Sequence[str], drift_share: float,
+                  per_column_method: Mapping[str, str] | None = None,
+                  per_column_threshold: Mapping[str, float] | None = None,
+                  reference_scores: np.ndarray | None = None,
+                  current_scores: np.ndarray | None = None,
+                  max_rows: int = 5_000, seed: int = 0) -> int | None:
+    """Write Evidently's HTML report; returns the capped row count when it sampled, else None."""
+    inputs = _sample_inputs(reference, current, numerical=numerical, categorical=categorical,
+                            reference_scores=reference_scores, current_scores=current_scores,
+                            max_rows=max_rows, seed=seed)
+    _render(path, numerical=numerical, categorical=categorical, drift_share=drift_share,
+            per_column_method=per_column_method, per_column_threshold=per_column_threshold,
+            **inputs)
+    return inputs["sampled"]
+
+
+class ReportRenderer:
+    """``render_report`` in a child process started early: the child imports evidently
+    (seconds) on the other core while this process reads the window and checks it, then
+    renders the capped sample it is sent. ``submit`` samples here and returns at once;
+    ``wait`` returns when the HTML is written. If the child fails, the report is rendered
+    in this process instead, so the outcome is the same either way."""
+
+    def __init__(self) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self._job: dict[str, Any] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "from monitoring.drift import _render_child; "
+                 "_render_child()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=env)
+        except OSError as exc:
+            log.warning("cannot start the report process (%s); rendering in process", exc)
+
+    def submit(self, reference: pd.DataFrame, current: pd.DataFrame, path: Path, *,
+               numerical: Sequence[str], categorical: Sequence[str], drift_share: float,
+               per_column_method: Mapping[str, str] | None = None,
+               per_column_threshold: Mapping[str, float] | None = None,
+               reference_scores: np.ndarray | None = None,
+               current_scores: np.ndarray | None = None,
+               max_rows: int = 5_000, seed: int = 0) -> int | None:
+        """Same arguments and return value as ``render_report``; does not wait."""
+        inputs = _sample_inputs(reference, current, numerical=numerical,
+                                categorical=categorical, reference_scores=reference_scores,
+                                current_scores=current_scores, max_rows=max_rows, seed=seed)
+        self._job = {"path": Path(path), "numerical": list(numerical),
+                     "categorical": list(categorical), "drift_share": drift_share,
+                     "per_column_method": dict(per_column_method or {}),
+                     "per_column_threshold": dict(per_column_threshold or {}), **inputs}
+        if self._process is not None:
+            try:
+                assert self._process.stdin is not None
+                pickle.dump(self._job, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self._process.stdin.close()
+                self._process.stdin = None  # sent; communicate() then only reads
+            except OSError as exc:
+                log.warning("the report process is gone (%s); rendering in process", exc)
+                self.close()
+        return inputs["sampled"]
+
+    def wait(self, timeout: float = 600) -> None:
+        """Block until the submitted report is written (raises what rendering raises)."""
+        job, self._job = self._job, None
+        if job is None:
+            raise RuntimeError("nothing submitted")
+        if self._process is not None:
+            try:
+                out, err = self._process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                out, err = b"", b"timed out"
+            finally:
+                self.close()
+            if out.strip() == b"ok" and job["path"].exists():
+                return
+            log.warning("the report process failed; rendering in process: %s",
+                        err.decode(errors="replace")[-2000:])
+        path = job.pop("path")
+        _render(path, **job)
+
+    def close(self) -> None:
+        """Stop the child (idempotent); a submitted but unawaited report is abandoned."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            with contextlib.suppress(OSError):
+                if process.stdin is not None and not process.stdin.closed:
+                    process.stdin.close()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _render_child() -> None:
+    """The child side of ``ReportRenderer``: import evidently now, then render one job
+    read from stdin (nothing on EOF: the parent needed no report)."""
+    _load()
+    try:
+        job = pickle.load(sys.stdin.buffer)
+    except EOFError:
+        return
+    path = job.pop("path")
+    _render(path, **job)
+    sys.stdout.write("ok")
+    sys.stdout.flush()
 
 
 def _pad_score(frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -29,6 +30,9 @@ from monitoring.verdict import Verdict
 from registry import TAG_PREFIX, ModelRegistry
 from registry.bundle import Bundle
 from registry.port import ALIAS_CHAMPION, MONITORING_EXPERIMENT
+
+if TYPE_CHECKING:
+    from monitoring.drift import ReportRenderer
 
 log = logging.getLogger(__name__)
 
@@ -152,66 +156,87 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
     token = settings.controller_token.get_secret_value() if settings.controller_token else None
     if post_to and not token:
         raise UsageError("--post-to needs DRIFTLOOP_CONTROLLER_TOKEN (the controller's token)")
-    loading = None
+    renderer = None
     if report:
-        from monitoring.drift import preload
+        from monitoring.drift import ReportRenderer
 
-        loading = preload()  # overlaps the evidently import with reading and checking
-    number = resolve_version(registry, model, version)
-    bundle = fetch_bundle(registry, model, number, settings.home_dir / "cache" / "bundles")
-    reference = Reference.from_bundle(bundle)
-    if until is None:
-        until = now
-    if since is None and current_file is None:
-        since = until - timedelta(hours=settings.window_hours)
-    if current_file is not None:
-        current = read_current_file(current_file, reference, since=since, until=until, now=now)
-        source = str(current_file)
-        if SCORE_COLUMN not in current.columns and len(current):
-            model_obj = registry.load_model(bundle.root)
-            features = current[reference.spec.features.all]
-            current[SCORE_COLUMN] = model_obj.predict_proba(features)[:, 1]
-    else:
-        _, reader = open_log(settings.resolved_log_uri)
-        current = reader.window(model, since, until, version=number)
-        source = "prediction_log"
-    if current_file is None and not len(current):
-        log.warning("no logged predictions for %s v%s in [%s, %s)", model, number, since, until)
+        # A child process imports evidently on the other core while this one reads and
+        # checks the window; it renders the report as soon as the window is read.
+        renderer = ReportRenderer()
     try:
-        verdict = check_frames(reference, current, model=model, version=number,
-                               window_start=since or _first_ts(current, now),
-                               window_end=until, now=now, source=source)
-    except KeyError as exc:
-        raise DataError(f"current data lacks column {exc}") from None
-    directory = out_dir or settings.reports_dir / model
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = f"verdict-{model}-v{number}-{now.strftime('%Y%m%dT%H%M%SZ')}"
-    report_path = None
-    if report and verdict.status != "insufficient_data":
+        number = resolve_version(registry, model, version)
+        bundle = fetch_bundle(registry, model, number, settings.home_dir / "cache" / "bundles")
+        reference = Reference.from_bundle(bundle)
+        if until is None:
+            until = now
+        if since is None and current_file is None:
+            since = until - timedelta(hours=settings.window_hours)
+        if current_file is not None:
+            current = read_current_file(current_file, reference, since=since, until=until,
+                                        now=now)
+            source = str(current_file)
+            if SCORE_COLUMN not in current.columns and len(current):
+                model_obj = registry.load_model(bundle.root)
+                features = current[reference.spec.features.all]
+                current[SCORE_COLUMN] = model_obj.predict_proba(features)[:, 1]
+        else:
+            _, reader = open_log(settings.resolved_log_uri)
+            current = reader.window(model, since, until, version=number)
+            source = "prediction_log"
+        if current_file is None and not len(current):
+            log.warning("no logged predictions for %s v%s in [%s, %s)", model, number, since,
+                        until)
+        directory = out_dir or settings.reports_dir / model
+        stem = f"verdict-{model}-v{number}-{now.strftime('%Y%m%dT%H%M%SZ')}"
         report_path = directory / f"{stem}.html"
-        spec = reference.spec
-        per_column = spec.drift.per_column
-        from monitoring.drift import render_report
-
-        if loading is not None:
-            loading.join()
-        sampled = render_report(
-            reference.features, current, report_path, numerical=spec.features.numerical,
-            categorical=spec.features.categorical, drift_share=spec.drift.drift_share,
-            per_column_method={c: o.method for c, o in per_column.items() if o.method},
-            per_column_threshold={c: o.threshold for c, o in per_column.items()
-                                  if o.threshold is not None},
-            reference_scores=reference.validation_scores,
-            current_scores=(current[SCORE_COLUMN].to_numpy(dtype=float)
-                            if SCORE_COLUMN in current else None),
-            max_rows=settings.report_max_rows)
-        verdict = verdict.model_copy(update={"report_path": str(report_path),
-                                             "report_sampled_rows": sampled})
+        sampled, submitted = None, False
+        if renderer is not None and len(current) >= reference.spec.drift.min_rows:
+            try:  # the report needs only the frames: render it while the verdict is made
+                sampled = _submit_report(renderer, reference, current, report_path,
+                                         settings.report_max_rows)
+                submitted = True
+            except KeyError:
+                pass  # a missing column: check_frames says which
+        try:
+            verdict = check_frames(reference, current, model=model, version=number,
+                                   window_start=since or _first_ts(current, now),
+                                   window_end=until, now=now, source=source)
+        except KeyError as exc:
+            raise DataError(f"current data lacks column {exc}") from None
+        directory.mkdir(parents=True, exist_ok=True)
+        if renderer is not None and verdict.status != "insufficient_data":
+            if not submitted:
+                sampled = _submit_report(renderer, reference, current, report_path,
+                                         settings.report_max_rows)
+            renderer.wait()
+            verdict = verdict.model_copy(update={"report_path": str(report_path),
+                                                 "report_sampled_rows": sampled})
+        else:
+            report_path = None
+    finally:
+        if renderer is not None:
+            renderer.close()
     json_path = directory / f"{stem}.json"
     json_path.write_text(verdict.model_dump_json(indent=2))
     outcome = CheckOutcome(verdict, json_path, report_path)
     _publish(outcome, settings, registry, post_to=post_to, token=token, client=client)
     return outcome
+
+
+def _submit_report(renderer: ReportRenderer, reference: Reference, current: pd.DataFrame,
+                   path: Path, max_rows: int) -> int | None:
+    spec = reference.spec
+    per_column = spec.drift.per_column
+    return renderer.submit(
+        reference.features, current, path, numerical=spec.features.numerical,
+        categorical=spec.features.categorical, drift_share=spec.drift.drift_share,
+        per_column_method={c: o.method for c, o in per_column.items() if o.method},
+        per_column_threshold={c: o.threshold for c, o in per_column.items()
+                              if o.threshold is not None},
+        reference_scores=reference.validation_scores,
+        current_scores=(current[SCORE_COLUMN].to_numpy(dtype=float)
+                        if SCORE_COLUMN in current else None),
+        max_rows=max_rows)
 
 
 def _first_ts(frame: pd.DataFrame, now: datetime) -> datetime:
