@@ -105,3 +105,11 @@ def test_console_script_exit_codes(home, tmp_path):
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines() == [f"error: {spec}: target: Field required "
                                                   "(and 2 more)"]
+
+
+@pytest.mark.parametrize("argv", [["generate", "--days", "0", "--out", "x.csv"],
+                                  ["train", "--spec"], ["no-such-command"]])
+def test_usage_errors_are_short_and_exit_2(argv, capsys):
+    assert run(*argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Error:" in err
