@@ -26,12 +26,15 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+# numpy, pandas and scipy (through monitoring.stats) are imported where used: starting a
+# ReportRenderer then costs no imports, so the child's evidently import begins at once.
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
-from monitoring.stats import ColumnResult, Kind
+    from monitoring.stats import ColumnResult, Kind
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ def _definition(numerical: Sequence[str], categorical: Sequence[str]):  # noqa: 
 
 
 def _prepare(frame: pd.DataFrame, numerical: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
     out = pd.DataFrame(index=range(len(frame)))
     for col in numerical:
         out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64").to_numpy()
@@ -94,6 +99,10 @@ def evidently_drift(reference: pd.DataFrame, current: pd.DataFrame, *,
                     per_column_method: Mapping[str, str] | None = None,
                     per_column_threshold: Mapping[str, float] | None = None) -> EvidentlyDrift:
     """Run Evidently's DataDriftPreset and read back each column's method, score, verdict."""
+    import numpy as np
+
+    from monitoring.stats import ColumnResult
+
     _load()
     from evidently import Dataset, Report
     from evidently.presets import DataDriftPreset
@@ -130,6 +139,10 @@ def evidently_drift(reference: pd.DataFrame, current: pd.DataFrame, *,
 def column_drift(column: str, reference: pd.Series, current: pd.Series, kind: Kind, *,
                  method: str, threshold: float | None) -> ColumnResult:
     """One column through Evidently's stat-test registry (methods the fast path lacks)."""
+    import numpy as np
+
+    from monitoring.stats import ColumnResult
+
     _load()
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
@@ -156,6 +169,8 @@ def _sample_inputs(reference: pd.DataFrame, current: pd.DataFrame, *,
                    reference_scores: np.ndarray | None, current_scores: np.ndarray | None,
                    max_rows: int, seed: int) -> dict[str, Any]:
     """The report's inputs, capped at ``max_rows`` per side (cheap: sampled before copying)."""
+    import numpy as np
+
     sampled = None
     if len(reference) > max_rows or len(current) > max_rows:
         sampled = min(max(len(reference), len(current)), max_rows)
@@ -178,6 +193,8 @@ def _render(path: Path, *, ref: pd.DataFrame, cur: pd.DataFrame, numerical: Sequ
             per_column_threshold: Mapping[str, float] | None,
             reference_scores: np.ndarray | None, current_scores: np.ndarray | None,
             sampled: int | None) -> None:
+    import numpy as np
+
     _load()
     from evidently import Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
@@ -326,6 +343,8 @@ def _render_child() -> None:
 
 
 def _pad_score(frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    import numpy as np
+
     n = max(len(frame), len(scores))
     out = frame.reindex(range(n))
     column = np.full(n, np.nan)

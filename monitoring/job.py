@@ -17,22 +17,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
-import numpy as np
-import pandas as pd
-from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
-
 from driftloop.errors import DataError, DriftloopError, UsageError
-from monitoring.check import LABEL_COLUMN, SCORE_COLUMN, Reference, check_frames
-from monitoring.predlog import open_log
 from monitoring.settings import MonitoringSettings
 from monitoring.verdict import Verdict
 from registry import TAG_PREFIX, ModelRegistry
-from registry.bundle import Bundle
 from registry.port import ALIAS_CHAMPION, MONITORING_EXPERIMENT
 
+# pandas, scipy, pyarrow, httpx and prometheus_client are imported where used: the
+# report's child process is started first, so evidently's import begins at once.
 if TYPE_CHECKING:
+    import httpx
+    import pandas as pd
+    from prometheus_client import CollectorRegistry
+
+    from monitoring.check import Reference
     from monitoring.drift import ReportRenderer
+    from registry.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def resolve_version(registry: ModelRegistry, model: str, version: int | None) ->
 
 def fetch_bundle(registry: ModelRegistry, model: str, version: int, cache: Path) -> Bundle:
     """The version's bundle, downloaded once into ``cache`` (atomically, by rename)."""
+    from registry.bundle import Bundle
+
     target = cache / f"{model}-v{version}"
     bundle = Bundle(target)
     if bundle.is_complete():
@@ -76,6 +78,9 @@ def fetch_bundle(registry: ModelRegistry, model: str, version: int, cache: Path)
 def read_current_file(path: Path, reference: Reference, *, since: datetime | None,
                       until: datetime | None, now: datetime) -> pd.DataFrame:
     """A CSV/Parquet of production rows; the spec's target, when present, becomes ``label``."""
+    import pandas as pd
+
+    from monitoring.check import LABEL_COLUMN
     from training.data import conform, read_table
 
     spec = reference.spec
@@ -97,6 +102,8 @@ def read_current_file(path: Path, reference: Reference, *, since: datetime | Non
 
 def verdict_registry(verdict: Verdict) -> CollectorRegistry:
     """The verdict as the gauges the contract names (one registry per push)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
     registry = CollectorRegistry()
     share = Gauge("driftloop_drift_share", "Share of drifted feature columns in the last verdict.",
                   ["model"], registry=registry)
@@ -112,12 +119,16 @@ def verdict_registry(verdict: Verdict) -> CollectorRegistry:
 
 
 def push_gauges(verdict: Verdict, url: str, *, timeout: float = 10.0) -> None:
+    from prometheus_client import push_to_gateway
+
     push_to_gateway(url, job=PUSH_JOB, registry=verdict_registry(verdict),
                     grouping_key={"model": verdict.model}, timeout=timeout)
 
 
 def post_verdict(verdict: Verdict, url: str, token: str, client: httpx.Client) -> None:
     """POST the verdict to ``<url>/verdicts`` (the controller) with the bearer token."""
+    import httpx
+
     target = url.rstrip("/") + "/verdicts"
     try:
         response = client.post(target, json=verdict.model_dump(mode="json"),
@@ -163,6 +174,9 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
         # A child process imports evidently on the other core while this one reads and
         # checks the window; it renders the report as soon as the window is read.
         renderer = ReportRenderer()
+    from monitoring.check import SCORE_COLUMN, Reference, check_frames
+    from monitoring.predlog import open_log
+
     try:
         number = resolve_version(registry, model, version)
         bundle = fetch_bundle(registry, model, number, settings.home_dir / "cache" / "bundles")
@@ -225,6 +239,8 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
 
 def _submit_report(renderer: ReportRenderer, reference: Reference, current: pd.DataFrame,
                    path: Path, max_rows: int) -> int | None:
+    from monitoring.check import SCORE_COLUMN
+
     spec = reference.spec
     per_column = spec.drift.per_column
     return renderer.submit(
@@ -240,6 +256,8 @@ def _submit_report(renderer: ReportRenderer, reference: Reference, current: pd.D
 
 
 def _first_ts(frame: pd.DataFrame, now: datetime) -> datetime:
+    import pandas as pd
+
     if "ts" in frame.columns and len(frame):
         return pd.Timestamp(frame["ts"].min()).to_pydatetime(warn=False)
     return now
@@ -247,6 +265,9 @@ def _first_ts(frame: pd.DataFrame, now: datetime) -> datetime:
 
 def _publish(outcome: CheckOutcome, settings: MonitoringSettings, registry: ModelRegistry, *,
              post_to: str | None, token: str | None, client: httpx.Client | None) -> None:
+    import httpx
+    import numpy as np
+
     verdict = outcome.verdict
     files = [outcome.json_path] + ([outcome.report_path] if outcome.report_path else [])
     try:
