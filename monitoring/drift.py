@@ -255,6 +255,7 @@ class ReportRenderer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self._job: dict[str, Any] | None = None
+        self._inputs: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         try:
             self._process = subprocess.Popen(
@@ -281,8 +282,14 @@ class ReportRenderer:
                      "per_column_threshold": dict(per_column_threshold or {}), **inputs}
         if self._process is not None:
             try:
+                # The inputs go through a file next to the report: a pipe would block this
+                # process until the child, still importing evidently, reads it.
+                self._inputs = Path(path).with_name(f".{Path(path).name}.inputs.pickle")
+                self._inputs.parent.mkdir(parents=True, exist_ok=True)
+                with open(self._inputs, "wb") as sink:
+                    pickle.dump(self._job, sink, protocol=pickle.HIGHEST_PROTOCOL)
                 assert self._process.stdin is not None
-                pickle.dump(self._job, self._process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                self._process.stdin.write(str(self._inputs).encode() + b"\n")
                 self._process.stdin.close()
                 self._process.stdin = None  # sent; communicate() then only reads
             except OSError as exc:
@@ -311,6 +318,9 @@ class ReportRenderer:
 
     def close(self) -> None:
         """Stop the child (idempotent); a submitted but unawaited report is abandoned."""
+        if self._inputs is not None:
+            self._inputs.unlink(missing_ok=True)
+            self._inputs = None
         process, self._process = self._process, None
         if process is None:
             return
@@ -329,13 +339,14 @@ class ReportRenderer:
 
 
 def _render_child() -> None:
-    """The child side of ``ReportRenderer``: import evidently now, then render one job
-    read from stdin (nothing on EOF: the parent needed no report)."""
+    """The child side of ``ReportRenderer``: import evidently now, then render the job
+    whose pickle path comes on stdin (nothing on EOF: the parent needed no report)."""
     _load()
-    try:
-        job = pickle.load(sys.stdin.buffer)
-    except EOFError:
+    inputs = sys.stdin.readline().strip()
+    if not inputs:
         return
+    with open(inputs, "rb") as source:
+        job = pickle.load(source)
     path = job.pop("path")
     _render(path, **job)
     sys.stdout.write("ok")

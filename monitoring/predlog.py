@@ -26,10 +26,11 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -44,6 +45,7 @@ _META_TYPES = {
     "model_version": pa.int64(), "score": pa.float64(), "prediction": pa.int8(),
     "shadow_version": pa.int64(), "shadow_score": pa.float64(), "latency_ms": pa.float32(),
 }
+_EPOCH_DAY = date(1970, 1, 1)
 _LABEL_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()),
                            ("received_at", pa.timestamp("us", tz="UTC"))])
 
@@ -136,7 +138,10 @@ class PredictionLogWriter:
         return self
 
     def append(self, row: dict[str, Any]) -> bool:
-        """Queue one prediction row (reserved columns plus features). False if sampled out."""
+        """Queue one prediction row (reserved columns plus features). False if sampled out.
+
+        ``ts`` is an aware datetime or, cheaper on a request path, ``time.time()`` epoch
+        seconds; both are stored as the same UTC timestamp."""
         if self.sample_rate < 1.0 and not keep_sample(row["request_id"], self.sample_rate):
             return False
         self._rows.append(row)
@@ -166,10 +171,30 @@ class PredictionLogWriter:
         rows = self._drain(self._rows)
         if not rows:
             return 0
-        oldest = min(r["ts"] for r in rows)
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
-        for row in rows:
-            groups[(row["model_name"], row["ts"].date().isoformat())].append(row)
+        stamps = [r["ts"] for r in rows]
+        if all(type(t) is float for t in stamps):
+            # epoch seconds (the serving path's time.time()): day and age computed in numpy
+            seconds = np.array(stamps)
+            oldest = float(seconds.min())
+            days = (seconds // 86_400).astype(np.int64)
+            models = {r["model_name"] for r in rows}
+            if len(models) == 1 and days[0] == days.min() == days.max():
+                key = (models.pop(), _EPOCH_DAY + timedelta(days=int(days[0])))
+                groups: dict[tuple[str, str], list[dict[str, Any]]] = {
+                    (key[0], key[1].isoformat()): rows}
+            else:
+                groups = collections.defaultdict(list)
+                for row, day in zip(rows, days.tolist(), strict=True):
+                    iso = (_EPOCH_DAY + timedelta(days=day)).isoformat()
+                    groups[(row["model_name"], iso)].append(row)
+        else:
+            for row in rows:  # a mix: everything as aware datetimes
+                if type(row["ts"]) is float:
+                    row["ts"] = datetime.fromtimestamp(row["ts"], UTC)
+            oldest = min(r["ts"] for r in rows).timestamp()
+            groups = collections.defaultdict(list)
+            for row in rows:
+                groups[(row["model_name"], row["ts"].date().isoformat())].append(row)
         done: list[tuple[str, str]] = []
         try:
             for (model, day), group in groups.items():
@@ -186,7 +211,7 @@ class PredictionLogWriter:
                     self._rows.extendleft(reversed(group))
             return sum(len(groups[k]) for k in done)
         self.stats.flushes += 1
-        self.stats.last_flush_lag_seconds = (datetime.now(UTC) - oldest).total_seconds()
+        self.stats.last_flush_lag_seconds = time.time() - oldest
         return len(rows)
 
     def _flush_labels(self) -> int:
@@ -246,7 +271,11 @@ def _prediction_table(rows: list[dict[str, Any]]) -> pa.Table:
     arrays, names = [], []
     for name, values in _columns(rows).items():
         kind = _META_TYPES.get(name)
-        if kind is None:
+        if name == "ts" and values and type(values[0]) is float:
+            # epoch seconds -> microseconds, converted in one vectorised step
+            micros = np.rint(np.asarray(values, dtype=np.float64) * 1e6).astype(np.int64)
+            array = pa.array(micros, type=pa.int64()).cast(kind)
+        elif kind is None:
             array = pa.array(values, from_pandas=True)
             if pa.types.is_null(array.type):
                 array = array.cast(pa.float64())

@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -216,7 +215,7 @@ def create_app(settings: ServingSettings, registry: ModelRegistry | None = None,
         prediction = 1 if score > threshold else 0
         request_id = request_id or uuid.uuid4().hex
         state.count_prediction(model, score, prediction, model.schema.observe(record))
-        row = {"ts": datetime.now(UTC), "request_id": request_id, "model_name": model.name,
+        row = {"ts": time.time(), "request_id": request_id, "model_name": model.name,
                "model_version": model.version, "score": score, "prediction": prediction,
                "shadow_version": None, "shadow_score": None,
                "latency_ms": (time.perf_counter() - started) * 1000.0, **record}
@@ -260,7 +259,7 @@ def create_app(settings: ServingSettings, registry: ModelRegistry | None = None,
             return refused("/predict/batch", exc)
         records = [r for r, _ in parsed]
         scores = await run_in_threadpool(model.score_many, records)
-        now = datetime.now(UTC)
+        now = time.time()  # epoch seconds: the log converts them in bulk
         latency = (time.perf_counter() - started) * 1000.0
         out, rows = [], []
         for (record, rid), s in zip(parsed, scores, strict=True):
