@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
+from driftloop.processes import free_port as _free_port
 from driftloop.settings import CommonSettings
 from driftloop.spec import DatasetSpec
 from monitoring import alerting
@@ -111,12 +111,6 @@ def test_shipped_and_rendered_configs_pass_promtool_and_amtool(tmp_path: Path) -
 
 
 # --- the dashboard against a real Prometheus -----------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from driftloop.processes import free_port
 from driftloop.settings import CommonSettings
 from driftloop.spec import DatasetSpec
 from monitoring.predlog import LogStore, PredictionLogWriter
@@ -85,12 +85,6 @@ def build_world(tmp_path: Path, spec: DatasetSpec, *, champion_world: str,
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(data))
     return World(home, spec_path, model, registry, result.version.version)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ControllerProcess:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -36,6 +35,7 @@ from controller.model import Cycle, ModelState  # noqa: E402
 from controller.reconcile import Controller, Managed  # noqa: E402
 from controller.settings import ControllerSettings  # noqa: E402
 from controller.store import StaleState, Store  # noqa: E402
+from driftloop.processes import free_port as _free_port  # noqa: E402
 from driftloop.spec import DatasetSpec  # noqa: E402
 from tests.unit.test_controller_reconcile import (  # noqa: E402
     NOW,
@@ -59,12 +59,6 @@ def _initdb() -> Path:
     if os.environ.get("DRIFTLOOP_REQUIRE_E2E") or os.environ.get("CI"):
         pytest.fail(message + ": required in CI", pytrace=False)
     pytest.skip(message)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

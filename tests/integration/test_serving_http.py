@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from driftloop.processes import free_port
 from driftloop.settings import CommonSettings
 from driftloop.spec import DatasetSpec, load_spec
 from monitoring.predlog import LogStore, PredictionLogReader
@@ -49,12 +49,6 @@ class NaNScores:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         return np.full((len(X), 2), np.nan)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
