@@ -160,22 +160,28 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
                     until: datetime | None = None, current_file: Path | None = None,
                     out_dir: Path | None = None, post_to: str | None = None,
                     report: bool = True, client: httpx.Client | None = None,
-                    now: datetime | None = None) -> CheckOutcome:
+                    now: datetime | None = None,
+                    renderer: ReportRenderer | None = None) -> CheckOutcome:
     """One verdict, written, logged and published. Publishing failures are collected in
-    ``errors`` (the verdict is on disk by then); the caller decides the exit code."""
+    ``errors`` (the verdict is on disk by then); the caller decides the exit code.
+
+    ``renderer``: a ``monitoring.drift.ReportRenderer`` the caller started earlier (say
+    before opening the registry, which imports MLflow), so evidently's import in the
+    child starts sooner; used only when ``report`` is true, closed here either way."""
     now = now or datetime.now(UTC)
     token = settings.controller_token.get_secret_value() if settings.controller_token else None
     if post_to and not token:
         raise UsageError("--post-to needs DRIFTLOOP_CONTROLLER_TOKEN (the controller's token)")
-    renderer = None
-    if report:
+    if renderer is not None and not report:
+        renderer.close()
+        renderer = None
+    if report and renderer is None:
         from monitoring.drift import ReportRenderer
 
         # A child process imports evidently on the other core while this one reads and
         # checks the window; it renders the report as soon as the window is read.
         renderer = ReportRenderer()
     from monitoring.check import SCORE_COLUMN, Reference, check_frames
-    from monitoring.predlog import open_log
 
     try:
         number = resolve_version(registry, model, version)
@@ -194,8 +200,7 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
                 features = current[reference.spec.features.all]
                 current[SCORE_COLUMN] = model_obj.predict_proba(features)[:, 1]
         else:
-            _, reader = open_log(settings.resolved_log_uri)
-            current = reader.window(model, since, until, version=number)
+            current = _read_window(settings, reference, model, number, since, until)
             source = "prediction_log"
         if current_file is None and not len(current):
             log.warning("no logged predictions for %s v%s in [%s, %s)", model, number, since,
@@ -235,6 +240,27 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
     outcome = CheckOutcome(verdict, json_path, report_path)
     _publish(outcome, settings, registry, post_to=post_to, token=token, client=client)
     return outcome
+
+
+def _read_window(settings: MonitoringSettings, reference: Reference, model: str, version: int,
+                 since: datetime | None, until: datetime) -> pd.DataFrame:
+    """``PredictionLogReader.window`` restricted to the columns a check reads (features,
+    score, request id, time): the log's other columns are never converted or copied."""
+    import pandas as pd
+
+    from monitoring.check import SCORE_COLUMN
+    from monitoring.predlog import open_log
+
+    _, reader = open_log(settings.resolved_log_uri)
+    assert since is not None
+    columns = [*reference.spec.features.all, SCORE_COLUMN, "request_id"]
+    frame = reader.predictions(model, since, until, version=version, columns=columns)
+    labels = reader.labels(since=since).rename(columns={"received_at": "label_received_at"})
+    if frame.empty:
+        frame["label"] = pd.Series(dtype=object)
+        frame["label_received_at"] = pd.Series(dtype="datetime64[us, UTC]")
+        return frame
+    return frame.merge(labels, on="request_id", how="left")
 
 
 def _submit_report(renderer: ReportRenderer, reference: Reference, current: pd.DataFrame,

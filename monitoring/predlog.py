@@ -300,9 +300,12 @@ class PredictionLogReader:
     def _read(self, files: Iterable[str], columns: list[str] | None = None) -> pa.Table | None:
         tables = []
         for path in files:
-            table = pq.read_table(path, filesystem=self.store.fs)
-            if columns is not None:
-                table = table.select([c for c in columns if c in table.column_names])
+            if columns is None:
+                table = pq.read_table(path, filesystem=self.store.fs)
+            else:  # decode only the wanted columns (those this file has)
+                names = pq.read_schema(path, filesystem=self.store.fs).names
+                table = pq.read_table(path, filesystem=self.store.fs,
+                                      columns=[c for c in columns if c in names])
             tables.append(table)
         if not tables:
             return None
