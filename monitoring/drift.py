@@ -15,7 +15,6 @@ Evidently is imported inside the functions: ``import evidently`` costs seconds.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
@@ -317,23 +316,18 @@ class ReportRenderer:
         _render(path, **job)
 
     def close(self) -> None:
-        """Stop the child (idempotent); a submitted but unawaited report is abandoned."""
+        """Stop the child at once (idempotent); a submitted but unawaited report is
+        abandoned."""
         if self._inputs is not None:
             self._inputs.unlink(missing_ok=True)
             self._inputs = None
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(OSError):
-                if process.stdin is not None and not process.stdin.closed:
-                    process.stdin.close()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for stream in (process.stdout, process.stderr):
+        if process.poll() is None:  # nothing to wait for: no report is coming from it
+            process.kill()
+            process.wait()
+        for stream in (process.stdin, process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
 
@@ -351,6 +345,9 @@ def _render_child() -> None:
     _render(path, **job)
     sys.stdout.write("ok")
     sys.stdout.flush()
+    # The report is written and closed: skip tearing down evidently's modules (a second
+    # or so the parent would wait for, as it reads until this process exits).
+    os._exit(0)
 
 
 def _pad_score(frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
