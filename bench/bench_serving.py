@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.generate import generate
     from training.train import train
 
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     home = work / "home"
     spec = load_spec(ROOT / "examples" / "churn" / "spec.yaml")
@@ -229,13 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r.name}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
               f"{r.errors} errors")
-    write_report(results, args, argv or [], champion, challenger, use_wrk)
+    load = (load_before, os.getloadavg()[0])
+    write_report(results, args, argv or [], champion, challenger, use_wrk, load)
     shutil.rmtree(work, ignore_errors=True)
     return 0 if all(r.errors == 0 for r in results) else 1
 
 
 def write_report(results: list[Result], args: argparse.Namespace, argv: list[str],
-                 champion: int, challenger: int, use_wrk: bool) -> None:
+                 champion: int, challenger: int, use_wrk: bool,
+                 load: tuple[float, float] = (float("nan"), float("nan"))) -> None:
     by = {r.name: r for r in results}
     on, off = by["driftloop, metrics + log + shadow on"], by["driftloop, monitoring off"]
     peer = by.get("mlflow models serve")
@@ -259,7 +262,9 @@ def write_report(results: list[Result], args: argparse.Namespace, argv: list[str
         f"driftloop configurations run side by side and are measured in {args.rounds} "
         "alternating slices each (requests/s over all slices, p50/p99 the median of the "
         "slices), so background load on the shared machine hits both alike; MLflow is "
-        "measured after them in one piece.", "",
+        "measured after them in one piece. Load average (1 min) of the shared machine "
+        f"before and after the run: {load[0]:.2f} and {load[1]:.2f} (the benchmark itself "
+        "keeps about 1.5 busy).", "",
         "| server | requests/s | p50 | p99 | requests | errors |", "|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
