@@ -51,9 +51,20 @@ def drift_check(
         raise UsageError("--since must be before --until")
     if current is not None and not current.is_file():
         raise UsageError(f"--current: no such file {current}")
-    outcome = run_drift_check(settings, open_registry(settings), model=name, version=version,
+    from monitoring.drift import ReportRenderer
+
+    # Started before the registry is opened (importing MLflow takes seconds): the report child
+    # imports Evidently on the other core meanwhile.
+    renderer = ReportRenderer() if report else None
+    try:
+        registry = open_registry(settings)
+    except BaseException:
+        if renderer is not None:
+            renderer.close()
+        raise
+    outcome = run_drift_check(settings, registry, model=name, version=version,
                               since=window_since, until=window_until, current_file=current,
-                              out_dir=out, post_to=post_to, report=report)
+                              out_dir=out, post_to=post_to, report=report, renderer=renderer)
     verdict = outcome.verdict
     share = "n/a" if verdict.drift_share is None else f"{verdict.drift_share:.2f}"
     echo(f"{verdict.model} v{verdict.version}: {verdict.status} ({verdict.rows} rows, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from monitoring.predlog import LogStore, PredictionLogReader, PredictionLogWriter, keep_sample
@@ -116,3 +117,16 @@ def test_background_thread_flushes_without_close(log):
         time.sleep(0.02)
     assert len(reader.predictions("m", T0, T0 + timedelta(minutes=1))) == 1
     writer.close()
+
+
+def test_epoch_float_timestamps_land_in_the_right_day(log):
+    """Serving stamps rows with time.time(); the writer converts them in bulk."""
+    writer, reader = log
+    before_midnight = datetime(2026, 3, 1, 23, 59, 59, 500_000, tzinfo=UTC).timestamp()
+    for i, ts in enumerate([before_midnight, before_midnight + 1.0]):
+        writer.append({**row(i), "ts": ts})
+    writer.close()
+    first = reader.predictions("m", datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+    second = reader.predictions("m", datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
+    assert first["request_id"].tolist() == ["r0"] and second["request_id"].tolist() == ["r1"]
+    assert first["ts"].iloc[0] == pd.Timestamp("2026-03-01 23:59:59.5", tz="UTC")
