@@ -176,9 +176,23 @@ def create_app(settings: ControllerSettings | None = None, *, parts: Parts | Non
         return {"trigger_id": trigger_id, "status": row.status, "outcome": row.outcome,
                 "cycle_id": row.cycle_id}
 
+    async def read_body(request: Request) -> bytes:
+        """The body, refused with 413 past ``controller_max_body_bytes`` (never read whole)."""
+        limit = settings.controller_max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise HTTPException(413, f"body of {declared} bytes is over the limit of {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     @app.post("/webhooks/alertmanager")
     async def alertmanager(request: Request, _: Auth, p: Deps) -> JSONResponse:
-        body = await request.body()
+        body = await read_body(request)
         now = datetime.now(UTC)
         try:
             # About a millisecond of SQLite work: done on the event loop, because handing it
@@ -195,7 +209,7 @@ def create_app(settings: ControllerSettings | None = None, *, parts: Parts | Non
 
     @app.post("/verdicts")
     async def verdicts(request: Request, _: Auth, p: Deps) -> JSONResponse:
-        body = await request.body()
+        body = await read_body(request)
         try:
             verdict = parse_verdict(body)
         except IntakeError as exc:

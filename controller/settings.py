@@ -86,6 +86,8 @@ class ControllerSettings(CommonSettings):
         None, description="Retrain once this many new labelled rows arrived since training.")
     controller_labels_check_seconds: float = Field(300, description="How often the labelled-rows "
                                                    "trigger counts new labels.")
+    controller_max_body_bytes: int = Field(
+        10_000_000, ge=1024, description="Largest request body the intake reads (413 above).")
 
     def spec_paths(self) -> list[Path]:
         return [Path(p.strip()) for p in self.controller_specs.split(",") if p.strip()]

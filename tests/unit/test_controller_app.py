@@ -84,7 +84,7 @@ def world(tmp_path: Path, churn_spec: DatasetSpec) -> dict:
     history.write_text("placeholder")
     spec = churn_spec.model_copy(update={"history": [str(history)], "source": None})
     settings = ControllerSettings(home=tmp_path / "home", controller_token=TOKEN,
-                                  controller_recent_days=0)
+                                  controller_recent_days=0, controller_max_body_bytes=64_000)
     store = Store("sqlite://")
     registry = FakeRegistry()
     launcher = RecordingLauncher()
@@ -149,6 +149,16 @@ def test_malformed_notifications_are_400_with_a_reason(world: dict, body: bytes,
     assert response.status_code == 400
     assert reason in response.json()["detail"]
     assert world["store"].triggers_of() == []
+
+
+@pytest.mark.parametrize("path", ["/webhooks/alertmanager", "/verdicts"])
+def test_huge_bodies_are_413_and_change_nothing(world: dict, path: str) -> None:
+    many = payload(*[alert(fingerprint=f"f{i}") for i in range(2000)])
+    response = world["client"].post(path, json=many, headers=AUTH)
+    assert response.status_code == 413
+    assert "over the limit" in response.json()["detail"]
+    assert world["store"].triggers_of() == []
+    assert world["store"].count_notifications() == 0
 
 
 def test_same_alert_acts_once_and_resolved_never_triggers(world: dict) -> None:
