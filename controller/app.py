@@ -95,7 +95,8 @@ def build_controller(settings: ControllerSettings, *, registry: ModelRegistry | 
     metrics = metrics or ControllerMetrics.create()
     _, reader = open_log(settings.resolved_log_uri)
     evaluator = Evaluator(registry, reader, ModelCache(registry, settings.home_dir / "controller"
-                                                       / "bundles"), settings.gate_policy())
+                                                       / "bundles"), settings.gate_policy(),
+                          offline_replay=settings.controller_offline_replay)
     controller = Controller(
         settings, store=store, registry=registry,
         launcher=launcher or make_launcher(settings, client), reader=reader, evaluator=evaluator,

@@ -283,7 +283,8 @@ class Replay:
         self.store = Store(f"sqlite:///{workdir / 'controller-state.db'}")
         self.cache = ModelCache(self.registry, workdir / "bundles")
         self.launcher = InProcessLauncher(self.spec, self.registry, seed=config.seed)
-        evaluator = Evaluator(self.registry, self.log, self.cache, self.settings.gate_policy())
+        evaluator = Evaluator(self.registry, self.log, self.cache, self.settings.gate_policy(),
+                              offline_replay=self.settings.controller_offline_replay)
         self.controller = Controller(
             self.settings, store=self.store, registry=self.registry, launcher=self.launcher,
             reader=self.log, evaluator=evaluator,

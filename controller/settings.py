@@ -86,6 +86,9 @@ class ControllerSettings(CommonSettings):
         None, description="Retrain once this many new labelled rows arrived since training.")
     controller_labels_check_seconds: float = Field(300, description="How often the labelled-rows "
                                                    "trigger counts new labels.")
+    controller_offline_replay: bool = Field(
+        True, description="Let an offline replay of both models on labelled rows the challenger "
+        "was not trained on decide; false: only live shadow pairs decide.")
     controller_max_body_bytes: int = Field(
         10_000_000, ge=1024, description="Largest request body the intake reads (413 above).")
 

@@ -73,6 +73,7 @@ class Evaluator:
     reader: PredictionLogReader
     cache: ModelCache
     policy: GatePolicy = GatePolicy()
+    offline_replay: bool = True  # False: only live shadow pairs may decide
 
     def evaluate(self, spec: DatasetSpec, challenger: int, *, shadow_since: datetime,
                  holdout_from: datetime | None, now: datetime) -> tuple[GateDecision, int | None]:
@@ -100,7 +101,7 @@ class Evaluator:
             return gate.broken(metric, f"v{challenger} returns non-finite scores on the "
                                "champion's reference rows"), champion
         shadow = self._shadow(spec, champion, challenger, shadow_since, now)
-        if shadow.outcome != "wait" or shadow.n >= self.policy.min_pairs:
+        if shadow.outcome != "wait" or shadow.n >= self.policy.min_pairs or not self.offline_replay:
             return shadow, champion
         replay = self._replay(spec, champion, challenger, holdout_from or shadow_since, now)
         if replay.outcome != "wait" or replay.n >= shadow.n:

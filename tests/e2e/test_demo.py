@@ -42,8 +42,9 @@ def test_demo_runs_to_the_end_and_cleans_up(tmp_path: Path):
     drift_days = [line for line in table if " drift " in line]
     assert any("!degraded" in line for line in drift_days), out
     assert all(" 0  " in line.split("v")[0] for line in table)  # no failed request, any day
-    assert "promoted v2 vs v1" in out and "CI [" in out
-    assert "serving now: churn v2 (@champion)" in out
+    assert "promoted v2 vs v1" in out and "CI [" in out, out
+    live = re.search(r"serving now: churn v(\d+) \(@champion\)", out)
+    assert live and int(live.group(1)) >= 2, out  # a later cycle may have promoted v3 too
     assert f"DRIFTLOOP_HOME={home} driftloop ui" in out
     assert (home / "reports" / "demo-metric.png").stat().st_size > 10_000
     assert list((home / "reports").rglob("*.html"))

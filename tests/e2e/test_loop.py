@@ -121,6 +121,7 @@ def build(tmp_path: Path, *, spec_text: str, controller_env: dict[str, str]) -> 
         # the challenger on live shadow traffic: no offline holdout
         "DRIFTLOOP_CONTROLLER_RETRAIN_WINDOW_DAYS": "0.02",
         "DRIFTLOOP_CONTROLLER_HOLDOUT_FRACTION": "0",
+        "DRIFTLOOP_CONTROLLER_OFFLINE_REPLAY": "false",
         **controller_env})
     stack.env.update(env)
     return stack.start(), home

@@ -1,0 +1,58 @@
+"""Which evidence decides: an offline replay on labelled rows since the cycle began, unless
+the operator asked for live shadow pairs only (DRIFTLOOP_CONTROLLER_OFFLINE_REPLAY=false)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from controller.gate import GatePolicy
+from controller.shadow import Evaluator, ModelCache
+from monitoring.predlog import LogStore, PredictionLogReader, PredictionLogWriter
+from registry.fake import FakeRegistry
+from training.data import conform
+from training.generate import generate
+from training.train import evaluate, fit, package, split
+
+START = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def test_replay_decides_unless_only_shadow_pairs_may(tmp_path: Path, churn_spec):
+    spec = churn_spec
+    registry = FakeRegistry()
+    data = conform(generate(3, rows_per_day=800, seed=5), spec)
+    for seed in (1, 2):
+        parts = split(data, spec)
+        fitted = fit(parts, spec, seed=seed)
+        registry.register(package(spec, data, parts, fitted, evaluate(fitted, parts, spec),
+                                  tags={}))
+    registry.set_alias(spec.model_name, "champion", 1)
+    registry.set_alias(spec.model_name, "challenger", 2)
+    # Labelled traffic since the cycle began, answered by the champion before serving had
+    # loaded the challenger: no shadow scores.
+    store = LogStore(tmp_path / "log")
+    writer = PredictionLogWriter(store)
+    champion = registry.load_model(registry.download(spec.model_name, 1, tmp_path / "b1"))
+    live = data.tail(400)
+    scores = champion.predict_proba(live[spec.features.all])[:, 1]
+    for i, (row, score) in enumerate(zip(live.to_dict("records"), scores, strict=True)):
+        writer.append({"ts": START + timedelta(seconds=i), "request_id": f"r{i}",
+                       "model_name": spec.model_name, "model_version": 1, "score": float(score),
+                       "prediction": int(score > 0.5), "shadow_version": None,
+                       "shadow_score": None, "latency_ms": 1.0,
+                       **{f: row[f] for f in spec.features.all}})
+        writer.append_label(f"r{i}", row["churned"], received_at=START + timedelta(hours=1))
+    writer.close()
+    reader = PredictionLogReader(store)
+    policy = GatePolicy(min_pairs=200, margin=0.5)  # two near-identical models: promote
+
+    def decide(replay: bool):
+        evaluator = Evaluator(registry, reader, ModelCache(registry, tmp_path / f"c{replay}"),
+                              policy, offline_replay=replay)
+        return evaluator.evaluate(spec, 2, shadow_since=START, holdout_from=None,
+                                  now=START + timedelta(hours=2))[0]
+
+    replayed = decide(True)
+    assert (replayed.evidence, replayed.n, replayed.outcome) == ("offline_replay", 400, "promote")
+    waiting = decide(False)
+    assert (waiting.evidence, waiting.n, waiting.outcome) == ("shadow", 0, "wait")
