@@ -35,6 +35,7 @@ from controller.settings import ControllerSettings
 from controller.shadow import Evaluator, ModelCache
 from controller.store import Store
 from driftloop.errors import UsageError
+from driftloop.httpbody import BodyTooLarge, read_limited
 from driftloop.spec import load_spec
 from monitoring.predlog import open_log
 from registry import ModelRegistry, open_registry
@@ -179,17 +180,10 @@ def create_app(settings: ControllerSettings | None = None, *, parts: Parts | Non
 
     async def read_body(request: Request) -> bytes:
         """The body, refused with 413 past ``controller_max_body_bytes`` (never read whole)."""
-        limit = settings.controller_max_body_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise HTTPException(413, f"body of {declared} bytes is over the limit of {limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPException(413, f"body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_limited(request, settings.controller_max_body_bytes)
+        except BodyTooLarge as exc:
+            raise HTTPException(413, str(exc)) from None
 
     @app.post("/webhooks/alertmanager")
     async def alertmanager(request: Request, _: Auth, p: Deps) -> JSONResponse:

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
 from driftloop.errors import UsageError
+from driftloop.httpbody import BodyTooLarge, read_limited
 from monitoring.predlog import LogStore, PredictionLogWriter
 from registry.port import ModelRegistry
 from serving.follower import ModelFollower
@@ -107,16 +108,10 @@ class ServingState:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON; 413 over ``limit`` bytes, 400 when it is not JSON."""
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise HTTPProblem(413, f"request body of {length} bytes is over the limit of {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPProblem(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    try:
+        body = await read_limited(request, limit)
+    except BodyTooLarge as exc:
+        raise HTTPProblem(413, str(exc)) from None
     if not body:
         raise HTTPProblem(400, "empty request body: expected a JSON object")
     try:
