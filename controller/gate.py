@@ -25,9 +25,10 @@ from typing import Literal
 
 import numpy as np
 
+from training.evaluate import weighted_metric
+
 Outcome = Literal["promote", "reject", "wait"]
 LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
-_EPS = 1e-15
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def evaluate(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, met
 
 def point_metric(metric: str, y: np.ndarray, p: np.ndarray) -> float:
     w = np.ones((1, len(y)))
-    return float(_weighted(metric, y, p, w)[0])
+    return float(weighted_metric(metric, y, p, w)[0])
 
 
 def bootstrap_differences(metric: str, y: np.ndarray, a: np.ndarray, b: np.ndarray, *,
@@ -139,61 +140,5 @@ def bootstrap_differences(metric: str, y: np.ndarray, a: np.ndarray, b: np.ndarr
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=size).astype(float)
-        out.append(_weighted(metric, y, b, weights) - _weighted(metric, y, a, weights))
+        out.append(weighted_metric(metric, y, b, weights) - weighted_metric(metric, y, a, weights))
     return np.concatenate(out)
-
-
-def _weighted(metric: str, y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The metric for each row of resample counts ``w`` (shape boot x n), vectorised."""
-    y = y.astype(float)
-    total = w.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        if metric == "roc_auc":
-            return _weighted_auc(y, p, w)
-        if metric == "log_loss":
-            q = np.clip(p, _EPS, 1 - _EPS)
-            loss = -(y * np.log(q) + (1 - y) * np.log(1 - q))
-            return (w @ loss) / total
-        if metric == "brier":
-            return (w @ (p - y) ** 2) / total
-        if metric == "accuracy":
-            return (w @ ((p >= 0.5) == (y == 1)).astype(float)) / total
-        if metric == "f1":
-            pred = (p >= 0.5).astype(float)
-            tp, fp, fn = w @ (pred * y), w @ (pred * (1 - y)), w @ ((1 - pred) * y)
-            denom = 2 * tp + fp + fn
-            return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
-        if metric == "average_precision":
-            return _weighted_ap(y, p, w)
-    raise ValueError(f"unknown metric {metric!r}")
-
-
-def _weighted_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC with ties counted half, for weighted rows (NaN on one class)."""
-    order = np.argsort(p, kind="stable")
-    ps, ys = p[order], y[order]
-    wn, wp = w[:, order] * (1 - ys), w[:, order] * ys
-    cum = np.cumsum(wn, axis=1)
-    starts = np.r_[0, np.flatnonzero(np.diff(ps)) + 1]
-    ends = np.r_[starts[1:], len(ps)] - 1
-    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(ps)]))
-    before = np.concatenate([np.zeros((w.shape[0], 1)), cum], axis=1)[:, starts]
-    equal = cum[:, ends] - before
-    below = before[:, group] + 0.5 * equal[:, group]
-    pos, neg = wp.sum(axis=1), wn.sum(axis=1)
-    return np.where((pos > 0) & (neg > 0), (wp * below).sum(axis=1) / (pos * neg), np.nan)
-
-
-def _weighted_ap(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Average precision as scikit-learn computes it (one step per distinct score)."""
-    order = np.argsort(-p, kind="stable")
-    ps, ys = p[order], y[order]
-    wp = w[:, order] * ys
-    tp = np.cumsum(wp, axis=1)
-    seen = np.cumsum(w[:, order], axis=1)
-    ends = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]
-    tp_end, seen_end = tp[:, ends], seen[:, ends]
-    gained = np.diff(np.concatenate([np.zeros((w.shape[0], 1)), tp_end], axis=1), axis=1)
-    precision = np.where(seen_end > 0, tp_end / np.where(seen_end > 0, seen_end, 1), 0)
-    pos = wp.sum(axis=1)
-    return np.where(pos > 0, (precision * gained).sum(axis=1) / np.where(pos > 0, pos, 1), np.nan)

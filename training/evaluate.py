@@ -1,44 +1,94 @@
 """Metrics on binary labels and positive-class scores.
 
-One function per metric so that the gate, the drift check and training all
-compute them the same way.
+One implementation per metric, in numpy, so that training, the drift check, the
+backtest and the controller's gate (which needs them vectorised over bootstrap
+resamples) compute them the same way. Each agrees with scikit-learn's
+``roc_auc_score``, ``average_precision_score``, ``log_loss``, ``accuracy_score``,
+``f1_score(zero_division=0)`` and ``brier_score_loss`` (tests/unit/test_evaluate.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
-from sklearn import metrics as skm
 
 THRESHOLD = 0.5
+_EPS = 1e-15
 
-
-def _clip(p: np.ndarray) -> np.ndarray:
-    return np.clip(p, 1e-15, 1 - 1e-15)
-
-
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "roc_auc": lambda y, p: float(skm.roc_auc_score(y, p)),
-    "average_precision": lambda y, p: float(skm.average_precision_score(y, p)),
-    "log_loss": lambda y, p: float(skm.log_loss(y, _clip(p), labels=[0, 1])),
-    "accuracy": lambda y, p: float(skm.accuracy_score(y, p >= THRESHOLD)),
-    "f1": lambda y, p: float(skm.f1_score(y, p >= THRESHOLD, zero_division=0)),
-    "brier": lambda y, p: float(skm.brier_score_loss(y, p)),
-}
+METRICS = ("roc_auc", "average_precision", "log_loss", "accuracy", "f1", "brier")
 
 
 def metric_value(name: str, y: np.ndarray, p: np.ndarray) -> float:
     """The named metric, or NaN where it is undefined (e.g. AUC on one class)."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}")
     y = np.asarray(y)
     p = np.asarray(p, dtype=float)
     if len(y) == 0 or not np.isfinite(p).all():
         return float("nan")
     if name in {"roc_auc", "average_precision"} and len(np.unique(y)) < 2:
         return float("nan")
-    return METRICS[name](y, p)
+    return float(weighted_metric(name, y, p, np.ones((1, len(y))))[0])
 
 
 def all_metrics(y: np.ndarray, p: np.ndarray, *, primary: str) -> dict[str, float]:
     names = dict.fromkeys([primary, "roc_auc", "log_loss", "accuracy", "brier"])
     return {name: metric_value(name, y, p) for name in names}
+
+
+def weighted_metric(metric: str, y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The metric for each row of weights ``w`` (shape k x n; resample counts in the
+    gate's bootstrap, ones for a plain value), vectorised. Each equals scikit-learn's
+    function of the same name (tests/unit/test_evaluate.py holds them to it), without
+    importing scikit-learn: a drift check on a day of traffic then never pays for it."""
+    y = y.astype(float)
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if metric == "roc_auc":
+            return _weighted_auc(y, p, w)
+        if metric == "log_loss":
+            q = np.clip(p, _EPS, 1 - _EPS)
+            loss = -(y * np.log(q) + (1 - y) * np.log(1 - q))
+            return (w @ loss) / total
+        if metric == "brier":
+            return (w @ (p - y) ** 2) / total
+        if metric == "accuracy":
+            return (w @ ((p >= THRESHOLD) == (y == 1)).astype(float)) / total
+        if metric == "f1":
+            pred = (p >= THRESHOLD).astype(float)
+            tp, fp, fn = w @ (pred * y), w @ (pred * (1 - y)), w @ ((1 - pred) * y)
+            denom = 2 * tp + fp + fn
+            return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
+        if metric == "average_precision":
+            return _weighted_ap(y, p, w)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def _weighted_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC with ties counted half, for weighted rows (NaN on one class)."""
+    order = np.argsort(p, kind="stable")
+    ps, ys = p[order], y[order]
+    wn, wp = w[:, order] * (1 - ys), w[:, order] * ys
+    cum = np.cumsum(wn, axis=1)
+    starts = np.r_[0, np.flatnonzero(np.diff(ps)) + 1]
+    ends = np.r_[starts[1:], len(ps)] - 1
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(ps)]))
+    before = np.concatenate([np.zeros((w.shape[0], 1)), cum], axis=1)[:, starts]
+    equal = cum[:, ends] - before
+    below = before[:, group] + 0.5 * equal[:, group]
+    pos, neg = wp.sum(axis=1), wn.sum(axis=1)
+    return np.where((pos > 0) & (neg > 0), (wp * below).sum(axis=1) / (pos * neg), np.nan)
+
+
+def _weighted_ap(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average precision as scikit-learn computes it (one step per distinct score)."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    wp = w[:, order] * ys
+    tp = np.cumsum(wp, axis=1)
+    seen = np.cumsum(w[:, order], axis=1)
+    ends = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]
+    tp_end, seen_end = tp[:, ends], seen[:, ends]
+    gained = np.diff(np.concatenate([np.zeros((w.shape[0], 1)), tp_end], axis=1), axis=1)
+    precision = np.where(seen_end > 0, tp_end / np.where(seen_end > 0, seen_end, 1), 0)
+    pos = wp.sum(axis=1)
+    return np.where(pos > 0, (precision * gained).sum(axis=1) / np.where(pos > 0, pos, 1), np.nan)
