@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from driftloop.cliutil import echo, parse_time
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from monitoring.settings import MonitoringSettings
+    from registry import ModelRegistry
 
 
 def register(app: typer.Typer) -> None:
@@ -36,32 +44,23 @@ def drift_check(
     """One drift and realised-performance verdict for a model version over a window.
 
     Exit 0 ok (or insufficient data), 1 drift or degraded, 2 error."""
-    from driftloop.errors import DriftloopError, UsageError
-    from monitoring.job import run_drift_check
-    from monitoring.settings import MonitoringSettings
-    from registry import open_registry
-
-    settings = MonitoringSettings()
-    name = model or settings.model
-    if not name:
-        raise UsageError("--model (or DRIFTLOOP_MODEL) is required")
-    window_since = parse_time(since, option="--since")
-    window_until = parse_time(until, option="--until")
-    if window_since and window_until and window_since >= window_until:
-        raise UsageError("--since must be before --until")
-    if current is not None and not current.is_file():
-        raise UsageError(f"--current: no such file {current}")
     from monitoring.drift import ReportRenderer
 
-    # Started before the registry is opened (importing MLflow takes seconds): the report child
-    # imports Evidently on the other core meanwhile.
+    # The report's child process starts first: its evidently import is the longest step,
+    # and it runs on the other core while this process opens the registry (MLflow) and
+    # reads the window.
     renderer = ReportRenderer() if report else None
     try:
-        registry = open_registry(settings)
+        settings, registry, window_since, window_until = _prepare(model, since, until, current)
     except BaseException:
         if renderer is not None:
             renderer.close()
         raise
+    from driftloop.errors import DriftloopError
+    from monitoring.job import run_drift_check
+
+    name = model or settings.model
+    assert name is not None
     outcome = run_drift_check(settings, registry, model=name, version=version,
                               since=window_since, until=window_until, current_file=current,
                               out_dir=out, post_to=post_to, report=report, renderer=renderer)
@@ -81,3 +80,31 @@ def drift_check(
     if outcome.errors:
         raise DriftloopError("; ".join(outcome.errors))
     raise typer.Exit(verdict.exit_code)
+
+
+def _prepare(model: str | None, since: str | None, until: str | None, current: Path | None,
+             ) -> tuple[MonitoringSettings, ModelRegistry, datetime | None, datetime | None]:
+    """Settings, the opened registry and the parsed window; usage errors first."""
+    from driftloop.errors import UsageError
+    from driftloop.imports import gc_paused
+    from monitoring.settings import MonitoringSettings
+
+    settings = MonitoringSettings()
+    if not (model or settings.model):
+        raise UsageError("--model (or DRIFTLOOP_MODEL) is required")
+    window_since = parse_time(since, option="--since")
+    window_until = parse_time(until, option="--until")
+    if window_since and window_until and window_since >= window_until:
+        raise UsageError("--since must be before --until")
+    if current is not None and not current.is_file():
+        raise UsageError(f"--current: no such file {current}")
+    started = time.perf_counter()
+    with gc_paused():  # importing MLflow and the check's modules (driftloop/imports.py)
+        import monitoring.check
+        import monitoring.predlog  # noqa: F401
+        from registry import open_registry
+
+        registry = open_registry(settings)
+    logging.getLogger(__name__).info("opened the registry in %.1f s",
+                                     time.perf_counter() - started)
+    return settings, registry, window_since, window_until

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,18 @@ class CheckOutcome:
     json_path: Path
     report_path: Path | None
     errors: list[str] = field(default_factory=list)   # publishing steps that failed
+
+
+class _Progress:
+    """Each step's duration, logged at INFO (``DRIFTLOOP_LOG_LEVEL=INFO`` shows them)."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = time.perf_counter()
+        log.info(message + " in %.1f s", *args, now - self._last)
+        self._last = now
 
 
 def resolve_version(registry: ModelRegistry, model: str, version: int | None) -> int:
@@ -181,12 +194,14 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
         # A child process imports evidently on the other core while this one reads and
         # checks the window; it renders the report as soon as the window is read.
         renderer = ReportRenderer()
+    progress = _Progress()
     from monitoring.check import SCORE_COLUMN, Reference, check_frames
 
     try:
         number = resolve_version(registry, model, version)
         bundle = fetch_bundle(registry, model, number, settings.home_dir / "cache" / "bundles")
         reference = Reference.from_bundle(bundle)
+        progress("%s v%s: reference loaded", model, number)
         if until is None:
             until = now
         if since is None and current_file is None:
@@ -202,6 +217,7 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
         else:
             current = _read_window(settings, reference, model, number, since, until)
             source = "prediction_log"
+        progress("read %d rows from %s", len(current), current_file or "the prediction log")
         if current_file is None and not len(current):
             log.warning("no logged predictions for %s v%s in [%s, %s)", model, number, since,
                         until)
@@ -216,18 +232,21 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
                 submitted = True
             except KeyError:
                 pass  # a missing column: check_frames says which
+            progress("sampled %s rows for the report", settings.report_max_rows)
         try:
             verdict = check_frames(reference, current, model=model, version=number,
                                    window_start=since or _first_ts(current, now),
                                    window_end=until, now=now, source=source)
         except KeyError as exc:
             raise DataError(f"current data lacks column {exc}") from None
+        progress("verdict %s", verdict.status)
         directory.mkdir(parents=True, exist_ok=True)
         if renderer is not None and verdict.status != "insufficient_data":
             if not submitted:
                 sampled = _submit_report(renderer, reference, current, report_path,
                                          settings.report_max_rows)
             renderer.wait()
+            progress("waited for the report")
             verdict = verdict.model_copy(update={"report_path": str(report_path),
                                                  "report_sampled_rows": sampled})
         else:
@@ -239,28 +258,22 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
     json_path.write_text(verdict.model_dump_json(indent=2))
     outcome = CheckOutcome(verdict, json_path, report_path)
     _publish(outcome, settings, registry, post_to=post_to, token=token, client=client)
+    progress("published")
     return outcome
 
 
 def _read_window(settings: MonitoringSettings, reference: Reference, model: str, version: int,
                  since: datetime | None, until: datetime) -> pd.DataFrame:
-    """``PredictionLogReader.window`` restricted to the columns a check reads (features,
-    score, request id, time): the log's other columns are never converted or copied."""
-    import pandas as pd
-
+    """The version's rows of the window with labels joined, restricted to the columns a
+    check reads (features, score, time): the log's other columns are never decoded."""
     from monitoring.check import SCORE_COLUMN
     from monitoring.predlog import open_log
 
     _, reader = open_log(settings.resolved_log_uri)
     assert since is not None
-    columns = [*reference.spec.features.all, SCORE_COLUMN, "request_id"]
-    frame = reader.predictions(model, since, until, version=version, columns=columns)
-    labels = reader.labels(since=since).rename(columns={"received_at": "label_received_at"})
-    if frame.empty:
-        frame["label"] = pd.Series(dtype=object)
-        frame["label_received_at"] = pd.Series(dtype="datetime64[us, UTC]")
-        return frame
-    return frame.merge(labels, on="request_id", how="left")
+    features = reference.spec.features
+    return reader.window(model, since, until, version=version,
+                         columns=[*features.all, SCORE_COLUMN], categorical=features.categorical)
 
 
 def _submit_report(renderer: ReportRenderer, reference: Reference, current: pd.DataFrame,

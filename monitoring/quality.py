@@ -59,30 +59,27 @@ def column_quality(profile: ReferenceProfile, current: pd.DataFrame, numerical: 
     samples = samples or {}
     out = []
     for col in [*numerical, *categorical]:
-        values = current[col]
-        missing = float(values.isna().mean()) if rows else 0.0
+        sample = samples.get(col)
+        if col in categorical and not isinstance(sample, CategoricalSample):
+            sample = CategoricalSample(current[col])
+        elif col not in categorical and not isinstance(sample, NumericSample):
+            sample = NumericSample(current[col])
+        missing = sample.missing / rows if rows else 0.0
         ref_missing = profile.missing.get(col, 0.0)
         unseen: list[str] = []
         unseen_share = out_of_range = 0.0
-        if col in profile.categories and rows:
-            sample = samples.get(col)
-            if not isinstance(sample, CategoricalSample):
-                sample = CategoricalSample(values)
+        if isinstance(sample, CategoricalSample) and col in profile.categories and rows:
             uniques, counts = sample.factorized
             known = profile.categories[col]
             new = [(str(u), int(c)) for u, c in zip(uniques, counts, strict=True)
                    if str(u) not in known]
             unseen = sorted(u for u, _ in new)[:MAX_LISTED_CATEGORIES]
             unseen_share = sum(c for _, c in new) / rows
-        elif col in profile.ranges and rows:
+        elif isinstance(sample, NumericSample) and col in profile.ranges and rows:
             low, high = profile.ranges[col]
-            sample = samples.get(col)
-            if not isinstance(sample, NumericSample):
-                sample = NumericSample(values)
             ordered = sample.sorted
             inside = ordered.searchsorted(high, "right") - ordered.searchsorted(low, "left")
-            infinite = rows - sample.n - int(values.isna().sum())
-            out_of_range = float(sample.n - inside + infinite) / rows
+            out_of_range = float(sample.n - inside + sample.infinite) / rows
         flagged = (missing - ref_missing > thresholds.missing_increase
                    or unseen_share > thresholds.unseen_share
                    or out_of_range > thresholds.out_of_range_share)

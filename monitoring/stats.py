@@ -13,8 +13,11 @@ same arithmetic with numpy, sorting each column once and sharing the sorts:
   ``max(std(reference), 0.001)``; drift at or above the threshold (default 0.1).
 * ``jensenshannon``: ``get_binned_data(..., feel_zeroes=False)``: numerical with more
   than 20 reference values -> ``histogram_bin_edges(combined, "sturges")``; otherwise
-  value shares over the union of values; ``scipy.spatial.distance.jensenshannon``.
+  value shares over the union of values; ``scipy.spatial.distance.jensenshannon``'s
+  arithmetic (``rel_entr``), without importing ``scipy.spatial``.
 * ``ks`` (p <= threshold), ``chisquare`` and ``z`` (p < threshold): the same scipy calls.
+  ``scipy.stats`` is imported only for these small-reference methods: its import costs
+  about a second, which a daily check on a large reference never needs.
 
 Methods not listed here (psi, kl_div, ...) raise ``UnsupportedMethod``; the caller
 then asks Evidently itself (monitoring/drift.py). No evidently import here.
@@ -28,8 +31,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from scipy.spatial import distance
+from scipy.special import rel_entr
 
 Kind = Literal["numerical", "categorical", "score"]
 
@@ -61,6 +63,9 @@ class NumericSample:
     def __init__(self, values: pd.Series | np.ndarray) -> None:
         arr = np.asarray(values, dtype=np.float64)
         self.values = arr[np.isfinite(arr)]
+        #: NaN (missing) and infinite values dropped, for data quality
+        self.missing = int(np.count_nonzero(np.isnan(arr)))
+        self.infinite = int(arr.size - self.values.size - self.missing)
 
     @property
     def n(self) -> int:
@@ -88,13 +93,16 @@ class NumericSample:
 
 
 class CategoricalSample:
-    """One categorical column: non-missing values, factorised once."""
+    """One categorical column: non-missing values, factorised once (a pandas
+    ``category`` column, as the prediction log's window gives, is factorised from its
+    codes without looking at the strings)."""
 
     def __init__(self, values: pd.Series | np.ndarray) -> None:
         series = pd.Series(values, copy=False)
         codes, uniques = pd.factorize(series, use_na_sentinel=True)
         keep = codes >= 0
         self.n = int(keep.sum())
+        self.missing = int(codes.size - self.n)
         self._uniques = np.asarray(uniques, dtype=object)
         self._counts = np.bincount(codes[keep], minlength=len(uniques))
 
@@ -128,17 +136,24 @@ def _union_counts(ref: Sample, cur: Sample) -> tuple[np.ndarray, np.ndarray]:
 
 class _Merged:
     """Both numerical samples in one sorted array, and how many reference values each
-    prefix holds: one stable argsort (two presorted runs, so linear) instead of a merge
-    sort per use plus a binary search per value."""
+    prefix holds: what a stable sort of ``reference + current`` gives, built by merging
+    the two presorted arrays (each reference value goes before the current values it
+    ties with, as the stable sort puts it) instead of sorting again."""
 
     def __init__(self, ref: NumericSample, cur: NumericSample) -> None:
-        both = np.concatenate((ref.sorted, cur.sorted))
-        order = np.argsort(both, kind="stable")
-        self.values = both[order]
-        del both
+        r, c = ref.sorted, cur.sorted
+        size = r.size + c.size
+        # merged position of each reference value: those before it, plus the current
+        # values strictly below it
+        at = np.arange(r.size) + c.searchsorted(r, "left")
+        is_ref = np.zeros(size, dtype=bool)
+        is_ref[at] = True
+        self.values = np.empty(size, dtype=np.float64)
+        self.values[at] = r
+        self.values[~is_ref] = c
         self.deltas = np.diff(self.values)
         # reference values among the first i + 1 merged values (i < n - 1)
-        self.ref_count = np.cumsum(order[:-1] < ref.n)
+        self.ref_count = np.cumsum(is_ref[:-1])
 
     @property
     def nunique(self) -> int:
@@ -203,12 +218,23 @@ def binned_shares(ref: Sample, cur: Sample) -> tuple[np.ndarray, np.ndarray]:
     return ref_counts / ref.n, cur_counts / cur.n
 
 
+def js_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """``scipy.spatial.distance.jensenshannon(p, q)`` (base e), operation for operation."""
+    p = p / np.sum(p, axis=0, keepdims=True)
+    q = q / np.sum(q, axis=0, keepdims=True)
+    m = (p + q) / 2.0
+    js = np.sum(rel_entr(p, m), axis=0) + np.sum(rel_entr(q, m), axis=0)
+    return float(np.sqrt(js / 2.0))
+
+
 def jensenshannon(ref: Sample, cur: Sample) -> float:
     p, q = binned_shares(ref, cur)
-    return float(distance.jensenshannon(p, q, None))
+    return js_distance(np.asarray(p), np.asarray(q))
 
 
 def chisquare_p(ref: Sample, cur: Sample) -> float:
+    from scipy import stats
+
     ref_counts, cur_counts = _union_counts(ref, cur)
     k_norm = cur.n / ref.n
     f_exp = [c * k_norm for c in ref_counts.tolist()]
@@ -229,10 +255,14 @@ def z_p(ref: Sample, cur: Sample) -> float:
     p2 = float(n2 - in2) / n2
     pooled = float(p1 * n1 + p2 * n2) / (n1 + n2)
     z = (p1 - p2) / np.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2))
+    from scipy import stats
+
     return float(2 * (1 - stats.norm.cdf(np.abs(z))))
 
 
 def ks_p(ref: NumericSample, cur: NumericSample) -> float:
+    from scipy import stats
+
     return float(stats.ks_2samp(ref.values, cur.values)[1])
 
 

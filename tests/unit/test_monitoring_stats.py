@@ -56,6 +56,34 @@ def test_wasserstein_is_scipys_normed_by_the_reference_std() -> None:
     assert result.drifted
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_merge_is_the_stable_sort_of_reference_then_current(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ref = np.round(rng.normal(size=int(rng.integers(1, 2000))), seed % 3)
+    cur = np.round(rng.normal(0.3, size=int(rng.integers(1, 2000))), seed % 3)
+    ref[: ref.size // 3] = 0.0   # ties across both sides, with signed zeros
+    cur[: cur.size // 4] = -0.0
+    r, c = _num(ref), _num(cur)
+    both = np.concatenate((r.sorted, c.sorted))
+    order = np.argsort(both, kind="stable")
+    merged = stats._Merged(r, c)
+    assert np.array_equal(merged.values, both[order])
+    assert np.array_equal(np.signbit(merged.values), np.signbit(both[order]))
+    assert np.array_equal(merged.ref_count, np.cumsum(order[:-1] < r.n))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_js_distance_is_scipys_to_the_last_bit(seed: int) -> None:
+    from scipy.spatial import distance
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 40))
+    p, q = rng.random(k), rng.random(k)
+    p[rng.random(k) < 0.2] = 0.0  # empty bins on either side
+    q[rng.random(k) < 0.2] = 0.0
+    assert stats.js_distance(p, q) == float(distance.jensenshannon(p, q, None))
+
+
 def test_constant_reference_uses_the_floor_of_the_norm() -> None:
     result = stats.column_drift("x", _num(np.full(2000, 3.0)), _num(np.full(500, 3.0)),
                                 "numerical", method="wasserstein")
