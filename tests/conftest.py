@@ -64,14 +64,14 @@ def churn_file(tmp_path: Path, churn_frame: pd.DataFrame) -> Path:
     return path
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, package: str = "prometheus prometheus-alertmanager") -> str:
     """The path of a binary the test needs; skip without it, except in CI where that fails."""
     import shutil
 
     found = shutil.which(name)
     if found:
         return found
-    message = f"{name} not installed (apt-get install prometheus prometheus-alertmanager)"
+    message = f"{name} not installed (apt-get install {package})"
     if os.environ.get("DRIFTLOOP_REQUIRE_E2E") or os.environ.get("CI"):
         pytest.fail(message + ": required in CI", pytrace=False)
     pytest.skip(message)
