@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -118,10 +119,19 @@ def _write_log(home: Path, frame: pd.DataFrame, scores: np.ndarray, labels: np.n
                    label_dir / "part-000.parquet")
 
 
+def _phases(log: str) -> str:
+    """The INFO lines in which drift-check times its steps, as a list."""
+    keep = ("monitoring.cli:", "monitoring.job:", "monitoring.drift:")
+    lines = [line.split(" INFO ", 1)[1] for line in log.splitlines()
+             if " INFO " in line and any(k in line for k in keep)]
+    return "\n".join(f"  - {line}" for line in lines) or "  - (no timing lines in the log)"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench_drift", description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--train-rows", type=int, default=60_000)
+    parser.add_argument("--runs", type=int, default=3, help="runs of ours (the median counts)")
     args = parser.parse_args(argv)
     from driftloop.settings import CommonSettings
     from driftloop.spec import load_spec
@@ -149,12 +159,18 @@ def main(argv: list[str]) -> int:
         _write_log(home, day, scores, _label(rng, day))
         del history, day, scores
         since, until = DAY.isoformat(), (DAY + timedelta(days=1)).isoformat()
-        env = {"DRIFTLOOP_HOME": str(home)}
-        ours = measure([str(BIN / "driftloop"), "drift-check", "--model", MODEL, "--since", since,
-                        "--until", until, "--out", str(work / "out")], env=env)
+        env = {"DRIFTLOOP_HOME": str(home), "DRIFTLOOP_LOG_LEVEL": "INFO"}
+        runs = []
+        for i in range(args.runs):  # ours is short and the machine is noisy: the median counts
+            out = work / f"out{i}"
+            run = measure([str(BIN / "driftloop"), "drift-check", "--model", MODEL, "--since",
+                           since, "--until", until, "--out", str(out)], env=env)
+            assert run.returncode in (0, 1), run.output
+            runs.append((run, out))
         load_ours = os.getloadavg()[0]
-        assert ours.returncode in (0, 1), ours.output
-        verdict = json.loads(next((work / "out").glob("*.json")).read_text())
+        ours, out = sorted(runs, key=lambda r: r[0].seconds)[len(runs) // 2]
+        verdict = json.loads(next(out.glob("*.json")).read_text())
+        phases = _phases(ours.output)
         peer = measure([sys.executable, "-c", PEER, str(home), since, until, ",".join(NUMERICAL),
                         ",".join(CATEGORICAL),
                         str(bundle / "driftloop" / "reference.parquet"), MODEL], env=env)
@@ -166,6 +182,9 @@ def main(argv: list[str]) -> int:
     worst = max(abs(m[2] - t[2]) / max(abs(t[2]), 1e-300)
                 for m, t in zip(mine, theirs["columns"], strict=True))
     ratio = peer.seconds / ours.seconds
+    all_runs = ", ".join(f"{r.seconds:.1f}" for r, _ in runs)
+    child = re.search(r"report process: .* peak memory (\d+) MiB", ours.output)
+    ours_memory = ours.peak_rss_mib + (float(child.group(1)) if child else ours.peak_rss_mib)
     command = f"python -m bench --only drift  # rows={args.rows}"
     sample = verdict.get("report_sampled_rows") or "full"
     ours_what = ("`driftloop drift-check` (whole: registry, window read + label join, drift, "
@@ -180,14 +199,14 @@ One day of the prediction log: {verdict['rows']:,} rows x 25 features (20 numeri
 categorical; 8 of them shifted), in 10 Parquet files, with a label for one row in ten. The
 reference is the version's logged training sample ({args.train_rows * 4 // 5:,} rows, so
 Evidently picks normed Wasserstein / Jensen-Shannon). Each side is a fresh process
-(imports included); peak memory is the largest resident set among the process and its
-children (GNU time; ours renders the report in a child of about 0.5 GiB, so the sum stays
-well under 4 GiB). Load average (1 min) of the shared machine: {load_before:.2f} before the
-run, {load_ours:.2f} right after ours.
+(imports included). Peak memory: GNU time's largest resident set of the process or any
+child; ours renders the report in a child process at the same time, so its row adds the
+child's own peak (from the log) to count both. Load average (1 min) of the shared machine:
+{load_before:.2f} before the run, {load_ours:.2f} right after ours.
 
 | run | wall time | peak memory |
 |---|---:|---:|
-| {ours_what} | {ours.seconds:.1f} s | {ours.peak_rss_mib:,.0f} MiB |
+| {ours_what} | {ours.seconds:.1f} s (median of {all_runs}) | {ours_memory:,.0f} MiB (main + report child) |
 | {peer_what} | {peer.seconds:.1f} s | {peer.peak_rss_mib:,.0f} MiB |
 
 - Speed-up: **{ratio:.1f}x** (target at least 5x; whole check under 20 s and 4 GiB).
@@ -195,19 +214,17 @@ run, {load_ours:.2f} right after ours.
   {theirs['share']:.2f}), drifted {', '.join(verdict['drifted_columns'])}.
 - Per-column methods, thresholds and drift verdicts identical to Evidently's:
   **{'yes' if same_methods else 'NO'}**; largest relative score difference {worst:.1e}.
-- Where our time goes: two processes on the two cores. The main one imports pandas,
-  scipy and MLflow (about 3 s), reads the window (about 2.5 s), computes the per-column
-  statistics, quality and performance on the 1M rows (about 3.5 s) and logs the MLflow run.
-  A child started at the beginning of `run_drift_check` imports Evidently (about 6 s, up to
-  8 s while the main process competes for the cores) and renders the report on the
-  5,000-row sample (about 2.5 s) as soon as the window is read; the main process then waits
-  for it for a few seconds, so the child is the critical path. The child starts only after
-  the CLI has opened the registry (importing MLflow); started before that (the
-  `renderer=` argument of `run_drift_check`) the same check measured 12.4-13.2 s here.
+- Where the median run's time went (its own `DRIFTLOOP_LOG_LEVEL=INFO` log). Two
+  processes share the two cores. The report's child process starts first and imports
+  Evidently while the main one opens the registry (importing MLflow) and checks the window;
+  the child then renders the report on the sample the main process hands it:
+
+{phases}
+
   Evidently's side has no registry, report file or run.
 """
     print(write_section("drift", text))
-    ok = same_methods and ratio >= 5 and ours.seconds < 20 and ours.peak_rss_mib < 4096
+    ok = same_methods and ratio >= 5 and ours.seconds < 20 and ours_memory < 4096
     if not ok:
         print("drift benchmark missed a target (see docs/bench/drift.md)", file=sys.stderr)
     return 0
