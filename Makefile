@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-unit test-integration test-e2e lint demo bench clean help
+.PHONY: install test test-unit test-integration test-e2e lint types demo bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -21,7 +21,7 @@ install: $(STAMP)  ## create .venv and install driftloop with its dev tools
 binaries:  ## install Prometheus and Alertmanager (Debian packages) when missing and possible
 	@bash .ci/ensure-binaries
 
-test: install binaries lint  ## lint, import contracts, then every test tier
+test: install binaries lint types  ## lint, import contracts, types, then every test tier
 	$(BIN)/pytest -q tests
 
 test-unit: install  ## fakes only, seconds
@@ -37,6 +37,9 @@ lint: install  ## ruff and import-linter
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+types: install  ## mypy on the six packages (settings in pyproject.toml)
+	$(BIN)/mypy
+
 demo: install  ## the whole loop on the embedded default (./.driftloop-demo)
 	$(BIN)/driftloop demo
 
@@ -44,4 +47,4 @@ bench: install  ## benchmarks side by side with their peers; results in docs/ben
 	$(BIN)/python -m bench
 
 clean:  ## remove the venv and local state
-	rm -rf $(VENV) .driftloop .driftloop-demo .pytest_cache
+	rm -rf $(VENV) .driftloop .driftloop-demo .pytest_cache .mypy_cache

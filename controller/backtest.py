@@ -401,7 +401,7 @@ class Replay:
                                          self.n_periods - self.config.initial_periods))
         return rows_out
 
-    def _metric(self, part: slice, scores: np.ndarray) -> float | None:
+    def _metric(self, part: slice | np.ndarray, scores: np.ndarray) -> float | None:
         y = self.y[part]
         keep = (y >= 0) & np.isfinite(scores)
         value = metric_value(self.spec.metric, y[keep], scores[keep])

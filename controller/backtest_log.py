@@ -144,7 +144,9 @@ class ReplayLog:
             cut = self._cut(labels_as_of)
             at = self._label_at[start:stop]
             seen = at <= cut
-            frame["label"] = np.where(seen, self._label[start:stop], None)
+            label = np.array(self._label[start:stop], dtype=object)
+            label[~seen] = None
+            frame["label"] = label
             frame["label_received_at"] = pd.to_datetime(np.where(seen, at, np.datetime64("NaT")),
                                                         utc=True)
             newest = at[seen].max() if seen.any() else None

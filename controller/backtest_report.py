@@ -133,12 +133,14 @@ def plot(result: BacktestResult, png: Path, page: Path) -> None:
         y = [p.realised.get(name) for p in result.periods]
         y = [math.nan if v is None else v for v in y]
         color, style = styles[name]
-        ax.plot(x, y, style, color=color, marker="o", markersize=3, label=LABELS[name])
+        # matplotlib takes datetimes through its unit converters; its stubs say float only
+        ax.plot(x, y, style, color=color, marker="o", markersize=3,  # type: ignore[arg-type]
+                label=LABELS[name])
     low, high = ax.get_ylim()
     first = {"trigger": True, "promoted": True, "rejected": True}
     for p in result.periods:
         if p.cycle_started:
-            ax.axvline(p.end, color="#ff7f0e", alpha=0.5, lw=1,
+            ax.axvline(p.end, color="#ff7f0e", alpha=0.5, lw=1,  # type: ignore[arg-type]
                        label="retrain triggered" if first["trigger"] else None)
             first["trigger"] = False
         for d in p.decisions:
@@ -154,10 +156,12 @@ def plot(result: BacktestResult, png: Path, page: Path) -> None:
                 first["rejected"] = False
     c = result.config
     if c.stable_until is not None:
-        ax.axvspan(result.replay_start, c.stable_until, color="#2ca02c", alpha=0.06,
+        ax.axvspan(result.replay_start, c.stable_until,  # type: ignore[arg-type]
+                   color="#2ca02c", alpha=0.06,
                    label="marked stable")
     if c.onset is not None:
-        ax.axvline(c.onset, color="#d62728", ls="--", lw=1, label="marked onset")
+        ax.axvline(c.onset, color="#d62728", ls="--", lw=1,  # type: ignore[arg-type]
+                   label="marked onset")
     ax.set_ylabel(f"realised {result.spec.metric}")
     ax.set_title(f"driftloop backtest: {result.spec.model_name}")
     ax.legend(loc="best", fontsize=8)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from controller.model import (  # noqa: F401  (re-exported: the core's vocabulary)
     ACTIVE,
@@ -82,12 +82,12 @@ def decide(state: ModelState, event: Event, now: datetime,
             return state, _override_actions(state)
         case Performance():
             return _performance(state, event, now, policy)
-        case TrainingLaunched() if _current(state, event.cycle_id, "training"):
-            cycle = replace(state.cycle, attempt=event.attempt, launched_at=now,
-                            holdout_from=event.holdout_from or state.cycle.holdout_from)
+        case TrainingLaunched() if (current := _current(state, event.cycle_id, "training")):
+            cycle = replace(current, attempt=event.attempt, launched_at=now,
+                            holdout_from=event.holdout_from or current.holdout_from)
             return replace(state, cycle=cycle), ()
-        case TrainingSucceeded() if _current(state, event.cycle_id, "training"):
-            cycle = replace(state.cycle, challenger=event.version, shadow_since=now)
+        case TrainingSucceeded() if (current := _current(state, event.cycle_id, "training")):
+            cycle = replace(current, challenger=event.version, shadow_since=now)
             state = replace(state, phase="shadow", since=now, cycle=cycle, last_trained_at=now)
             return state, _phase_actions(state)
         case TrainingFailed() if _current(state, event.cycle_id, "training"):
@@ -104,8 +104,11 @@ def decide(state: ModelState, event: Event, now: datetime,
     return state, ()  # stale or unknown: events of a cycle that is no longer current
 
 
-def _current(state: ModelState, cycle_id: str, phase: Phase) -> bool:
-    return state.cycle is not None and state.cycle.id == cycle_id and state.phase == phase
+def _current(state: ModelState, cycle_id: str, phase: Phase) -> Cycle | None:
+    """The state's cycle when it is ``cycle_id`` in ``phase`` (else the event is stale)."""
+    if state.cycle is not None and state.cycle.id == cycle_id and state.phase == phase:
+        return state.cycle
+    return None
 
 
 def _fmt(delta: timedelta) -> str:
@@ -230,7 +233,7 @@ def _record(model: str, cycle: Cycle) -> RecordDecision:
 
 
 def _plan(state: ModelState, plan: Literal["promote", "reject", "fail"], reasons: tuple[str, ...],
-          now: datetime, **changes: object) -> tuple[ModelState, tuple[Action, ...]]:
+          now: datetime, **changes: Any) -> tuple[ModelState, tuple[Action, ...]]:
     assert state.cycle is not None
     cycle = replace(state.cycle, plan=plan, plan_reasons=reasons, **changes)
     if plan == "fail":  # nothing to undo in the registry: the outcome is known now

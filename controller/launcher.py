@@ -86,7 +86,7 @@ def _marker(cycle_id: str, attempt: int) -> tuple[bytes, bytes]:
 def _running_pids(cycle_id: str, attempt: int) -> list[int]:
     """Processes whose command line carries this cycle and attempt (Linux /proc)."""
     wanted = _marker(cycle_id, attempt)
-    found = []
+    found: list[int] = []
     proc = Path("/proc")
     if not proc.is_dir():
         return found

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from driftloop.spec import DatasetSpec
-from monitoring.predlog import PredictionLogReader
+from monitoring.predlog import WindowReader
 
 
-def labelled_rows(reader: PredictionLogReader, spec: DatasetSpec, since: datetime,
+def labelled_rows(reader: WindowReader, spec: DatasetSpec, since: datetime,
                   until: datetime) -> pd.DataFrame:
     """Predictions in ``[since, until)`` that have a label, ordered by time."""
     frame = reader.window(spec.model_name, since, until, labels_as_of=until)
@@ -50,7 +50,7 @@ class RetrainData:
     note: str | None = None        # why there is no holdout, when there is none
 
 
-def write_retrain_rows(reader: PredictionLogReader, spec: DatasetSpec, *, now: datetime,
+def write_retrain_rows(reader: WindowReader, spec: DatasetSpec, *, now: datetime,
                        days: float, holdout_fraction: float, dest: Path,
                        since: datetime | None = None,
                        min_train_rows: int = MIN_TRAIN_ROWS) -> RetrainData:

@@ -63,7 +63,7 @@ from controller.shadow import Evaluator
 from controller.store import StaleState, Store, TriggerRow
 from driftloop.errors import RetryableError
 from driftloop.spec import DatasetSpec
-from monitoring.predlog import PredictionLogReader
+from monitoring.predlog import WindowReader
 from registry import (
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
@@ -91,7 +91,7 @@ def _fmt(value: float | None) -> str:
 
 class Controller:
     def __init__(self, settings: ControllerSettings, *, store: Store, registry: ModelRegistry,
-                 launcher: Launcher, reader: PredictionLogReader, evaluator: Evaluator,
+                 launcher: Launcher, reader: WindowReader, evaluator: Evaluator,
                  models: dict[str, Managed], metrics: ControllerMetrics,
                  notifier: Notifier | None = None, reloader: ServingReloader | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -184,7 +184,8 @@ class Controller:
         self._builtin_triggers(model, state)
         for row in self.store.pending_triggers(model):
             event = self._event_for(row, state)
-            new, actions = decide(state, event, self.clock(), self.policy(model))
+            new, actions = ((state, ()) if event is None
+                            else decide(state, event, self.clock(), self.policy(model)))
             outcome = trigger_outcome(state, new) if event is not None else "ignored"
             if isinstance(event, Performance) and outcome == "ignored":
                 outcome = "recorded"

@@ -26,7 +26,7 @@ from controller import gate
 from controller.gate import GateDecision, GatePolicy
 from controller.recent import label_array, labelled_rows
 from driftloop.spec import DatasetSpec
-from monitoring.predlog import PredictionLogReader
+from monitoring.predlog import WindowReader
 from registry import ALIAS_CHAMPION, ModelRegistry
 from registry.bundle import Bundle
 
@@ -70,7 +70,7 @@ def _scores(model: Any, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
 @dataclass
 class Evaluator:
     registry: ModelRegistry
-    reader: PredictionLogReader
+    reader: WindowReader
     cache: ModelCache
     policy: GatePolicy = GatePolicy()
     offline_replay: bool = True  # False: only live shadow pairs may decide

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -116,6 +116,16 @@ class TriggerRow:
     cycle_id: str | None
 
 
+def _new_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None, "an INSERT returns its primary key"
+    return int(key[0])
+
+
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: datetime | None) -> datetime | None: ...
 def _utc(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:  # SQLite hands back naive values
         return value.replace(tzinfo=UTC)
@@ -185,7 +195,7 @@ class Store:
         with self._tx() as conn:
             result = conn.execute(notifications.insert().values(source=source, received_at=now,
                                                                 body=body))
-            return int(result.inserted_primary_key[0])
+            return _new_id(result)
 
     def add_trigger(self, *, model: str, source: str, action: str, reason: str, now: datetime,
                     dedup_key: str | None = None, actor: str | None = None,
@@ -201,7 +211,7 @@ class Store:
                     model=model, source=source, action=action, reason=reason,
                     dedup_key=dedup_key, actor=actor, version=version, value=value,
                     notification_id=notification_id, received_at=now, status=status))
-                return int(result.inserted_primary_key[0])
+                return _new_id(result)
         except IntegrityError:
             return None
 

@@ -91,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # Usage errors (a bad option value, a missing option): typer vendors click, so match
         # the shape of click's ClickException rather than one import path.
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            return exc.exit_code
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            return exit_code
         raise
     return code if isinstance(code, int) else 0
 

@@ -187,7 +187,7 @@ class Demo:
             client.post(f"{self.serving_url}/feedback", json={"labels": labels[start:start + 500]})
         until = datetime.now(UTC)
         time.sleep(1.2)  # the log flushes at least every second: let the day's rows land
-        live = max(versions, key=versions.get) if versions else None
+        live = max(versions, key=lambda v: versions[v]) if versions else None
         verdict = self.check(since, until, live)
         status = self.controller_status(client)
         row = DayRow(day=day, phase="drift" if day >= self.onset else "stable",

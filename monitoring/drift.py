@@ -84,12 +84,13 @@ def _definition(numerical: Sequence[str], categorical: Sequence[str]):  # noqa: 
 def _prepare(frame: pd.DataFrame, numerical: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
     import pandas as pd
 
+    from driftloop.frames import none_for_missing
+
     out = pd.DataFrame(index=range(len(frame)))
     for col in numerical:
         out[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64").to_numpy()
     for col in categorical:
-        values = frame[col].astype("object")
-        out[col] = values.where(values.notna(), None).to_numpy()
+        out[col] = none_for_missing(frame[col]).to_numpy()
     return out
 
 

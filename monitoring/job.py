@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driftloop.errors import DataError, DriftloopError, UsageError
+from driftloop.frames import none_for_missing
 from monitoring.settings import MonitoringSettings
 from monitoring.verdict import Verdict
 from registry import TAG_PREFIX, ModelRegistry
@@ -109,7 +110,7 @@ def read_current_file(path: Path, reference: Reference, *, since: datetime | Non
         keep &= ts < pd.Timestamp(until)
     frame = frame[keep].reset_index(drop=True)
     if LABEL_COLUMN not in frame.columns and spec.target in frame.columns:
-        frame[LABEL_COLUMN] = frame[spec.target].where(frame[spec.target].notna(), None)
+        frame[LABEL_COLUMN] = none_for_missing(frame[spec.target])
     return frame
 
 
@@ -223,11 +224,12 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
                         until)
         directory = out_dir or settings.reports_dir / model
         stem = f"verdict-{model}-v{number}-{now.strftime('%Y%m%dT%H%M%SZ')}"
-        report_path = directory / f"{stem}.html"
+        report_file = directory / f"{stem}.html"
+        report_path: Path | None = None  # set once the report is written
         sampled, submitted = None, False
         if renderer is not None and len(current) >= reference.spec.drift.min_rows:
             try:  # the report needs only the frames: render it while the verdict is made
-                sampled = _submit_report(renderer, reference, current, report_path,
+                sampled = _submit_report(renderer, reference, current, report_file,
                                          settings.report_max_rows)
                 submitted = True
             except KeyError:
@@ -243,14 +245,13 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
         directory.mkdir(parents=True, exist_ok=True)
         if renderer is not None and verdict.status != "insufficient_data":
             if not submitted:
-                sampled = _submit_report(renderer, reference, current, report_path,
+                sampled = _submit_report(renderer, reference, current, report_file,
                                          settings.report_max_rows)
             renderer.wait()
             progress("waited for the report")
+            report_path = report_file
             verdict = verdict.model_copy(update={"report_path": str(report_path),
                                                  "report_sampled_rows": sampled})
-        else:
-            report_path = None
     finally:
         if renderer is not None:
             renderer.close()

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -180,9 +180,8 @@ class PredictionLogWriter:
             days = (seconds // 86_400).astype(np.int64)
             models = {r["model_name"] for r in rows}
             if len(models) == 1 and days[0] == days.min() == days.max():
-                key = (models.pop(), _EPOCH_DAY + timedelta(days=int(days[0])))
-                groups: dict[tuple[str, str], list[dict[str, Any]]] = {
-                    (key[0], key[1].isoformat()): rows}
+                day = (_EPOCH_DAY + timedelta(days=int(days[0]))).isoformat()
+                groups: dict[tuple[str, str], list[dict[str, Any]]] = {(models.pop(), day): rows}
             else:
                 groups = collections.defaultdict(list)
                 for row, day in zip(rows, days.tolist(), strict=True):
@@ -290,6 +289,15 @@ def _prediction_table(rows: list[dict[str, Any]]) -> pa.Table:
 def _days(since: datetime, until: datetime) -> list[str]:
     first, last = since.date(), (until - timedelta(microseconds=1)).date()
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+class WindowReader(Protocol):
+    """What the controller reads from a log: a window of one model's predictions with
+    labels joined. ``PredictionLogReader`` is one; the backtest's replay log is another."""
+
+    def window(self, model: str, since: datetime, until: datetime, *,
+               version: int | None = None,
+               labels_as_of: datetime | None = None) -> pd.DataFrame: ...
 
 
 class PredictionLogReader:
@@ -403,4 +411,4 @@ def open_log(uri: str | Path) -> tuple[LogStore, PredictionLogReader]:
 
 
 __all__ = ["RESERVED_COLUMNS", "LogStore", "PredictionLogReader", "PredictionLogWriter",
-           "WriterStats", "keep_sample", "open_log"]
+           "WindowReader", "WriterStats", "keep_sample", "open_log"]

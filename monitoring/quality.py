@@ -59,11 +59,7 @@ def column_quality(profile: ReferenceProfile, current: pd.DataFrame, numerical: 
     samples = samples or {}
     out = []
     for col in [*numerical, *categorical]:
-        sample = samples.get(col)
-        if col in categorical and not isinstance(sample, CategoricalSample):
-            sample = CategoricalSample(current[col])
-        elif col not in categorical and not isinstance(sample, NumericSample):
-            sample = NumericSample(current[col])
+        sample = _sample(current, col, col in categorical, samples.get(col))
         missing = sample.missing / rows if rows else 0.0
         ref_missing = profile.missing.get(col, 0.0)
         unseen: list[str] = []
@@ -88,3 +84,10 @@ def column_quality(profile: ReferenceProfile, current: pd.DataFrame, numerical: 
                                  unseen_categories=unseen, unseen_share=unseen_share,
                                  out_of_range_share=out_of_range, flagged=flagged))
     return out
+
+
+def _sample(current: pd.DataFrame, column: str, categorical: bool, given: Sample | None) -> Sample:
+    """The drift statistics' sample of the column when it has the right kind, else a new one."""
+    if categorical:
+        return given if isinstance(given, CategoricalSample) else CategoricalSample(current[column])
+    return given if isinstance(given, NumericSample) else NumericSample(current[column])

@@ -16,6 +16,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -251,8 +252,8 @@ class MlflowRegistry:
 
     def set_tags(self, name: str, version: int, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
-            self._call(lambda k=key, v=value: self._client.set_model_version_tag(
-                name, str(version), k, str(v)), what=f"tag {name} v{version}")
+            self._call(partial(self._client.set_model_version_tag, name, str(version), key,
+                               str(value)), what=f"tag {name} v{version}")
 
     def find_versions(self, name: str, tags: Mapping[str, str]) -> list[VersionInfo]:
         found = self._call(lambda: self._client.search_model_versions(
@@ -272,9 +273,9 @@ class MlflowRegistry:
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=dest.parent))
         try:
             for sub in (MODEL_DIR, BUNDLE_DIR):
-                self._call(lambda s=sub: mlflow.artifacts.download_artifacts(
-                    run_id=info.run_id, artifact_path=s, dst_path=str(staging),
-                    tracking_uri=self.tracking_uri), what=f"download {name} v{version}")
+                self._call(partial(mlflow.artifacts.download_artifacts, run_id=info.run_id,
+                                   artifact_path=sub, dst_path=str(staging),
+                                   tracking_uri=self.tracking_uri), what=f"download {name} v{version}")
             if dest.exists():
                 shutil.rmtree(dest)
             staging.rename(dest)  # atomic on one filesystem: a bundle is whole or absent
@@ -355,7 +356,7 @@ class MlflowRegistry:
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None],
             params=[Param(k, str(v)[:6000]) for k, v in params.items()]), what="log run")
         for path in files:
-            self._call(lambda p=path: self._client.log_artifact(run.info.run_id, str(p)),
+            self._call(partial(self._client.log_artifact, run.info.run_id, str(path)),
                        what="log artifact")
         self._client.set_terminated(run.info.run_id, "FINISHED")
         return run.info.run_id

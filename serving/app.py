@@ -354,7 +354,7 @@ def parse_feedback(data: Any) -> list[tuple[str, Any]]:
         extra = sorted(k for k in item if k not in ("request_id", "label"))
         for k in extra[:5]:
             problems[f"{where}{k}"] = "unknown field"
-        if not problems:
+        if not problems and isinstance(rid, str):
             out.append((rid, label))
     if problems:
         raise HTTPProblem(422, f"invalid feedback: {len(problems)} problem(s)", problems)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from driftloop.frames import none_for_missing_array
+
 Record = Mapping[str, Any]
 
 
@@ -258,9 +260,9 @@ def compile_pipeline(pipeline: Any) -> FastPath:
 
 def records_of(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
     """Rows as plain dicts with ``None`` for missing values (what a JSON request carries)."""
-    sub = frame[list(columns)].astype(object)
-    sub = sub.where(pd.notna(sub), None)
-    return sub.to_dict("records")
+    names = [str(c) for c in columns]
+    return [dict(zip(names, row, strict=True))
+            for row in none_for_missing_array(frame[list(columns)]).tolist()]
 
 
 def verify(fast: FastPath, pipeline: Any, sample: pd.DataFrame, columns: Sequence[str],

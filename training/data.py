@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from driftloop.errors import DataError
+from driftloop.frames import none_for_missing
 from driftloop.spec import DatasetSpec
 
 
@@ -76,7 +77,7 @@ def conform(frame: pd.DataFrame, spec: DatasetSpec, *, require_target: bool = Tr
             out[col] = coerced
         out[col] = out[col].astype("float64")
     for col in spec.features.categorical:
-        out[col] = out[col].astype("object").where(out[col].notna(), None)
+        out[col] = none_for_missing(out[col])
         out[col] = out[col].map(lambda v: v if v is None else str(v))
     return out
 
