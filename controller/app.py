@@ -62,7 +62,8 @@ def make_launcher(settings: ControllerSettings, client: httpx.Client) -> Launche
                                      settings.controller_github_workflow,
                                      settings.controller_github_token,
                                      ref=settings.controller_github_ref,
-                                     api=settings.controller_github_api)
+                                     api=settings.controller_github_api,
+                                     data_uri=settings.controller_github_data_uri)
     if settings.controller_launcher != "local":
         raise UsageError(f"DRIFTLOOP_CONTROLLER_LAUNCHER: unknown {settings.controller_launcher!r}"
                          " (local or github)")

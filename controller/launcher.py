@@ -5,7 +5,11 @@
   ``<home>/logs/``. Launching is idempotent: a process already running for the cycle is
   found by its command line and not started again.
 - :class:`GitHubActionsLauncher` dispatches the project's retrain workflow
-  (``workflow_dispatch``) with the cycle id as an input.
+  (``workflow_dispatch``) with the cycle id as an input. The cycle's recent labelled rows
+  (a file on the controller's disk) are first copied to ``<data_uri>/<model>/cycles/<cycle
+  id>.parquet`` (S3, GCS or a shared path: any pyarrow filesystem URI) and passed as the
+  ``data`` input with the training window (``since``, ``until``), so the runner trains on
+  what a local retrain would.
 
 Either way the controller learns the outcome from the registry: the version tagged
 ``driftloop.cycle_id=<id>`` (with a timeout and a bounded number of attempts in the core).
@@ -49,6 +53,7 @@ class LaunchRequest:
     reason: str
     since: datetime | None = None
     until: datetime | None = None
+    recent_path: Path | None = None   # the recent labelled rows among data_paths, if any
 
 
 @dataclass(frozen=True)
@@ -161,12 +166,16 @@ class GitHubActionsLauncher:
     token: str
     ref: str = "main"
     api: str = "https://api.github.com"
+    data_uri: str | None = None       # where the runner fetches the cycle's recent rows
 
     def launch(self, request: LaunchRequest) -> str:
         url = f"{self.api.rstrip('/')}/repos/{self.repo}/actions/workflows/{self.workflow}/dispatches"
-        body = {"ref": self.ref, "inputs": {"model": request.model,
-                                             "reason": request.reason[:1000],
-                                             "cycle_id": request.cycle_id}}
+        data = self._upload(request)
+        body = {"ref": self.ref, "inputs": {
+            "model": request.model, "reason": request.reason[:1000], "cycle_id": request.cycle_id,
+            "data": data or "",
+            "since": request.since.isoformat() if request.since else "",
+            "until": request.until.isoformat() if request.until else ""}}
         headers = {"Accept": "application/vnd.github+json",
                    "Authorization": f"Bearer {self.token}",
                    "X-GitHub-Api-Version": "2022-11-28"}
@@ -183,3 +192,26 @@ class GitHubActionsLauncher:
 
     def status(self, cycle_id: str, attempt: int) -> LaunchStatus:
         return LaunchStatus("unknown", detail="outcome read from the registry")
+
+    def _upload(self, request: LaunchRequest) -> str | None:
+        """Copy the recent rows where the runner can fetch them; their URI (None if none)."""
+        if request.recent_path is None:
+            return None
+        if not self.data_uri:
+            log.warning("%s: the recent labelled rows stay on this machine (set "
+                        "DRIFTLOOP_CONTROLLER_GITHUB_DATA_URI so the workflow trains on them)",
+                        request.cycle_id)
+            return None
+        import pyarrow.fs as pafs
+
+        target = f"{self.data_uri.rstrip('/')}/{request.model}/cycles/{request.cycle_id}.parquet"
+        try:
+            if "://" in target:
+                fs, path = pafs.FileSystem.from_uri(target)
+            else:
+                fs, path = pafs.LocalFileSystem(), str(Path(target).resolve())
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            pafs.copy_files(str(request.recent_path), path, destination_filesystem=fs)
+        except (OSError, ValueError) as exc:  # pyarrow raises OSError subclasses for I/O
+            raise LaunchUnavailable(f"cannot copy the recent rows to {target}: {exc}") from exc
+        return target

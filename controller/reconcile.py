@@ -342,7 +342,7 @@ class Controller:
                                   "and the prediction log no recent labelled rows", False)
         request = LaunchRequest(a.model, a.cycle_id, a.attempt, managed.spec_path, tuple(paths),
                                 reason=", ".join(a.sources) or "manual", since=since,
-                                until=data.holdout_from)
+                                until=data.holdout_from, recent_path=data.path)
         try:
             detail = self.launcher.launch(request)
         except RetryableError as exc:

@@ -38,6 +38,10 @@ class ControllerSettings(CommonSettings):
         description="Token allowed to dispatch the workflow (github launcher).")
     controller_github_api: str = Field("https://api.github.com",
                                        description="GitHub API base URL (GitHub Enterprise: its own).")
+    controller_github_data_uri: str | None = Field(
+        None, description="Where the github launcher copies each cycle's recent labelled rows "
+        "for the workflow (an s3:// prefix the runner reads; files go to "
+        "<uri>/<model>/cycles/<cycle id>.parquet). Unset: the workflow trains without them.")
     controller_notify_url: str | None = Field(None, description="Slack-compatible webhook URL.")
     # timing (seconds)
     controller_tick_seconds: float = Field(5.0, description="Reconcile loop period in seconds "

@@ -306,8 +306,10 @@ def test_retrain_workflow_is_what_the_github_launcher_dispatches() -> None:
     assert (WORKFLOWS / default).name == "retrain.yml"
     workflow = load_workflow("retrain.yml")
     inputs = workflow["on"]["workflow_dispatch"]["inputs"]
-    assert set(inputs) == {"model", "reason", "cycle_id"}
-    assert all(i["required"] is True and i["type"] == "string" for i in inputs.values())
+    assert set(inputs) == set(_dispatched_inputs())
+    assert all(i["type"] == "string" for i in inputs.values())
+    assert {n for n, i in inputs.items() if i["required"] is True} == {"model", "reason", "cycle_id"}
+    assert all(inputs[n]["default"] == "" for n in ("data", "since", "until"))
     assert "inputs.model" in workflow["concurrency"]["group"]
     assert workflow["concurrency"]["cancel-in-progress"] is False
     job = workflow["jobs"]["train"]
@@ -316,6 +318,55 @@ def test_retrain_workflow_is_what_the_github_launcher_dispatches() -> None:
     scripts = "\n".join(step.get("run", "") for step in job["steps"])
     assert "driftloop train --spec" in scripts
     assert '--tag "cycle_id=$CYCLE_ID"' in scripts and '--tag "trigger=' in scripts
+
+
+def _dispatched_inputs(**changes: object) -> dict[str, str]:
+    """The inputs the GitHub launcher sends for a cycle (caught by an httpx mock)."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from controller.launcher import GitHubActionsLauncher, LaunchRequest
+
+    sent: list[dict[str, str]] = []
+
+    def github(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content)["inputs"])
+        return httpx.Response(204)
+
+    request = LaunchRequest("churn", "churn-20260301T120000-4", 1, Path("spec.yaml"), (),
+                            reason="alertmanager", since=datetime(2026, 2, 1, tzinfo=UTC),
+                            until=datetime(2026, 3, 1, 6, 30, 15, 123456, tzinfo=UTC))
+    launcher = GitHubActionsLauncher(httpx.Client(transport=httpx.MockTransport(github)),
+                                     "acme/driftloop", "retrain.yml", "t")
+    launcher.launch(replace(request, **changes))
+    return sent[0]
+
+
+def _check_inputs(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The retrain workflow's "Check inputs" step, run by bash with these inputs."""
+    job = load_workflow("retrain.yml")["jobs"]["train"]
+    (step,) = [s for s in job["steps"] if s.get("name") == "Check inputs"]
+    names = {"model": "MODEL", "cycle_id": "CYCLE_ID", "data": "RECENT_DATA", "since": "SINCE",
+             "until": "UNTIL"}
+    values = {names[k]: v for k, v in env.items() if k in names}
+    return subprocess.run(["bash", "-c", step["run"]], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], "MLFLOW_TRACKING_URI": "http://x",
+                               **values})
+
+
+def test_retrain_workflow_accepts_what_the_launcher_sends_and_refuses_the_rest() -> None:
+    sent = _dispatched_inputs()
+    assert _check_inputs(sent).returncode == 0, _check_inputs(sent).stdout
+    uploaded = {**sent, "data": "s3://bucket/prefix/churn/cycles/churn-20260301T120000-4.parquet"}
+    assert _check_inputs(uploaded).returncode == 0
+    assert _check_inputs({**sent, "since": "", "until": ""}).returncode == 0
+    for bad in ({"data": "s3://b/x.parquet; rm -rf /"}, {"data": "/etc/passwd"},
+                {"since": "2026-01-01$(id)"}, {"until": "yesterday"},
+                {"cycle_id": "a b"}, {"model": "../x"}):
+        result = _check_inputs({**sent, **bad})
+        assert result.returncode == 1 and "::error::" in result.stdout, bad
 
 
 def test_drift_check_workflow_runs_daily_and_posts_to_the_controller() -> None:

@@ -4,6 +4,7 @@ GitHub documents it, and the local command line."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,17 @@ REQUEST = LaunchRequest("churn", "churn-20260301T120000-4", 1, Path("/specs/chur
                         until=datetime(2026, 3, 1, 6, tzinfo=UTC))
 
 
+def _declared_inputs() -> set[str]:
+    import yaml
+
+    workflow = yaml.safe_load((Path(__file__).parents[2] / ".github/workflows/retrain.yml")
+                              .read_text())
+    return set(workflow[True]["workflow_dispatch"]["inputs"])  # YAML 1.1 reads "on" as True
+
+
+RETRAIN_INPUTS = _declared_inputs()
+
+
 class GitHubStandIn:
     """What GitHub checks for POST /repos/{owner}/{repo}/actions/workflows/{id}/dispatches."""
 
@@ -47,8 +59,12 @@ class GitHubStandIn:
             return httpx.Response(415)
         body = json.loads(request.content)
         if set(body) != {"ref", "inputs"} or not isinstance(body["inputs"], dict) or \
-                any(not isinstance(v, str) for v in body["inputs"].values()):
+                any(not isinstance(v, str) for v in body["inputs"].values()) or \
+                len(body["inputs"]) > 10:
             return httpx.Response(422, json={"message": "Invalid request"})
+        # The workflow's own declaration: inputs it does not declare are refused.
+        if set(body["inputs"]) - RETRAIN_INPUTS:
+            return httpx.Response(422, json={"message": "Unexpected inputs provided"})
         return httpx.Response(self.status)
 
 
@@ -67,8 +83,38 @@ def test_github_dispatch_is_what_github_documents() -> None:
     assert json.loads(call.content) == {
         "ref": "main",
         "inputs": {"model": "churn", "reason": "alertmanager, verdict",
-                   "cycle_id": "churn-20260301T120000-4"}}
+                   "cycle_id": "churn-20260301T120000-4", "data": "",
+                   "since": "2026-02-01T00:00:00+00:00", "until": "2026-03-01T06:00:00+00:00"}}
     assert _launcher(standin).status(REQUEST.cycle_id, 1).status == "unknown"
+
+
+def test_github_dispatch_carries_the_recent_rows(tmp_path: Path) -> None:
+    recent = tmp_path / "controller" / "recent.parquet"
+    recent.parent.mkdir()
+    recent.write_bytes(b"PAR1 rows PAR1")
+    bucket = tmp_path / "bucket"
+    standin = GitHubStandIn()
+    launcher = _launcher(standin)
+    launcher.data_uri = f"file://{bucket}"
+    request = replace(REQUEST, recent_path=recent)
+    launcher.launch(request)
+    copied = bucket / "churn" / "cycles" / "churn-20260301T120000-4.parquet"
+    assert copied.read_bytes() == recent.read_bytes()
+    (call,) = standin.calls
+    assert json.loads(call.content)["inputs"]["data"] == f"file://{copied}"
+    # Nowhere to copy to: the dispatch still goes, without the rows (and says so in the log).
+    launcher.data_uri = None
+    launcher.launch(request)
+    assert json.loads(standin.calls[-1].content)["inputs"]["data"] == ""
+
+
+def test_github_copy_failure_is_retryable(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    launcher = _launcher(GitHubStandIn())
+    launcher.data_uri = str(blocked)
+    with pytest.raises(LaunchUnavailable, match="cannot copy the recent rows"):
+        launcher.launch(replace(REQUEST, recent_path=tmp_path / "missing.parquet"))
 
 
 @pytest.mark.parametrize(("token", "status", "error", "retryable"), [
