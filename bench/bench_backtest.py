@@ -54,6 +54,9 @@ def main(argv: list[str]) -> int:
             peer = measure(["bash", "-c", loop], env={"DRIFTLOOP_HOME": str(work / "peer")})
             assert peer.returncode == 0, peer.output
     overall = totals["metric_overall"]
+    failed_note = ("Failed cycles are findings of the replay (the live controller's code on this "
+                   "history), not backtest errors: each one's reason is in the table's decision "
+                   "column and in backtest.json.\n\n" if totals["failed"] else "")
     command = (f"python -m bench --only backtest  # rows={args.rows} periods={args.periods} "
                f"initial={args.initial}")
     peer_row = ("| not run (`--no-peer`) | | |" if peer is None else
@@ -86,12 +89,7 @@ the onset: never retrain {overall['never'].get('after_onset') or float('nan'):.3
 {overall['every_period'].get('after_onset') or float('nan'):.3f}. Reads of labels from the
 future: {totals['label_violations']} of {totals['label_reads']}.
 
-Failed cycles here are real findings, not backtest errors: with `retrain_window_days` set and
-the default `recent_days: 14`, the live controller's holdout cut (newest 30% of 14 days of
-labelled rows) falls before the training window, so `driftloop train` gets `since` after
-`until` and refuses ("no rows in the window"); see docs/backtest.md.
-
-Why it is fast: models stay in memory (an in-memory registry for the replay, MLflow only for
+{failed_note}Why it is fast: models stay in memory (an in-memory registry for the replay, MLflow only for
 the final three runs), each version scores all rows once, drift uses the fast per-column
 statistics (monitoring/stats.py), and the controller's state store is a local SQLite file.
 """
