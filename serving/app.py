@@ -70,7 +70,6 @@ class ServingState:
     writer: PredictionLogWriter | None = None
     follower: ModelFollower | None = None
     shadow: ShadowLogger | None = None
-    _prediction_children: dict[tuple[int, int], Any] = field(default_factory=dict)
     _stop_sync: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -78,6 +77,9 @@ class ServingState:
         return self.follower.champion if self.follower else None
 
     def sync_log_metrics(self) -> None:
+        """Bring the metrics up to date: the request tally, the log writer's totals."""
+        if self.metrics:
+            self.metrics.tally.fold()
         if self.metrics and self.writer:
             s = self.writer.stats
             self.metrics.sync_log_stats(s.rows_written, s.rows_dropped, s.last_flush_lag_seconds)
@@ -91,12 +93,7 @@ class ServingState:
         m = self.metrics
         if m is None:
             return
-        child = self._prediction_children.get((model.version, prediction))
-        if child is None:
-            child = m.predictions.labels(model.name, str(model.version), str(prediction))
-            self._prediction_children[(model.version, prediction)] = child
-        child.inc()
-        m.score_child.observe(score)
+        m.tally.prediction(model.version, prediction, score)
         if seen.unseen or seen.out_of_range or seen.missing:
             for feature in seen.unseen:
                 m.unseen_category.labels(model.name, feature).inc()

@@ -5,12 +5,27 @@ are route templates (unknown paths become ``other``), versions are the few a mod
 features come from the spec; never a request id. With several workers
 (``PROMETHEUS_MULTIPROC_DIR`` set) values go to per-process files and ``/metrics``
 aggregates them with ``MultiProcessCollector``; the Info is then a gauge of the same name.
+
+The two observations every request makes (route, method, status and duration; a
+prediction's version, class and score) go through :class:`Tally`: the request path appends
+a tuple to a deque, and the tuples are folded into the Prometheus metrics in bulk (one
+increment per label set and histogram bucket) before every collection of the registry (a
+scrape, ``get_sample_value``) and every second. Observed one by one (a lock per counter,
+a bucket search and two locks per histogram value) they were the largest part of what
+monitoring added to the request path; docs/bench/serving_cost.md measures what is left.
+With several workers a scrape reaches one of them and reads every worker's files,
+so there each observation is applied at once instead.
 """
 
 from __future__ import annotations
 
+import bisect
+import collections
+import math
 import os
 import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -23,11 +38,110 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def observe_many(histogram: Any, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for each value, as one increment per bucket and one of the
+    sum: the same result as prometheus_client's ``Histogram.observe`` (first bucket whose
+    bound is at least the value; a NaN counts in the sum only). Falls back to ``observe``
+    per value if a prometheus_client release no longer has the child's bucket values."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for v in values:
+            histogram.observe(v)
+        return
+    counts = [0] * len(bounds)
+    for v in values:
+        if v == v:  # not NaN
+            counts[bisect.bisect_left(bounds, v)] += 1
+    for i, n in enumerate(counts):
+        if n:
+            buckets[i].inc(n)
+    total.inc(math.fsum(values))
+
+
+def _drain(queue: collections.deque[Any]) -> list[Any]:
+    return [queue.popleft() for _ in range(len(queue))]
+
+
+class Tally:
+    """Per-request observations, buffered on the request path and folded in bulk
+    (``buffered=False``: applied at once, for multiprocess mode)."""
+
+    def __init__(self, metrics: ServingMetrics, *, buffered: bool = True) -> None:
+        self.metrics = metrics
+        self.buffered = buffered
+        self._http: collections.deque[tuple[str, str, int, float]] = collections.deque()
+        self._predictions: collections.deque[tuple[int, int, float]] = collections.deque()
+        self._lock = threading.Lock()
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def http(self, route: str, method: str, status: int, seconds: float) -> None:
+        if self.buffered:
+            self._http.append((route, method, status, seconds))
+            return
+        m = self.metrics
+        self._child(("http", route, method, status), m.http_requests, route, method,
+                    str(status)).inc()
+        self._child(("duration", route), m.http_duration, route).observe(seconds)
+
+    def prediction(self, version: int, predicted: int, score: float) -> None:
+        if self.buffered:
+            self._predictions.append((version, predicted, score))
+            return
+        m = self.metrics
+        self._child(("predictions", version, predicted), m.predictions, m.model, str(version),
+                    str(predicted)).inc()
+        m.score_child.observe(score)
+
+    def fold(self) -> None:
+        """Apply everything buffered to the Prometheus metrics (any thread; idempotent)."""
+        with self._lock:
+            http, predictions = _drain(self._http), _drain(self._predictions)
+            m = self.metrics
+            durations: dict[str, list[float]] = collections.defaultdict(list)
+            for key, n in collections.Counter((r, meth, st) for r, meth, st, _ in http).items():
+                self._child(("http", *key), m.http_requests, key[0], key[1], str(key[2])).inc(n)
+            for route, _, _, seconds in http:
+                durations[route].append(seconds)
+            for route, values in durations.items():
+                observe_many(self._child(("duration", route), m.http_duration, route), values)
+            for (version, predicted), n in collections.Counter(
+                    (v, c) for v, c, _ in predictions).items():
+                self._child(("predictions", version, predicted), m.predictions, m.model,
+                            str(version), str(predicted)).inc(n)
+            if predictions:
+                observe_many(m.score_child, [score for _, _, score in predictions])
+
+    def _child(self, key: tuple[Any, ...], metric: Any, *labels: str) -> Any:
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+class _FoldBeforeCollect:
+    """Registered before the metrics, so every collection of the registry folds first."""
+
+    def __init__(self) -> None:
+        self.tally: Tally | None = None
+
+    def describe(self) -> Iterable[Any]:
+        return ()
+
+    def collect(self) -> Iterable[Any]:
+        if self.tally is not None:
+            self.tally.fold()
+        return ()
+
+
 class ServingMetrics:
     def __init__(self, registry: CollectorRegistry, model: str) -> None:
         self.model = model
         self.registry = registry
         self.multiprocess = multiprocess_dir() is not None
+        fold_first = _FoldBeforeCollect()
+        registry.register(fold_first)
         r = registry
         self.http_requests = Counter(
             "driftloop_http_requests", "HTTP requests by route template, method and status.",
@@ -90,6 +204,7 @@ class ServingMetrics:
         self.shadow_agreed_child = self.shadow_agreed.labels(model)
         for outcome in ("loaded", "unchanged", "rejected", "error"):
             self.reloads.labels(model, outcome)
+        self.tally = fold_first.tally = Tally(self, buffered=not self.multiprocess)
 
     def set_live(self, alias: str, version: int | None) -> None:
         """Point the Info at ``version`` for ``alias`` (None: nothing loaded for it)."""

@@ -15,9 +15,7 @@ METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 class RequestMetricsMiddleware:
     def __init__(self, app: Any, metrics: ServingMetrics) -> None:
         self.app = app
-        self.metrics = metrics
-        self._children: dict[tuple[str, str, int], Any] = {}
-        self._durations: dict[str, Any] = {}
+        self.tally = metrics.tally
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -37,15 +35,5 @@ class RequestMetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", None) or "other"
             method = scope["method"]
-            if method not in METHODS:
-                method = "other"
-            key = (route, method, status)
-            counter = self._children.get(key)
-            if counter is None:
-                counter = self.metrics.http_requests.labels(route, method, str(status))
-                self._children[key] = counter
-            counter.inc()
-            hist = self._durations.get(route)
-            if hist is None:
-                hist = self._durations[route] = self.metrics.http_duration.labels(route)
-            hist.observe(time.perf_counter() - started)
+            self.tally.http(route, method if method in METHODS else "other", status,
+                            time.perf_counter() - started)

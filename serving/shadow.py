@@ -65,7 +65,8 @@ class ShadowLogger:
                 self.sink(row)
 
     def _score(self, rows: list[Row], records: list[dict[str, Any]],
-               challenger: LoadedModel) -> None:
+               challenger: LoadedModel) -> int:
+        """Fill the rows' shadow columns; returns how many agree with the champion's class."""
         try:
             if len(records) == 1:
                 scores = [challenger.score_one(records[0])]
@@ -73,30 +74,36 @@ class ShadowLogger:
                 scores = [float(s) for s in challenger.score_many(records)]
         except Exception:
             log.exception("shadow scoring with %s v%s failed", challenger.name, challenger.version)
-            return
+            return -1
         agreed = 0
         for row, score in zip(rows, scores, strict=True):
             row["shadow_version"] = challenger.version
             row["shadow_score"] = score
             agreed += int(score > 0.5) == row["prediction"]
-        self.scored += len(rows)
-        if self.metrics:
-            self.metrics.shadow_scored_child.inc(len(rows))
-            if agreed:
-                self.metrics.shadow_agreed_child.inc(agreed)
+        return agreed
 
     def _drain(self) -> int:
-        done = 0
-        while True:
+        """Score and log everything queued now, counting the metrics once per batch."""
+        batch = [self.items.popleft() for _ in range(len(self.items))]
+        scored = agreed = 0
+        for rows, records, challenger in batch:
             try:
-                rows, records, challenger = self.items.popleft()
-            except IndexError:
-                return done
-            try:
-                self._score(rows, records, challenger)
+                agreeing = self._score(rows, records, challenger)
+                if agreeing >= 0:
+                    scored += len(rows)
+                    agreed += agreeing
             finally:
-                self._emit(rows)
-            done += 1
+                try:
+                    self._emit(rows)
+                except Exception:  # the writer counts its own losses; keep the rest
+                    log.exception("shadow worker: logging %d rows failed", len(rows))
+        if scored:
+            self.scored += scored
+            if self.metrics:
+                self.metrics.shadow_scored_child.inc(scored)
+                if agreed:
+                    self.metrics.shadow_agreed_child.inc(agreed)
+        return len(batch)
 
     def _run(self) -> None:
         while not self._stop.is_set():
