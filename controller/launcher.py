@@ -170,12 +170,19 @@ class GitHubActionsLauncher:
 
     def launch(self, request: LaunchRequest) -> str:
         url = f"{self.api.rstrip('/')}/repos/{self.repo}/actions/workflows/{self.workflow}/dispatches"
+        inputs = {"model": request.model, "reason": request.reason[:1000],
+                  "cycle_id": request.cycle_id}
         data = self._upload(request)
-        body = {"ref": self.ref, "inputs": {
-            "model": request.model, "reason": request.reason[:1000], "cycle_id": request.cycle_id,
-            "data": data or "",
-            "since": request.since.isoformat() if request.since else "",
-            "until": request.until.isoformat() if request.until else ""}}
+        if data is not None:
+            # Only with the rows: the window and holdout cut are theirs (the history files
+            # alone, cut to a recent window, may hold nothing). Keys are sent only with a
+            # value, so a workflow that predates these inputs still accepts the dispatch.
+            inputs["data"] = data
+            if request.since is not None:
+                inputs["since"] = request.since.isoformat()
+            if request.until is not None:
+                inputs["until"] = request.until.isoformat()
+        body = {"ref": self.ref, "inputs": inputs}
         headers = {"Accept": "application/vnd.github+json",
                    "Authorization": f"Bearer {self.token}",
                    "X-GitHub-Api-Version": "2022-11-28"}
@@ -204,10 +211,14 @@ class GitHubActionsLauncher:
             return None
         import pyarrow.fs as pafs
 
-        target = f"{self.data_uri.rstrip('/')}/{request.model}/cycles/{request.cycle_id}.parquet"
+        base, _, query = self.data_uri.partition("?")  # s3://b/p?endpoint_override=...
+        target = f"{base.rstrip('/')}/{request.model}/cycles/{request.cycle_id}.parquet"
+        if not target.startswith("s3://"):
+            log.warning("%s: the recent rows go to %s; the shipped retrain.yml fetches s3:// "
+                        "URIs only", request.cycle_id, target)
         try:
             if "://" in target:
-                fs, path = pafs.FileSystem.from_uri(target)
+                fs, path = pafs.FileSystem.from_uri(target + (f"?{query}" if query else ""))
             else:
                 fs, path = pafs.LocalFileSystem(), str(Path(target).resolve())
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)

@@ -43,19 +43,22 @@ _LOAD_LOCK = threading.Lock()
 _loaded = False
 
 
-def _load() -> None:
-    """Import evidently once, quietly (its UI package imports litestar, whose deprecation
-    warnings, not ours to fix, would fail test runs that treat warnings as errors) and
-    with the garbage collector paused (driftloop/imports.py): about a tenth of the time."""
+def _load(pause_gc: bool = False) -> None:
+    """Import evidently once, quietly: its UI package imports litestar, whose deprecation
+    warnings (not ours to fix) would fail test runs that treat warnings as errors.
+    ``pause_gc``: with the garbage collector paused and everything frozen after
+    (driftloop/imports.py), for the short-lived report process only."""
     global _loaded
     if _loaded:
         return
+    from contextlib import nullcontext
+
     from driftloop.imports import gc_paused
 
     with _LOAD_LOCK:
         if _loaded:
             return
-        with warnings.catch_warnings(), gc_paused():
+        with warnings.catch_warnings(), (gc_paused() if pause_gc else nullcontext()):
             warnings.simplefilter("ignore", DeprecationWarning)
             import evidently  # noqa: F401
             import evidently.presets  # noqa: F401
@@ -360,7 +363,7 @@ class ReportRenderer:
 def _render_child() -> None:
     """The child side of ``ReportRenderer``: import evidently now, then render the job
     whose pickle path comes on stdin (nothing on EOF: the parent needed no report)."""
-    _load()
+    _load(pause_gc=True)
     imported = time.time()
     inputs = sys.stdin.readline().strip()
     if not inputs:

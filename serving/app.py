@@ -86,7 +86,10 @@ class ServingState:
 
     def _sync_loop(self) -> None:
         while not self._stop_sync.wait(1.0):
-            self.sync_log_metrics()
+            try:
+                self.sync_log_metrics()
+            except Exception:  # never let the metrics thread die: the next second retries
+                log.exception("updating the metrics failed")
 
     def count_prediction(self, model: LoadedModel, score: float, prediction: int,
                          seen: Observation) -> None:

@@ -66,37 +66,43 @@ class ShadowLogger:
 
     def _score(self, rows: list[Row], records: list[dict[str, Any]],
                challenger: LoadedModel) -> int:
-        """Fill the rows' shadow columns; returns how many agree with the champion's class."""
+        """Fill the rows' shadow columns; returns how many agree with the champion's class,
+        or -1 (rows left without a shadow score) when the challenger's answer is unusable."""
         try:
             if len(records) == 1:
-                scores = [challenger.score_one(records[0])]
+                scores = [float(challenger.score_one(records[0]))]
             else:
                 scores = [float(s) for s in challenger.score_many(records)]
+            if len(scores) != len(rows):
+                raise ValueError(f"{len(scores)} scores for {len(rows)} rows")
+            agreed = sum(int(score > 0.5) == row["prediction"]
+                         for row, score in zip(rows, scores, strict=True))
         except Exception:
             log.exception("shadow scoring with %s v%s failed", challenger.name, challenger.version)
             return -1
-        agreed = 0
         for row, score in zip(rows, scores, strict=True):
             row["shadow_version"] = challenger.version
             row["shadow_score"] = score
-            agreed += int(score > 0.5) == row["prediction"]
         return agreed
 
     def _drain(self) -> int:
-        """Score and log everything queued now, counting the metrics once per batch."""
+        """Score and log everything queued now, counting the metrics once per batch. Every
+        item taken is logged, whatever scoring or the sink does with another."""
         batch = [self.items.popleft() for _ in range(len(self.items))]
         scored = agreed = 0
         for rows, records, challenger in batch:
             try:
                 agreeing = self._score(rows, records, challenger)
-                if agreeing >= 0:
-                    scored += len(rows)
-                    agreed += agreeing
-            finally:
-                try:
-                    self._emit(rows)
-                except Exception:  # the writer counts its own losses; keep the rest
-                    log.exception("shadow worker: logging %d rows failed", len(rows))
+            except Exception:  # _score catches its own; this keeps the batch going regardless
+                log.exception("shadow worker: scoring %d rows failed", len(rows))
+                agreeing = -1
+            if agreeing >= 0:
+                scored += len(rows)
+                agreed += agreeing
+            try:
+                self._emit(rows)
+            except Exception:  # the writer counts its own losses; keep the rest
+                log.exception("shadow worker: logging %d rows failed", len(rows))
         if scored:
             self.scored += scored
             if self.metrics:

@@ -299,14 +299,14 @@ def test_workflows_have_least_permissions_timeouts_and_no_script_injection(name:
                 assert step["with"]["persist-credentials"] is False
 
 
-def test_retrain_workflow_is_what_the_github_launcher_dispatches() -> None:
+def test_retrain_workflow_is_what_the_github_launcher_dispatches(tmp_path: Path) -> None:
     from controller.settings import ControllerSettings
 
     default = ControllerSettings.model_fields["controller_github_workflow"].default
     assert (WORKFLOWS / default).name == "retrain.yml"
     workflow = load_workflow("retrain.yml")
     inputs = workflow["on"]["workflow_dispatch"]["inputs"]
-    assert set(inputs) == set(_dispatched_inputs())
+    assert set(inputs) == set(_dispatched_inputs(tmp_path))
     assert all(i["type"] == "string" for i in inputs.values())
     assert {n for n, i in inputs.items() if i["required"] is True} == {"model", "reason", "cycle_id"}
     assert all(inputs[n]["default"] == "" for n in ("data", "since", "until"))
@@ -320,8 +320,9 @@ def test_retrain_workflow_is_what_the_github_launcher_dispatches() -> None:
     assert '--tag "cycle_id=$CYCLE_ID"' in scripts and '--tag "trigger=' in scripts
 
 
-def _dispatched_inputs(**changes: object) -> dict[str, str]:
-    """The inputs the GitHub launcher sends for a cycle (caught by an httpx mock)."""
+def _dispatched_inputs(tmp_path: Path) -> dict[str, str]:
+    """The inputs the GitHub launcher sends for a cycle with recent rows to hand over (caught
+    by an httpx mock; the rows are copied to a local directory standing in for S3)."""
     from dataclasses import replace
     from datetime import UTC, datetime
 
@@ -338,9 +339,12 @@ def _dispatched_inputs(**changes: object) -> dict[str, str]:
     request = LaunchRequest("churn", "churn-20260301T120000-4", 1, Path("spec.yaml"), (),
                             reason="alertmanager", since=datetime(2026, 2, 1, tzinfo=UTC),
                             until=datetime(2026, 3, 1, 6, 30, 15, 123456, tzinfo=UTC))
+    recent = tmp_path / "recent.parquet"
+    recent.write_bytes(b"rows")
     launcher = GitHubActionsLauncher(httpx.Client(transport=httpx.MockTransport(github)),
-                                     "acme/driftloop", "retrain.yml", "t")
-    launcher.launch(replace(request, **changes))
+                                     "acme/driftloop", "retrain.yml", "t",
+                                     data_uri=str(tmp_path / "bucket"))
+    launcher.launch(replace(request, recent_path=recent))
     return sent[0]
 
 
@@ -356,11 +360,13 @@ def _check_inputs(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                                **values})
 
 
-def test_retrain_workflow_accepts_what_the_launcher_sends_and_refuses_the_rest() -> None:
-    sent = _dispatched_inputs()
+def test_retrain_workflow_accepts_what_the_launcher_sends_and_refuses_the_rest(
+        tmp_path: Path) -> None:
+    # The launcher's dispatch, with the rows' URI as it would be on S3.
+    sent = {**_dispatched_inputs(tmp_path),
+            "data": "s3://bucket/prefix/churn/cycles/churn-20260301T120000-4.parquet"}
     assert _check_inputs(sent).returncode == 0, _check_inputs(sent).stdout
-    uploaded = {**sent, "data": "s3://bucket/prefix/churn/cycles/churn-20260301T120000-4.parquet"}
-    assert _check_inputs(uploaded).returncode == 0
+    assert _check_inputs({k: sent[k] for k in ("model", "reason", "cycle_id")}).returncode == 0
     assert _check_inputs({**sent, "since": "", "until": ""}).returncode == 0
     for bad in ({"data": "s3://b/x.parquet; rm -rf /"}, {"data": "/etc/passwd"},
                 {"since": "2026-01-01$(id)"}, {"until": "yesterday"},

@@ -83,8 +83,7 @@ def test_github_dispatch_is_what_github_documents() -> None:
     assert json.loads(call.content) == {
         "ref": "main",
         "inputs": {"model": "churn", "reason": "alertmanager, verdict",
-                   "cycle_id": "churn-20260301T120000-4", "data": "",
-                   "since": "2026-02-01T00:00:00+00:00", "until": "2026-03-01T06:00:00+00:00"}}
+                   "cycle_id": "churn-20260301T120000-4"}}
     assert _launcher(standin).status(REQUEST.cycle_id, 1).status == "unknown"
 
 
@@ -101,11 +100,16 @@ def test_github_dispatch_carries_the_recent_rows(tmp_path: Path) -> None:
     copied = bucket / "churn" / "cycles" / "churn-20260301T120000-4.parquet"
     assert copied.read_bytes() == recent.read_bytes()
     (call,) = standin.calls
-    assert json.loads(call.content)["inputs"]["data"] == f"file://{copied}"
-    # Nowhere to copy to: the dispatch still goes, without the rows (and says so in the log).
+    inputs = json.loads(call.content)["inputs"]
+    assert inputs["data"] == f"file://{copied}"
+    assert (inputs["since"], inputs["until"]) == ("2026-02-01T00:00:00+00:00",
+                                                  "2026-03-01T06:00:00+00:00")
+    # Nowhere to copy to: the dispatch still goes, without the rows or their window (and
+    # says so in the log).
     launcher.data_uri = None
     launcher.launch(request)
-    assert json.loads(standin.calls[-1].content)["inputs"]["data"] == ""
+    assert set(json.loads(standin.calls[-1].content)["inputs"]) == {"model", "reason",
+                                                                   "cycle_id"}
 
 
 def test_github_copy_failure_is_retryable(tmp_path: Path) -> None:

@@ -54,3 +54,34 @@ def test_full_queue_drops_the_shadow_sample_not_the_row() -> None:
     assert reg.get_sample_value("driftloop_shadow_dropped_total", {"model": "m"}) == 1
     assert reg.get_sample_value("driftloop_shadow_scored_total", {"model": "m"}) == 2
     assert reg.get_sample_value("driftloop_shadow_agreed_total", {"model": "m"}) == 1
+
+
+class OddChallenger:
+    """Scores badly in several ways, each on its own request id."""
+
+    name, version = "m", 8
+
+    def score_one(self, record: dict[str, Any]) -> Any:
+        if record["kind"] == "boom":
+            raise RuntimeError("boom")
+        return None if record["kind"] == "none" else 0.7
+
+    def score_many(self, records: list[dict[str, Any]]) -> list[float]:
+        return [0.2]  # one score for a batch of several: a broken challenger
+
+
+def test_a_bad_challenger_answer_never_loses_the_rows_queued_behind_it() -> None:
+    logged: list[dict[str, Any]] = []
+    shadow = ShadowLogger(logged.append, None)  # no thread: close() drains the queue at once
+    shadow._thread = threading.Thread()          # queue as if the worker were running
+    challenger = OddChallenger()
+    kinds = ["ok", "none", "boom", "ok"]
+    for i, kind in enumerate(kinds):
+        shadow.submit([row(i)], [{"kind": kind}], challenger)
+    shadow.submit([row(10), row(11)], [{"kind": "ok"}, {"kind": "ok"}], challenger)
+    shadow._thread = None
+    shadow.close()
+    assert sorted(r["request_id"] for r in logged) == ["r0", "r1", "r10", "r11", "r2", "r3"]
+    scores = {r["request_id"]: r["shadow_score"] for r in logged}
+    assert scores == {"r0": 0.7, "r1": None, "r2": None, "r3": 0.7, "r10": None, "r11": None}
+    assert shadow.scored == 2
