@@ -51,7 +51,8 @@ def drift_check(
     # reads the window.
     renderer = ReportRenderer() if report else None
     try:
-        settings, registry, window_since, window_until = _prepare(model, since, until, current)
+        settings, registry, name, window_since, window_until = _prepare(model, since, until,
+                                                                         current)
     except BaseException:
         if renderer is not None:
             renderer.close()
@@ -59,8 +60,6 @@ def drift_check(
     from driftloop.errors import DriftloopError
     from monitoring.job import run_drift_check
 
-    name = model or settings.model
-    assert name is not None
     outcome = run_drift_check(settings, registry, model=name, version=version,
                               since=window_since, until=window_until, current_file=current,
                               out_dir=out, post_to=post_to, report=report, renderer=renderer)
@@ -83,14 +82,16 @@ def drift_check(
 
 
 def _prepare(model: str | None, since: str | None, until: str | None, current: Path | None,
-             ) -> tuple[MonitoringSettings, ModelRegistry, datetime | None, datetime | None]:
-    """Settings, the opened registry and the parsed window; usage errors first."""
+             ) -> tuple[MonitoringSettings, ModelRegistry, str, datetime | None, datetime | None]:
+    """Settings, the opened registry, the model name and the parsed window; usage errors
+    first."""
     from driftloop.errors import UsageError
     from driftloop.imports import gc_paused
     from monitoring.settings import MonitoringSettings
 
     settings = MonitoringSettings()
-    if not (model or settings.model):
+    name = model or settings.model
+    if not name:
         raise UsageError("--model (or DRIFTLOOP_MODEL) is required")
     window_since = parse_time(since, option="--since")
     window_until = parse_time(until, option="--until")
@@ -107,4 +108,4 @@ def _prepare(model: str | None, since: str | None, until: str | None, current: P
         registry = open_registry(settings)
     logging.getLogger(__name__).info("opened the registry in %.1f s",
                                      time.perf_counter() - started)
-    return settings, registry, window_since, window_until
+    return settings, registry, name, window_since, window_until
