@@ -117,7 +117,7 @@ def _wrk(url: str, script: Path | None, seconds: int, connections: int, path: st
 
 
 def bench_intake(work: Path, seconds: int, connections: int) -> list[str]:
-    from driftloop.spec import load_spec
+    from kernel.spec import load_spec
 
     spec = load_spec(ROOT / "examples" / "churn" / "spec.yaml")
     model = f"bench-{uuid.uuid4().hex[:6]}"
@@ -152,8 +152,8 @@ def bench_intake(work: Path, seconds: int, connections: int) -> list[str]:
 
 
 def bench_decision(work: Path) -> list[str]:
-    from driftloop.settings import CommonSettings
-    from driftloop.spec import load_spec
+    from kernel.settings import CommonSettings
+    from kernel.spec import load_spec
     from monitoring.predlog import LogStore, PredictionLogWriter
     from registry import open_registry
     from training.generate import Scenario, generate

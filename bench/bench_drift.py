@@ -133,8 +133,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--train-rows", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=3, help="runs of ours (the median counts)")
     args = parser.parse_args(argv)
-    from driftloop.settings import CommonSettings
-    from driftloop.spec import load_spec
+    from kernel.settings import CommonSettings
+    from kernel.spec import load_spec
     from registry import open_registry
     from training.train import train
 

@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-mlflow", action="store_true", help="driftloop only (quick)")
     args = parser.parse_args(argv)
 
-    from driftloop.settings import CommonSettings
-    from driftloop.spec import load_spec
+    from kernel.settings import CommonSettings
+    from kernel.spec import load_spec
     from registry import open_registry
     from training.generate import generate
     from training.train import train

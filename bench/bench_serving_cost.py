@@ -75,8 +75,8 @@ async def _measure(apps: dict[str, Any], body: bytes, rounds: int, chunk: int
 async def _run(args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, float]]:
     import pandas as pd
 
-    from driftloop.settings import CommonSettings
-    from driftloop.spec import load_spec
+    from kernel.settings import CommonSettings
+    from kernel.spec import load_spec
     from registry import open_registry
     from serving.app import create_app
     from serving.settings import ServingSettings

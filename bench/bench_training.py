@@ -14,7 +14,7 @@ from bench.common import BIN, ROOT, machine, measure, write_section
 
 PEER = '''
 import sys, time, mlflow, mlflow.sklearn, pandas as pd
-from driftloop.spec import load_spec
+from kernel.spec import load_spec
 from training.data import load_frames
 from training.train import split, fit
 spec = load_spec(sys.argv[1]); data = load_frames([sys.argv[2]], spec)

@@ -34,9 +34,9 @@ from controller.reconcile import CRASH_ENV, Controller, Managed
 from controller.settings import ControllerSettings
 from controller.shadow import Evaluator, ModelCache
 from controller.store import Store
-from driftloop.errors import UsageError
-from driftloop.httpbody import BodyTooLarge, read_limited
-from driftloop.spec import load_spec
+from kernel.errors import UsageError
+from kernel.httpbody import BodyTooLarge, read_limited
+from kernel.spec import load_spec
 from monitoring.predlog import open_log
 from registry import ModelRegistry, open_registry
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from driftloop.cliutil import echo
+from kernel.cliutil import echo
 
 Model = Annotated[str | None, typer.Option(help="Registered model (default: the only one "
                                            "the controller manages).")]
@@ -34,7 +34,7 @@ def controller(
 
     from controller.app import create_app
     from controller.settings import ControllerSettings
-    from driftloop.errors import UsageError
+    from kernel.errors import UsageError
 
     settings = ControllerSettings()
     if spec:
@@ -52,7 +52,7 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[st
     import httpx
 
     from controller.settings import ControllerSettings
-    from driftloop.errors import DriftloopError
+    from kernel.errors import DriftloopError
 
     settings = ControllerSettings()
     url = settings.controller_url.rstrip("/") + path

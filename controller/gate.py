@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from training.evaluate import weighted_metric
+from kernel.metrics import weighted_metric
 
 Outcome = Literal["promote", "reject", "wait"]
 LOWER_IS_BETTER = frozenset({"log_loss", "brier"})

@@ -28,7 +28,7 @@ from typing import Literal, Protocol
 
 import httpx
 
-from driftloop.errors import DriftloopError, RetryableError
+from kernel.errors import DriftloopError, RetryableError
 
 log = logging.getLogger(__name__)
 

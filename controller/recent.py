@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 from monitoring.predlog import WindowReader
 
 

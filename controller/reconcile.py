@@ -61,8 +61,8 @@ from controller.schedule import last_fire
 from controller.settings import ControllerSettings
 from controller.shadow import Evaluator
 from controller.store import StaleState, Store, TriggerRow
-from driftloop.errors import RetryableError
-from driftloop.spec import DatasetSpec
+from kernel.errors import RetryableError
+from kernel.spec import DatasetSpec
 from monitoring.predlog import WindowReader
 from registry import (
     ALIAS_CHALLENGER,

@@ -9,7 +9,7 @@ from pydantic import AliasChoices, Field
 
 from controller.gate import GatePolicy
 from controller.model import Policy
-from driftloop.settings import CommonSettings
+from kernel.settings import CommonSettings
 
 
 class ControllerSettings(CommonSettings):

@@ -25,7 +25,7 @@ import pandas as pd
 from controller import gate
 from controller.gate import GateDecision, GatePolicy
 from controller.recent import label_array, labelled_rows
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 from monitoring.predlog import WindowReader
 from registry import ALIAS_CHAMPION, ModelRegistry
 from registry.bundle import Bundle

@@ -48,7 +48,7 @@ def ui(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
     """Start the MLflow UI on driftloop's store (the embedded default unless configured)."""
-    from driftloop.settings import CommonSettings
+    from kernel.settings import CommonSettings
 
     settings = CommonSettings()
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
@@ -63,7 +63,7 @@ def _assemble() -> None:
     import importlib
 
     for module in ("training.cli", "serving.cli", "monitoring.cli", "controller.cli",
-                   "controller.backtest_cli", "driftloop.demo"):
+                   "backtest.cli", "driftloop.demo"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -74,7 +74,7 @@ def _assemble() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from driftloop.errors import DriftloopError
+    from kernel.errors import DriftloopError
 
     _assemble()
     try:

@@ -345,7 +345,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed of the demo data.")] = 7,
 ) -> None:
     """Run the whole loop on the embedded default: drift, retrain, shadow gate, promotion."""
-    from driftloop.errors import UsageError
+    from kernel.errors import UsageError
 
     if not train_days < onset < days:
         raise UsageError("need --train-days < --onset < --days")

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.spec import DatasetSpec
+from kernel.metrics import metric_value
+from kernel.spec import DatasetSpec
 from monitoring import stats
 from monitoring.quality import QualityThresholds, ReferenceProfile, column_quality
 from monitoring.verdict import ColumnDrift, ColumnQuality, Performance, Verdict
-from training.evaluate import metric_value
 
 SCORE_COLUMN = "score"
 LABEL_COLUMN = "label"
@@ -158,7 +158,7 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
                                 f"drift.min_rows={spec.drift.min_rows}: no verdict on drift"])
     missing = [c for c in spec.features.all if c not in current.columns]
     if missing:
-        from driftloop.errors import DataError
+        from kernel.errors import DataError
 
         raise DataError(f"current data lacks feature columns {missing}")
     samples = current_samples(reference, current)

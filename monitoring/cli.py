@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from driftloop.cliutil import echo, parse_time
+from kernel.cliutil import echo, parse_time
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -57,7 +57,7 @@ def drift_check(
         if renderer is not None:
             renderer.close()
         raise
-    from driftloop.errors import DriftloopError
+    from kernel.errors import DriftloopError
     from monitoring.job import run_drift_check
 
     outcome = run_drift_check(settings, registry, model=name, version=version,
@@ -85,8 +85,8 @@ def _prepare(model: str | None, since: str | None, until: str | None, current: P
              ) -> tuple[MonitoringSettings, ModelRegistry, str, datetime | None, datetime | None]:
     """Settings, the opened registry, the model name and the parsed window; usage errors
     first."""
-    from driftloop.errors import UsageError
-    from driftloop.imports import gc_paused
+    from kernel.errors import UsageError
+    from kernel.imports import gc_paused
     from monitoring.settings import MonitoringSettings
 
     settings = MonitoringSettings()
@@ -100,7 +100,7 @@ def _prepare(model: str | None, since: str | None, until: str | None, current: P
     if current is not None and not current.is_file():
         raise UsageError(f"--current: no such file {current}")
     started = time.perf_counter()
-    with gc_paused():  # importing MLflow and the check's modules (driftloop/imports.py)
+    with gc_paused():  # importing MLflow and the check's modules (kernel/imports.py)
         import monitoring.check
         import monitoring.predlog  # noqa: F401
         from registry import open_registry

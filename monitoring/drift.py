@@ -47,13 +47,13 @@ def _load(pause_gc: bool = False) -> None:
     """Import evidently once, quietly: its UI package imports litestar, whose deprecation
     warnings (not ours to fix) would fail test runs that treat warnings as errors.
     ``pause_gc``: with the garbage collector paused and everything frozen after
-    (driftloop/imports.py), for the short-lived report process only."""
+    (kernel/imports.py), for the short-lived report process only."""
     global _loaded
     if _loaded:
         return
     from contextlib import nullcontext
 
-    from driftloop.imports import gc_paused
+    from kernel.imports import gc_paused
 
     with _LOAD_LOCK:
         if _loaded:
@@ -87,7 +87,7 @@ def _definition(numerical: Sequence[str], categorical: Sequence[str]):  # noqa: 
 def _prepare(frame: pd.DataFrame, numerical: Sequence[str], categorical: Sequence[str]) -> pd.DataFrame:
     import pandas as pd
 
-    from driftloop.frames import none_for_missing
+    from kernel.frames import none_for_missing
 
     out = pd.DataFrame(index=range(len(frame)))
     for col in numerical:

@@ -18,8 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from driftloop.errors import DataError, DriftloopError, UsageError
-from driftloop.frames import none_for_missing
+from kernel.errors import DataError, DriftloopError, UsageError
+from kernel.frames import none_for_missing
 from monitoring.settings import MonitoringSettings
 from monitoring.verdict import Verdict
 from registry import TAG_PREFIX, ModelRegistry
@@ -94,8 +94,8 @@ def read_current_file(path: Path, reference: Reference, *, since: datetime | Non
     """A CSV/Parquet of production rows; the spec's target, when present, becomes ``label``."""
     import pandas as pd
 
+    from kernel.tables import conform, read_table
     from monitoring.check import LABEL_COLUMN
-    from training.data import conform, read_table
 
     spec = reference.spec
     frame = read_table(path)

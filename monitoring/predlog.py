@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from driftloop.spec import RESERVED_COLUMNS
+from kernel.spec import RESERVED_COLUMNS
 
 log = logging.getLogger(__name__)
 

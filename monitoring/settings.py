@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from driftloop.settings import CommonSettings
+from kernel.settings import CommonSettings
 
 
 class MonitoringSettings(CommonSettings):

@@ -2,8 +2,9 @@
 
 ``registry.port`` declares what the rest of driftloop needs from a model
 registry; ``registry.mlflow_registry`` implements it on MLflow (sqlite by
-default, a tracking server when configured); ``registry.fake`` is the
-in-memory fake for unit tests. One contract test suite runs against both.
+default, a tracking server when configured); ``registry.memory`` is the
+in-memory adapter (registry/memory.py) for the backtest and as the unit tests' fake. One
+contract test suite runs against both.
 """
 
 from registry.port import (
@@ -30,7 +31,7 @@ __all__ = [
 
 
 def open_registry(settings: object) -> ModelRegistry:
-    """The MLflow registry the settings point at (``driftloop.settings.CommonSettings``)."""
+    """The MLflow registry the settings point at (``kernel.settings.CommonSettings``)."""
     from registry.mlflow_registry import MlflowRegistry
 
     return MlflowRegistry.from_settings(settings)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from driftloop.spec import DatasetSpec, spec_from_yaml
+from kernel.spec import DatasetSpec, spec_from_yaml
 from registry.port import BUNDLE_DIR, MODEL_DIR, NewVersion
 
 

@@ -89,7 +89,7 @@ class MlflowRegistry:
 
     @classmethod
     def from_settings(cls, settings: Any) -> MlflowRegistry:
-        """Build from ``driftloop.settings.CommonSettings`` (or a subclass)."""
+        """Build from ``kernel.settings.CommonSettings`` (or a subclass)."""
         return cls(settings.resolved_tracking_uri, registry_uri=settings.registry_uri,
                    artifact_root=settings.resolved_artifact_root,
                    lock_dir=settings.home_dir / "locks")

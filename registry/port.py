@@ -23,7 +23,7 @@ from typing import Any, Final, Protocol
 
 import pandas as pd
 
-from driftloop.errors import DriftloopError, RetryableError
+from kernel.errors import DriftloopError, RetryableError
 
 ALIAS_CHAMPION: Final = "champion"
 ALIAS_CHALLENGER: Final = "challenger"

@@ -26,8 +26,8 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry
 from starlette.concurrency import run_in_threadpool
 
-from driftloop.errors import UsageError
-from driftloop.httpbody import BodyTooLarge, read_limited
+from kernel.errors import UsageError
+from kernel.httpbody import BodyTooLarge, read_limited
 from monitoring.predlog import LogStore, PredictionLogWriter
 from registry.port import ModelRegistry
 from serving.follower import ModelFollower

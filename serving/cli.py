@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from driftloop.cliutil import echo
+from kernel.cliutil import echo
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +40,7 @@ def serve(
     export Prometheus metrics (docs/serving.md)."""
     import uvicorn
 
-    from driftloop.errors import UsageError
+    from kernel.errors import UsageError
     from serving.settings import ServingSettings
 
     # Options become environment variables: every worker builds the same settings from them.

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.frames import none_for_missing_array
+from kernel.frames import none_for_missing_array
 
 Record = Mapping[str, Any]
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.errors import DriftloopError
-from driftloop.spec import DatasetSpec
+from kernel.errors import DriftloopError
+from kernel.spec import DatasetSpec
 from registry.bundle import Bundle
 from registry.port import ModelRegistry
 from serving.fastpath import FastPath, NotCompilable, compile_pipeline, verify

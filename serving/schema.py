@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 
 REQUEST_ID = "request_id"
 MAX_REQUEST_ID = 128

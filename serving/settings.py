@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from driftloop.settings import CommonSettings
+from kernel.settings import CommonSettings
 
 
 class ServingSettings(CommonSettings):

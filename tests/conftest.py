@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftloop.settings import CommonSettings
-from driftloop.spec import DatasetSpec, load_spec
+from kernel.settings import CommonSettings
+from kernel.spec import DatasetSpec, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CHURN_SPEC = ROOT / "examples" / "churn" / "spec.yaml"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 CLASSES = [
-    ("all", "driftloop.settings", "CommonSettings"),
+    ("all", "kernel.settings", "CommonSettings"),
     ("serving", "serving.settings", "ServingSettings"),
     ("monitoring", "monitoring.settings", "MonitoringSettings"),
     ("controller", "controller.settings", "ControllerSettings"),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from driftloop.cliutil import echo, parse_time
+from kernel.cliutil import echo, parse_time
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +27,8 @@ def generate(
 ) -> None:
     """Synthetic labelled churn data (spec: examples/churn/spec.yaml), with an optional
     drift scenario switched on at a given day."""
-    from driftloop.errors import UsageError
-    from training.data import write_table
+    from kernel.errors import UsageError
+    from kernel.tables import write_table
     from training.generate import SCENARIOS, Scenario
     from training.generate import generate as make
 
@@ -57,9 +57,9 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Fit, evaluate, log and register a new model version in MLflow."""
-    from driftloop.errors import UsageError
-    from driftloop.settings import CommonSettings
-    from driftloop.spec import load_spec
+    from kernel.errors import UsageError
+    from kernel.settings import CommonSettings
+    from kernel.spec import load_spec
     from registry import TAG_PREFIX, open_registry
     from training.train import train as run
 

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 
 MISSING_CATEGORY = "__missing__"
 

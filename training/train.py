@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from driftloop.errors import DataError
-from driftloop.spec import DatasetSpec
+from kernel.errors import DataError
+from kernel.metrics import all_metrics
+from kernel.spec import DatasetSpec
 from registry import TAG_PREFIX as TAG
 from registry import ModelRegistry, NewVersion, VersionInfo
 from training.data import data_hash, labels_of, load_frames
-from training.evaluate import all_metrics
 from training.pipeline import build_pipeline
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import yaml
 from prometheus_client import CollectorRegistry, start_http_server
 
 from driftloop.processes import free_port as _free_port
-from driftloop.settings import CommonSettings
-from driftloop.spec import DatasetSpec
+from kernel.settings import CommonSettings
+from kernel.spec import DatasetSpec
 from monitoring import alerting
 from monitoring.job import verdict_registry
 from monitoring.verdict import Verdict

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controller.backtest import BacktestConfig, BacktestResult, run_backtest
-from controller.backtest_adapters import load_policy
+from backtest.adapters import load_policy
+from backtest.engine import BacktestConfig, BacktestResult, run_backtest
 from driftloop.cli import main
-from driftloop.settings import CommonSettings
+from kernel.settings import CommonSettings
+from kernel.tables import write_table
 from tests.conftest import CHURN_SPEC
-from training.data import write_table
 from training.generate import Scenario, generate
 
 DAYS, ONSET_DAY, INITIAL = 12, 6, 4
@@ -27,7 +27,7 @@ WINDOWED = "retrain_window_days: 2\n"
 
 def _backtest(tmp_path: Path, scenario: str, policy: str | None = None, *,
               baselines: bool = True, **config: object) -> BacktestResult:
-    from driftloop.spec import load_spec
+    from kernel.spec import load_spec
 
     data = tmp_path / f"{scenario}.parquet"
     write_table(generate(DAYS, scenario=Scenario(scenario, ONSET_DAY), rows_per_day=1000,
@@ -103,7 +103,7 @@ def test_labels_later_than_the_history_never_reach_a_decision(tmp_path: Path) ->
 def test_decision_evidence_counts_only_labels_arrived_by_then(tmp_path: Path) -> None:
     """Labels from a labels file with their own arrival times; half of them arrive in 2030.
     Every gate decision's n is at most the labels that had arrived by its time."""
-    from driftloop.spec import load_spec
+    from kernel.spec import load_spec
 
     frame = generate(DAYS, scenario=Scenario("covariate", ONSET_DAY), rows_per_day=1000, seed=3)
     labels = frame[["customer_id", "churned", "ts"]].copy()

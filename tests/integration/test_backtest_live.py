@@ -18,19 +18,19 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from backtest.adapters import ClockedRegistry, InProcessLauncher, load_policy
+from backtest.engine import BacktestConfig, period_verdict, run_backtest
+from backtest.replay import SimClock
 from controller.app import build_controller, create_app
-from controller.backtest import BacktestConfig, period_verdict, run_backtest
-from controller.backtest_adapters import ClockedRegistry, InProcessLauncher, load_policy
-from controller.backtest_log import SimClock
 from controller.settings import ControllerSettings
 from controller.shadow import ModelCache
 from controller.store import Store
-from driftloop.spec import load_spec
+from kernel.spec import load_spec
+from kernel.tables import write_table
 from monitoring.check import Reference
 from monitoring.predlog import LogStore, PredictionLogWriter
 from registry import ALIAS_CHALLENGER, ALIAS_CHAMPION, TAG_PREFIX
 from tests.conftest import CHURN_SPEC
-from training.data import write_table
 from training.generate import Scenario, generate
 from training.train import train
 

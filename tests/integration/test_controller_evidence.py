@@ -8,9 +8,9 @@ from pathlib import Path
 
 from controller.gate import GatePolicy
 from controller.shadow import Evaluator, ModelCache
+from kernel.tables import conform
 from monitoring.predlog import LogStore, PredictionLogReader, PredictionLogWriter
-from registry.fake import FakeRegistry
-from training.data import conform
+from registry.memory import InMemoryRegistry
 from training.generate import generate
 from training.train import evaluate, fit, package, split
 
@@ -19,7 +19,7 @@ START = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 def test_replay_decides_unless_only_shadow_pairs_may(tmp_path: Path, churn_spec):
     spec = churn_spec
-    registry = FakeRegistry()
+    registry = InMemoryRegistry()
     data = conform(generate(3, rows_per_day=800, seed=5), spec)
     for seed in (1, 2):
         parts = split(data, spec)

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from driftloop.processes import free_port
-from driftloop.settings import CommonSettings
-from driftloop.spec import DatasetSpec
+from kernel.settings import CommonSettings
+from kernel.spec import DatasetSpec
 from monitoring.predlog import LogStore, PredictionLogWriter
 from registry import TAG_PREFIX
 from registry.mlflow_registry import MlflowRegistry

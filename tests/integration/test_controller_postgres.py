@@ -36,7 +36,7 @@ from controller.reconcile import Controller, Managed  # noqa: E402
 from controller.settings import ControllerSettings  # noqa: E402
 from controller.store import StaleState, Store  # noqa: E402
 from driftloop.processes import free_port as _free_port  # noqa: E402
-from driftloop.spec import DatasetSpec  # noqa: E402
+from kernel.spec import DatasetSpec  # noqa: E402
 from tests.unit.test_controller_reconcile import (  # noqa: E402
     NOW,
     CountingEvaluator,
@@ -259,9 +259,9 @@ def test_decisions_are_recorded_once(replicas: list[Store]) -> None:
 
 def test_two_controllers_on_one_database_start_one_retrain(url: str, tmp_path: Path,
                                                           churn_spec: DatasetSpec) -> None:
-    from registry.fake import FakeRegistry
+    from registry.memory import InMemoryRegistry
 
-    registry = FakeRegistry()
+    registry = InMemoryRegistry()
     spec = churn_spec.model_copy(update={"model_name": "churn", "history": [], "source": None})
     reader = LogReader(churn_spec, start=NOW - timedelta(days=3), until=NOW,
                        step=timedelta(minutes=10))

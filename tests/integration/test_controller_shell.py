@@ -1,4 +1,4 @@
-"""The reconcile shell end to end in one process: FakeRegistry, a launcher that trains in
+"""The reconcile shell end to end in one process: InMemoryRegistry, a launcher that trains in
 process (the real training code), a real prediction log, a fake clock. Covers what the
 process-level tests do not: rollbacks (automatic and manual), manual promotion, probation,
 and a registry outage."""
@@ -16,16 +16,16 @@ from controller.reconcile import Controller, Managed
 from controller.settings import ControllerSettings
 from controller.shadow import Evaluator, ModelCache
 from controller.store import Store
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 from monitoring.predlog import LogStore, PredictionLogWriter, open_log
 from registry import TAG_PREFIX
-from registry.fake import FakeRegistry
+from registry.memory import InMemoryRegistry
 from training.generate import Scenario, generate
 from training.train import train
 
 
 class InProcessLauncher:
-    def __init__(self, registry: FakeRegistry, spec: DatasetSpec) -> None:
+    def __init__(self, registry: InMemoryRegistry, spec: DatasetSpec) -> None:
         self.registry, self.spec, self.launched = registry, spec, []
 
     def launch(self, request: LaunchRequest) -> str:
@@ -49,7 +49,7 @@ class Clock:
 @pytest.fixture
 def shell(tmp_path: Path, churn_spec: DatasetSpec) -> dict:
     now = datetime.now(UTC).replace(microsecond=0)
-    registry = FakeRegistry()
+    registry = InMemoryRegistry()
     history = tmp_path / "history.parquet"
     generate(4, rows_per_day=500, seed=1, start=now - timedelta(days=10)).to_parquet(history)
     spec = churn_spec.model_copy(update={"model_name": "churn", "history": [str(history)],

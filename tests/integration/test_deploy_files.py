@@ -194,7 +194,7 @@ def test_bind_mounts_exist(resolved: dict[str, Any]) -> None:
 
 
 def test_deploy_spec_is_the_example_plus_history() -> None:
-    from driftloop.spec import load_spec
+    from kernel.spec import load_spec
 
     example = load_spec(ROOT / "examples" / "churn" / "spec.yaml")
     deployed = load_spec(ROOT / "deploy" / "specs" / "churn.yaml")

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 from monitoring.job import run_drift_check
 from monitoring.predlog import LogStore, PredictionLogWriter
 from monitoring.settings import MonitoringSettings
-from registry.fake import FakeRegistry
+from registry.memory import InMemoryRegistry
 from training.generate import DEFAULT_START, Scenario, generate
 from training.train import train
 
@@ -49,7 +49,7 @@ def world(unique_model_spec: DatasetSpec, tmp_path: Path, home: Path):
     data = generate(7, scenario=Scenario("unit_bug", 6), rows_per_day=600, seed=9)
     path = tmp_path / "data.parquet"
     data.to_parquet(path, index=False)
-    registry = FakeRegistry()
+    registry = InMemoryRegistry()
     v1 = train(spec, [path], registry, until=DAY, alias="champion").version.version
     v2 = train(spec, [path], registry, until=DAY - timedelta(days=1)).version.version
     model = registry.load_model(registry.download(spec.model_name, v1, tmp_path / "m"))

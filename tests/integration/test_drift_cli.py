@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from driftloop.cli import main
-from driftloop.settings import CommonSettings
-from driftloop.spec import DatasetSpec
+from kernel.settings import CommonSettings
+from kernel.spec import DatasetSpec
 from monitoring.predlog import LogStore
 from registry import open_registry
 from tests.integration.test_drift_check import log_day

@@ -1,7 +1,7 @@
 """False alarms are defects: what a correct monitor sees on each demo scenario.
 
 One champion per scenario is trained on the days before the onset (training.train
-on a FakeRegistry); each day after is scored by that model and judged in-process
+on a InMemoryRegistry); each day after is scored by that model and judged in-process
 with ``check_frames``, as the daily drift check would judge a day of the log.
 """
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 from monitoring.check import Reference, check_frames
 from monitoring.verdict import Verdict
 from registry.bundle import Bundle
-from registry.fake import FakeRegistry
+from registry.memory import InMemoryRegistry
 from training.generate import DEFAULT_START, Scenario, generate
 from training.train import train
 
@@ -30,7 +30,7 @@ def _days(spec: DatasetSpec, tmp: Path, scenario: str, days_after: int) -> list[
                     seed=5)
     path = tmp / f"{scenario}.parquet"
     data.to_parquet(path, index=False)
-    registry = FakeRegistry()
+    registry = InMemoryRegistry()
     onset = DEFAULT_START + timedelta(days=ONSET)
     version = train(spec, [path], registry, until=onset, alias="champion").version.version
     bundle = Bundle(registry.download(spec.model_name, version, tmp / f"bundle-{scenario}"))
@@ -108,7 +108,7 @@ def test_too_few_rows_is_insufficient_data_never_drift(churn_spec: DatasetSpec,
     data = generate(3, scenario=Scenario("unit_bug", 2), rows_per_day=300, seed=2)
     path = tmp_path / "small.parquet"
     data.to_parquet(path, index=False)
-    registry = FakeRegistry()
+    registry = InMemoryRegistry()
     version = train(churn_spec, [path], registry,
                     until=DEFAULT_START + timedelta(days=2)).version.version
     reference = Reference.from_bundle(Bundle(registry.download(churn_spec.model_name, version,

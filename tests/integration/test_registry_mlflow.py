@@ -23,7 +23,7 @@ class TestMlflowRegistry(RegistryContract):
                               lock_dir=mlflow_store / "locks")
 
     def test_unreachable_server_is_retryable(self):
-        from driftloop.errors import RetryableError
+        from kernel.errors import RetryableError
 
         down = MlflowRegistry("http://127.0.0.1:9")  # discard port: nothing listens
         with pytest.raises(RetryableError):

@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 
 from driftloop.processes import free_port
-from driftloop.settings import CommonSettings
-from driftloop.spec import DatasetSpec, load_spec
+from kernel.settings import CommonSettings
+from kernel.spec import DatasetSpec, load_spec
 from monitoring.predlog import LogStore, PredictionLogReader
 from registry import ModelRegistry, open_registry
 from training.generate import generate

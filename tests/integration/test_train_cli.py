@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from driftloop.cli import main
-from driftloop.settings import CommonSettings
+from kernel.settings import CommonSettings
 from registry import open_registry
 from tests.conftest import CHURN_SPEC
 

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from controller.backtest_adapters import load_policy, parse_duration, policy_overrides
-from controller.backtest_log import ReplayLog, SimClock
+from backtest.adapters import load_policy, parse_duration, policy_overrides
+from backtest.replay import ReplayLog, SimClock
 from controller.settings import ControllerSettings
-from driftloop.errors import UsageError
-from driftloop.spec import DatasetSpec
+from kernel.errors import UsageError
+from kernel.spec import DatasetSpec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,6 +1,6 @@
 """The controller app with fakes: auth, Alertmanager intake, dedup, verdicts, manual commands.
 
-In-memory SQLite state store, FakeRegistry, a launcher that only records; the reconcile loop
+In-memory SQLite state store, InMemoryRegistry, a launcher that only records; the reconcile loop
 is stepped by hand.
 """
 
@@ -25,9 +25,9 @@ from controller.reconcile import Controller, Managed
 from controller.settings import ControllerSettings
 from controller.shadow import Evaluator, ModelCache
 from controller.store import Store
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 from monitoring.predlog import open_log
-from registry.fake import FakeRegistry
+from registry.memory import InMemoryRegistry
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -86,7 +86,7 @@ def world(tmp_path: Path, churn_spec: DatasetSpec) -> dict:
     settings = ControllerSettings(home=tmp_path / "home", controller_token=TOKEN,
                                   controller_recent_days=0, controller_max_body_bytes=64_000)
     store = Store("sqlite://")
-    registry = FakeRegistry()
+    registry = InMemoryRegistry()
     launcher = RecordingLauncher()
     _, reader = open_log(tmp_path / "log")
     metrics = ControllerMetrics.create()

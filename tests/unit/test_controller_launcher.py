@@ -19,7 +19,7 @@ from controller.launcher import (
     LocalProcessLauncher,
     train_args,
 )
-from driftloop.errors import RetryableError
+from kernel.errors import RetryableError
 
 REQUEST = LaunchRequest("churn", "churn-20260301T120000-4", 1, Path("/specs/churn.yaml"),
                         (Path("/data/history.parquet"), Path("/data/recent.parquet")),

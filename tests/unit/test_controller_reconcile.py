@@ -19,9 +19,9 @@ from controller.recent import write_retrain_rows
 from controller.reconcile import Controller, Managed
 from controller.settings import ControllerSettings
 from controller.store import Store
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 from registry import TAG_PREFIX, NewVersion
-from registry.fake import FakeRegistry
+from registry.memory import InMemoryRegistry
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -84,7 +84,7 @@ def test_too_few_rows_in_the_window_means_no_holdout_and_says_so(churn_spec: Dat
 class TaggingLauncher:
     """Training that registers a version tagged with the cycle id at once."""
 
-    def __init__(self, registry: FakeRegistry) -> None:
+    def __init__(self, registry: InMemoryRegistry) -> None:
         self.registry = registry
         self.requests: list[LaunchRequest] = []
 
@@ -120,7 +120,7 @@ class Clock:
 
 @pytest.fixture
 def shell(tmp_path: Path, churn_spec: DatasetSpec) -> dict:
-    registry = FakeRegistry()
+    registry = InMemoryRegistry()
     empty = pd.DataFrame()
     champion = registry.register(NewVersion("churn", None, "", empty, empty, empty, {}, {}, {}))
     registry.set_alias("churn", "champion", champion.version)

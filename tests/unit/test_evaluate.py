@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from training.evaluate import METRICS, metric_value, weighted_metric
+from kernel.metrics import METRICS, metric_value, weighted_metric
 
 SKLEARN = {
     "roc_auc": lambda y, p: skm.roc_auc_score(y, p),

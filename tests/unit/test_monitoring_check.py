@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop.spec import DatasetSpec, parse_spec
+from kernel.spec import DatasetSpec, parse_spec
 from monitoring.check import Reference, binary_labels, check_frames
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)

@@ -21,13 +21,13 @@ from registry import (
     VersionNotFound,
 )
 from registry.bundle import Bundle
-from registry.fake import FakeRegistry
+from registry.memory import InMemoryRegistry
 from training.train import evaluate, fit, package, split
 
 
 @pytest.fixture(scope="module")
 def new_version_factory(churn_spec, churn_frame):
-    from training.data import conform
+    from kernel.tables import conform
 
     data = conform(churn_frame, churn_spec)
     parts = split(data, churn_spec)
@@ -155,11 +155,11 @@ class RegistryContract:
 
 class TestFakeRegistry(RegistryContract):
     @pytest.fixture
-    def registry(self) -> FakeRegistry:
-        return FakeRegistry()
+    def registry(self) -> InMemoryRegistry:
+        return InMemoryRegistry()
 
-    def test_outage_is_retryable(self, registry: FakeRegistry):
-        from driftloop.errors import RetryableError
+    def test_outage_is_retryable(self, registry: InMemoryRegistry):
+        from kernel.errors import RetryableError
 
         registry.down = True
         with pytest.raises(RetryableError):

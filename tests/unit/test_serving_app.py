@@ -1,4 +1,4 @@
-"""The serving app in process: FakeRegistry, httpx.ASGITransport, an injected registry of
+"""The serving app in process: InMemoryRegistry, httpx.ASGITransport, an injected registry of
 metrics, the real prediction log on a temporary directory."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 from monitoring.predlog import LogStore, PredictionLogReader, PredictionLogWriter
-from registry.fake import FakeRegistry
+from registry.memory import InMemoryRegistry
 from serving.app import create_app
 from serving.settings import ServingSettings
 from training.train import train
@@ -42,8 +42,8 @@ class NaNModel:
 
 
 @pytest.fixture
-def fake() -> FakeRegistry:
-    return FakeRegistry()
+def fake() -> InMemoryRegistry:
+    return InMemoryRegistry()
 
 
 def make_settings(home: Path, spec: DatasetSpec, **extra: Any) -> ServingSettings:
@@ -72,11 +72,11 @@ def value(reg: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def champion(fake: FakeRegistry, unique_model_spec: DatasetSpec, churn_file: Path) -> int:
+def champion(fake: InMemoryRegistry, unique_model_spec: DatasetSpec, churn_file: Path) -> int:
     return train(unique_model_spec, [churn_file], fake, alias="champion").version.version
 
 
-async def test_not_ready_without_champion_then_reload(home: Path, fake: FakeRegistry,
+async def test_not_ready_without_champion_then_reload(home: Path, fake: InMemoryRegistry,
                                                        unique_model_spec: DatasetSpec,
                                                        churn_file: Path,
                                                        churn_frame: Any) -> None:
@@ -96,7 +96,7 @@ async def test_not_ready_without_champion_then_reload(home: Path, fake: FakeRegi
         assert (await client.get("/readyz")).json()["version"] == 1
 
 
-async def test_predict_logs_counts_and_feedback(home: Path, fake: FakeRegistry,
+async def test_predict_logs_counts_and_feedback(home: Path, fake: InMemoryRegistry,
                                                 unique_model_spec: DatasetSpec, champion: int,
                                                 churn_frame: Any) -> None:
     spec = unique_model_spec
@@ -171,7 +171,7 @@ BAD = [
 ]
 
 
-async def test_bad_requests_get_4xx_with_reasons(home: Path, fake: FakeRegistry,
+async def test_bad_requests_get_4xx_with_reasons(home: Path, fake: InMemoryRegistry,
                                                  unique_model_spec: DatasetSpec, champion: int,
                                                  churn_frame: Any) -> None:
     spec = unique_model_spec
@@ -231,7 +231,7 @@ async def test_bad_requests_get_4xx_with_reasons(home: Path, fake: FakeRegistry,
                      status="404") == 1
 
 
-async def test_swap_refuse_broken_and_outage(home: Path, fake: FakeRegistry,
+async def test_swap_refuse_broken_and_outage(home: Path, fake: InMemoryRegistry,
                                              unique_model_spec: DatasetSpec, churn_file: Path,
                                              champion: int, churn_frame: Any) -> None:
     spec = unique_model_spec
@@ -271,7 +271,7 @@ async def test_swap_refuse_broken_and_outage(home: Path, fake: FakeRegistry,
         assert value(metrics, "driftloop_model_reloads_total", model=name, outcome="error") == 1
 
 
-async def test_restart_during_outage_serves_cached_champion(home: Path, fake: FakeRegistry,
+async def test_restart_during_outage_serves_cached_champion(home: Path, fake: InMemoryRegistry,
                                                             unique_model_spec: DatasetSpec,
                                                             champion: int,
                                                             churn_frame: Any) -> None:
@@ -292,7 +292,7 @@ async def test_restart_during_outage_serves_cached_champion(home: Path, fake: Fa
         assert r.status_code == 503 and "registry unavailable" in r.json()["reason"]
 
 
-async def test_shadow_scores_challenger_into_the_log(home: Path, fake: FakeRegistry,
+async def test_shadow_scores_challenger_into_the_log(home: Path, fake: InMemoryRegistry,
                                                      unique_model_spec: DatasetSpec,
                                                      churn_file: Path, champion: int,
                                                      churn_frame: Any) -> None:
@@ -323,7 +323,7 @@ async def test_shadow_scores_challenger_into_the_log(home: Path, fake: FakeRegis
     assert 0 < value(metrics, "driftloop_shadow_agreed_total", model=name) <= 18
 
 
-async def test_sklearn_fallback_is_reported_and_serves(home: Path, fake: FakeRegistry,
+async def test_sklearn_fallback_is_reported_and_serves(home: Path, fake: InMemoryRegistry,
                                                        unique_model_spec: DatasetSpec,
                                                        champion: int, churn_frame: Any) -> None:
     app = create_app(make_settings(home, unique_model_spec, serving_fast_path=False),

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 from serving.fastpath import NotCompilable, compile_pipeline, records_of, verify
 from serving.model import VersionRejected, check, frame_of
 from serving.schema import RecordSchema

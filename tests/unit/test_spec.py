@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from driftloop.errors import SpecError
-from driftloop.spec import load_spec, parse_spec
+from kernel.errors import SpecError
+from kernel.spec import load_spec, parse_spec
 
 GOOD = {
     "model_name": "m",

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from driftloop.cliutil import echo, parse_time
+from kernel.cliutil import echo, parse_time
 
 
 def register(app: typer.Typer) -> None:
@@ -58,12 +58,12 @@ def backtest(
     import tempfile
     from datetime import UTC, datetime
 
-    from controller.backtest import BacktestConfig, run_backtest
-    from controller.backtest_adapters import load_policy, parse_duration
-    from controller.backtest_report import log_runs, render_text, write_outputs
-    from driftloop.errors import UsageError
-    from driftloop.settings import CommonSettings
-    from driftloop.spec import load_spec
+    from backtest.adapters import load_policy, parse_duration
+    from backtest.engine import BacktestConfig, run_backtest
+    from backtest.report import log_runs, render_text, write_outputs
+    from kernel.errors import UsageError
+    from kernel.settings import CommonSettings
+    from kernel.spec import load_spec
 
     missing = [str(p) for p in [*data, *([labels] if labels else [])] if not p.exists()]
     if missing:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from driftloop.errors import SpecError
+from kernel.errors import SpecError
 
 Metric = Literal["roc_auc", "log_loss", "accuracy", "f1", "average_precision", "brier"]
 

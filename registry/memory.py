@@ -1,4 +1,11 @@
-"""An in-memory ``ModelRegistry`` for unit tests: same contract, no I/O but ``download``."""
+"""An in-memory ``ModelRegistry``: the same contract as the MLflow adapter, no I/O but
+``download``.
+
+Two users: the backtest, which replays a history through the real controller against a
+registry that lives only as long as the replay, and the unit tests, which use it as their
+fake (``down = True`` simulates an outage). The contract tests in
+``tests/unit/test_registry_contract.py`` hold it and the MLflow adapter to the same
+behaviour, so what the backtest decides is what a real registry would let it decide."""
 
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from registry.port import (
 )
 
 
-class FakeRegistry:
+class InMemoryRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._versions: dict[tuple[str, int], VersionInfo] = {}
@@ -36,7 +43,7 @@ class FakeRegistry:
 
     def _check_up(self) -> None:
         if self.down:
-            raise RegistryUnavailable("fake registry is down")
+            raise RegistryUnavailable("in-memory registry is down (simulated outage)")
 
     def register(self, new: NewVersion) -> VersionInfo:
         self._check_up()

@@ -1,4 +1,5 @@
-"""Metrics on binary labels and positive-class scores.
+"""Metrics on binary labels and positive-class scores (the kernel: training, the drift
+check, the gate and the backtest all compute them here).
 
 One implementation per metric, in numpy, so that training, the drift check, the
 backtest and the controller's gate (which needs them vectorised over bootstrap

@@ -22,7 +22,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from driftloop.spec import DatasetSpec
+from kernel.spec import DatasetSpec
 
 
 @dataclass(frozen=True)

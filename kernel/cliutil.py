@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import typer
 
-from driftloop.errors import UsageError
+from kernel.errors import UsageError
 
 
 def parse_time(value: str | None, *, option: str) -> datetime | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from controller.backtest import POLICIES, BacktestResult, PeriodRow
+from backtest.engine import POLICIES, BacktestResult, PeriodRow
 from registry import TAG_PREFIX, ModelRegistry
 from registry.port import BACKTEST_EXPERIMENT
 

@@ -6,7 +6,7 @@ around the pure ``controller.core.decide``), its evaluator and gate
 (``controller.intake.take_verdict``) and its retrain-data rule (``controller.recent``), all
 built from the same ``ControllerSettings`` as live. Only the ports differ: a simulated
 clock, an in-memory registry, a prediction log that holds the replayed rows
-(:class:`~controller.backtest_log.ReplayLog`: labels become visible only when they would
+(:class:`~backtest.replay.ReplayLog`: labels become visible only when they would
 have arrived) and a launcher that trains in this process.
 
 The walk, per period after the initial ones, in ticks of ``tick``:
@@ -40,20 +40,20 @@ import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry
 
-from controller.backtest_adapters import BacktestPolicy, ClockedRegistry, InProcessLauncher
-from controller.backtest_log import ReplayLog, SimClock
+from backtest.adapters import BacktestPolicy, ClockedRegistry, InProcessLauncher
+from backtest.replay import ReplayLog, SimClock
 from controller.intake import take_verdict
 from controller.metrics import ControllerMetrics
 from controller.reconcile import Controller, Managed
 from controller.shadow import Evaluator, ModelCache
 from controller.store import Store
-from driftloop.errors import DataError, UsageError
-from driftloop.spec import DatasetSpec
+from kernel.errors import DataError, UsageError
+from kernel.metrics import metric_value
+from kernel.spec import DatasetSpec
+from kernel.tables import conform, read_table
 from monitoring.check import Reference, binary_labels, check_frames, performance
 from monitoring.verdict import Verdict
 from registry import ALIAS_CHALLENGER, ALIAS_CHAMPION, TAG_PREFIX
-from training.data import conform, read_table
-from training.evaluate import metric_value
 
 log = logging.getLogger(__name__)
 

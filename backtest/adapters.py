@@ -27,10 +27,10 @@ import yaml
 
 from controller.launcher import LaunchRequest, LaunchStatus
 from controller.settings import ControllerSettings
-from driftloop.errors import DriftloopError, UsageError
-from driftloop.spec import DatasetSpec
+from kernel.errors import DriftloopError, UsageError
+from kernel.spec import DatasetSpec
 from registry import TAG_PREFIX, NewVersion, VersionInfo
-from registry.fake import FakeRegistry
+from registry.memory import InMemoryRegistry
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def load_policy(path: Path | None, *, home: Path) -> BacktestPolicy:
     return BacktestPolicy(settings, overrides=overrides, **switches)
 
 
-class ClockedRegistry(FakeRegistry):
+class ClockedRegistry(InMemoryRegistry):
     """The in-memory registry, with version creation times on the simulated clock."""
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
