@@ -2,7 +2,7 @@
 
 What runs is the live controller itself: ``controller.reconcile.Controller`` (the shell
 around the pure ``controller.core.decide``), its evaluator and gate
-(``controller.shadow.Evaluator``, ``controller.gate``), its verdict intake
+(``controller.evidence.Evaluator``, ``controller.gate``), its verdict intake
 (``controller.intake.take_verdict``) and its retrain-data rule (``controller.recent``), all
 built from the same ``ControllerSettings`` as live. Only the ports differ: a simulated
 clock, an in-memory registry, a prediction log that holds the replayed rows
@@ -42,10 +42,10 @@ from prometheus_client import CollectorRegistry
 
 from backtest.adapters import BacktestPolicy, ClockedRegistry, InProcessLauncher
 from backtest.replay import ReplayLog, SimClock
+from controller.evidence import Evaluator, ModelCache
 from controller.intake import take_verdict
 from controller.metrics import ControllerMetrics
 from controller.reconcile import Controller, Managed
-from controller.shadow import Evaluator, ModelCache
 from controller.store import Store
 from kernel.errors import DataError, UsageError
 from kernel.metrics import metric_value

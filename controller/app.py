@@ -26,13 +26,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
+from controller.evidence import Evaluator, ModelCache
 from controller.intake import IntakeError, parse_verdict, take_alertmanager, take_verdict
 from controller.launcher import GitHubActionsLauncher, Launcher, LocalProcessLauncher
 from controller.metrics import ControllerMetrics
 from controller.notify import Notifier, ServingReloader
 from controller.reconcile import CRASH_ENV, Controller, Managed
 from controller.settings import ControllerSettings
-from controller.shadow import Evaluator, ModelCache
 from controller.store import Store
 from kernel.errors import UsageError
 from kernel.httpbody import BodyTooLarge, read_limited

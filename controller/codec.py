@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.core import Cycle, ModelState, Override, Probation, Result
-from controller.gate import GateDecision
+from controller.machine import GateDecision
 
 _TIMES = {"since", "until", "started_at", "launched_at", "holdout_from", "shadow_since",
           "requested_at", "last_trained_at"}

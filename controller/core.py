@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from controller.model import (  # noqa: F401  (re-exported: the core's vocabulary)
+from controller.machine import (  # noqa: F401  (re-exported: the core's vocabulary)
     ACTIVE,
     DURABLE,
     MAX_REASONS,

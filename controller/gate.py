@@ -20,15 +20,13 @@ Rule, with ``margin`` the non-inferiority margin (metric units, default 0.01):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from controller.machine import GateDecision, broken
 from kernel.metrics import weighted_metric
-
-Outcome = Literal["promote", "reject", "wait"]
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+from kernel.spec import LOWER_IS_BETTER
 
 
 @dataclass(frozen=True)
@@ -39,33 +37,6 @@ class GatePolicy:
     n_boot: int = 1000
     seed: int = 0
     max_pairs: int = 20_000          # the most recent rows beyond this are used
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    outcome: Outcome
-    reasons: tuple[str, ...]
-    metric: str
-    n: int
-    evidence: str = "none"           # shadow | offline_replay | none
-    champion_metric: float | None = None
-    challenger_metric: float | None = None
-    difference: float | None = None  # sign-adjusted: positive = challenger better
-    ci_low: float | None = None
-    ci_high: float | None = None
-    margin: float | None = None
-    min_pairs: int | None = None
-    broken: bool = False
-    extra: dict[str, float] = field(default_factory=dict, compare=False)
-
-    def with_reason(self, reason: str, *, outcome: Outcome | None = None) -> GateDecision:
-        return replace(self, reasons=(*self.reasons, reason), outcome=outcome or self.outcome)
-
-
-def broken(metric: str, reason: str, *, evidence: str = "none", n: int = 0) -> GateDecision:
-    """A challenger that failed to load, broke the input schema or returned bad scores."""
-    return GateDecision("reject", (f"challenger is broken: {reason}",), metric, n,
-                        evidence=evidence, broken=True)
 
 
 def evaluate(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, metric: str,

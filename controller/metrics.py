@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from controller.model import PHASES
+from controller.machine import PHASES
 
 VERDICT_STATUSES = ("ok", "drift", "degraded", "insufficient_data")
 

@@ -26,15 +26,15 @@ from pathlib import Path
 
 from controller.codec import state_from_json, state_to_json
 from controller.core import decide, trigger_outcome
-from controller.gate import GateDecision
+from controller.evidence import Evaluator
 from controller.launcher import Launcher, LaunchError, LaunchRequest
-from controller.metrics import ControllerMetrics
-from controller.model import (
+from controller.machine import (
     Action,
     CheckTraining,
     DecisionRecorded,
     Evaluate,
     Event,
+    GateDecision,
     LaunchTraining,
     ModelState,
     Notify,
@@ -55,11 +55,11 @@ from controller.model import (
     TrainingSucceeded,
     Trigger,
 )
+from controller.metrics import ControllerMetrics
 from controller.notify import Notifier, ServingReloader
 from controller.recent import write_retrain_rows
 from controller.schedule import last_fire
 from controller.settings import ControllerSettings
-from controller.shadow import Evaluator
 from controller.store import StaleState, Store, TriggerRow
 from kernel.errors import RetryableError
 from kernel.spec import DatasetSpec

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 
 from controller.gate import GatePolicy
-from controller.model import Policy
+from controller.machine import Policy
 from kernel.settings import CommonSettings
 
 

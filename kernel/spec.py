@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kernel.errors import SpecError
+from kernel.labels import LabelCodec
 
 Metric = Literal["roc_auc", "log_loss", "accuracy", "f1", "average_precision", "brier"]
 
@@ -75,6 +76,7 @@ class DatasetSpec(_Strict):
     model_name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
     target: str
     positive_label: Any = 1
+    negative_label: Any = None
     id_column: str | None = None
     timestamp_column: str
     features: Features
@@ -112,6 +114,11 @@ class DatasetSpec(_Strict):
         if unknown:
             raise ValueError(f"drift.per_column names columns that are not features: {unknown}")
         return self
+
+    @property
+    def labels(self) -> LabelCodec:
+        """The spec's one label decoder (kernel/labels.py): every reader of labels uses it."""
+        return LabelCodec(self.positive_label, self.negative_label)
 
     @property
     def lower_is_better(self) -> bool:

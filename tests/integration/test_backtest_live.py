@@ -22,8 +22,8 @@ from backtest.adapters import ClockedRegistry, InProcessLauncher, load_policy
 from backtest.engine import BacktestConfig, period_verdict, run_backtest
 from backtest.replay import SimClock
 from controller.app import build_controller, create_app
+from controller.evidence import ModelCache
 from controller.settings import ControllerSettings
-from controller.shadow import ModelCache
 from controller.store import Store
 from kernel.spec import load_spec
 from kernel.tables import write_table

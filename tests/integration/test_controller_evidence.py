@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from controller.evidence import Evaluator, ModelCache
 from controller.gate import GatePolicy
-from controller.shadow import Evaluator, ModelCache
 from kernel.tables import conform
 from monitoring.predlog import LogStore, PredictionLogReader, PredictionLogWriter
 from registry.memory import InMemoryRegistry

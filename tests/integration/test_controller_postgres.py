@@ -30,8 +30,8 @@ import pytest
 psycopg = pytest.importorskip("psycopg", reason="psycopg not installed (pip install -e .[dev])")
 
 from controller.codec import state_from_json, state_to_json  # noqa: E402
+from controller.machine import Cycle, ModelState  # noqa: E402
 from controller.metrics import ControllerMetrics  # noqa: E402
-from controller.model import Cycle, ModelState  # noqa: E402
 from controller.reconcile import Controller, Managed  # noqa: E402
 from controller.settings import ControllerSettings  # noqa: E402
 from controller.store import StaleState, Store  # noqa: E402

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from controller.evidence import Evaluator, ModelCache
 from controller.launcher import LaunchRequest, LaunchStatus
 from controller.metrics import ControllerMetrics
 from controller.reconcile import Controller, Managed
 from controller.settings import ControllerSettings
-from controller.shadow import Evaluator, ModelCache
 from controller.store import Store
 from kernel.spec import DatasetSpec
 from monitoring.predlog import LogStore, PredictionLogWriter, open_log

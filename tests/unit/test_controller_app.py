@@ -19,11 +19,11 @@ import pytest
 from fastapi import FastAPI
 
 from controller.app import Parts, create_app
+from controller.evidence import Evaluator, ModelCache
 from controller.launcher import LaunchRequest, LaunchStatus
 from controller.metrics import ControllerMetrics
 from controller.reconcile import Controller, Managed
 from controller.settings import ControllerSettings
-from controller.shadow import Evaluator, ModelCache
 from controller.store import Store
 from kernel.spec import DatasetSpec
 from monitoring.predlog import open_log

@@ -8,11 +8,11 @@ import pytest
 
 from controller.codec import state_from_json, state_to_json
 from controller.core import decide, trigger_outcome
-from controller.gate import GateDecision
-from controller.model import (
+from controller.machine import (
     CheckTraining,
     DecisionRecorded,
     Evaluate,
+    GateDecision,
     LaunchTraining,
     ModelState,
     Notify,
@@ -294,7 +294,7 @@ def test_all_actions_are_plain_values() -> None:
 
 
 def test_reasons_are_bounded_but_every_trigger_counts() -> None:
-    from controller.model import MAX_REASONS
+    from controller.machine import MAX_REASONS
 
     state, _ = decide(ModelState("churn"), Trigger("alertmanager", "first"), T0, POLICY)
     for i in range(MAX_REASONS + 20):

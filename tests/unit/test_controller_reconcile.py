@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 
 from controller.core import decide
-from controller.gate import GateDecision
 from controller.launcher import LaunchRequest, LaunchStatus
+from controller.machine import GateDecision, Policy, ShadowEvidence, Tick
 from controller.metrics import ControllerMetrics
-from controller.model import Policy, ShadowEvidence, Tick
 from controller.recent import write_retrain_rows
 from controller.reconcile import Controller, Managed
 from controller.settings import ControllerSettings
@@ -184,7 +183,7 @@ def test_default_evaluation_timeout_outlasts_a_day_of_label_delay(tmp_path: Path
     """Labels arrive a day after the predictions: the shadow pairs of the first day get
     labels from +24 h on and reach min_pairs a few hours later; the default timeout must
     not reject the challenger before that."""
-    from controller.model import ModelState, TrainingLaunched, TrainingSucceeded, Trigger
+    from controller.machine import ModelState, TrainingLaunched, TrainingSucceeded, Trigger
 
     policy = ControllerSettings(home=tmp_path).policy()
     assert policy.evaluation_timeout == Policy().evaluation_timeout

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.gate import GatePolicy, bootstrap_differences, broken, evaluate
+from controller.gate import GatePolicy, bootstrap_differences, evaluate
+from controller.machine import broken
 
 N = 2000
 

@@ -6,17 +6,43 @@ dataclasses; ``controller.codec`` persists the state as JSON.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
-
-from controller.gate import GateDecision
 
 Phase = Literal["idle", "training", "shadow", "deciding", "cooldown", "failed"]
 PHASES: tuple[Phase, ...] = ("idle", "training", "shadow", "deciding", "cooldown", "failed")
 ACTIVE: frozenset[str] = frozenset({"training", "shadow", "deciding"})
+Outcome = Literal["promote", "reject", "wait"]
 MAX_REASONS = 50                         # reasons kept per cycle; more are only counted
 SOURCES = ("alertmanager", "verdict", "manual", "schedule", "labels", "performance")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    outcome: Outcome
+    reasons: tuple[str, ...]
+    metric: str
+    n: int
+    evidence: str = "none"           # shadow | offline_replay | none
+    champion_metric: float | None = None
+    challenger_metric: float | None = None
+    difference: float | None = None  # sign-adjusted: positive = challenger better
+    ci_low: float | None = None
+    ci_high: float | None = None
+    margin: float | None = None
+    min_pairs: int | None = None
+    broken: bool = False
+    extra: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def with_reason(self, reason: str, *, outcome: Outcome | None = None) -> GateDecision:
+        return replace(self, reasons=(*self.reasons, reason), outcome=outcome or self.outcome)
+
+
+def broken(metric: str, reason: str, *, evidence: str = "none", n: int = 0) -> GateDecision:
+    """A challenger that failed to load, broke the input schema or returned bad scores."""
+    return GateDecision("reject", (f"challenger is broken: {reason}",), metric, n,
+                        evidence=evidence, broken=True)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from controller import gate
-from controller.gate import GateDecision, GatePolicy
+from controller import gate, machine
+from controller.gate import GatePolicy
+from controller.machine import GateDecision
 from controller.recent import label_array, labelled_rows
 from kernel.spec import DatasetSpec
 from monitoring.predlog import WindowReader
@@ -85,7 +86,7 @@ class Evaluator:
         try:
             candidate = self.cache.model(name, challenger)
         except Exception as exc:  # a challenger that does not load is broken, whatever the cause
-            return gate.broken(metric, f"v{challenger} failed to load: {exc}"), champion
+            return machine.broken(metric, f"v{challenger} failed to load: {exc}"), champion
         if champion is None:
             return GateDecision("promote", (f"no champion yet: v{challenger} becomes the "
                                             "first champion",), metric, 0), None
@@ -96,9 +97,9 @@ class Evaluator:
         try:
             probe_scores = _scores(candidate, probe, self.cache.features(name, challenger))
         except Exception as exc:
-            return gate.broken(metric, f"v{challenger} breaks the input schema: {exc}"), champion
+            return machine.broken(metric, f"v{challenger} breaks the input schema: {exc}"), champion
         if not np.isfinite(probe_scores).all():
-            return gate.broken(metric, f"v{challenger} returns non-finite scores on the "
+            return machine.broken(metric, f"v{challenger} returns non-finite scores on the "
                                "champion's reference rows"), champion
         shadow = self._shadow(spec, champion, challenger, shadow_since, now)
         if shadow.outcome != "wait" or shadow.n >= self.policy.min_pairs or not self.offline_replay:
@@ -133,7 +134,7 @@ class Evaluator:
             new = _scores(self.cache.model(name, challenger), rows,
                           self.cache.features(name, challenger))
         except Exception as exc:
-            return gate.broken(spec.metric, f"v{challenger} fails on production rows: {exc}",
+            return machine.broken(spec.metric, f"v{challenger} fails on production rows: {exc}",
                                evidence="offline_replay", n=len(rows))
         return gate.evaluate(y, old, new, metric=spec.metric, policy=self.policy,
                              evidence="offline_replay")
