@@ -51,7 +51,7 @@ from kernel.errors import DataError, UsageError
 from kernel.metrics import metric_value
 from kernel.spec import DatasetSpec
 from kernel.tables import conform, read_table
-from monitoring.check import Reference, binary_labels, check_frames, performance
+from monitoring.check import Reference, check_frames, performance
 from monitoring.verdict import Verdict
 from registry import ALIAS_CHALLENGER, ALIAS_CHAMPION, TAG_PREFIX
 
@@ -197,7 +197,7 @@ def load_history(spec: DatasetSpec, data_paths: Sequence[Path], labels_path: Pat
     has_label = frame[spec.target].notna().to_numpy()
     y = np.full(len(frame), -1, dtype=np.int64)
     if has_label.any():
-        y[has_label] = binary_labels(frame.loc[has_label, spec.target], spec.positive_label)
+        y[has_label] = spec.labels.decode_many(frame.loc[has_label, spec.target])
     arrives = arrives.where(has_label, NEVER_VISIBLE)
     if spec.id_column and spec.id_column in frame.columns:
         ids = frame[spec.id_column].astype(str)

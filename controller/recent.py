@@ -7,6 +7,7 @@ judges the challenger on rows it was trained on.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,8 @@ import pandas as pd
 from kernel.spec import DatasetSpec
 from monitoring.predlog import WindowReader
 
+log = logging.getLogger(__name__)
+
 
 def labelled_rows(reader: WindowReader, spec: DatasetSpec, since: datetime,
                   until: datetime) -> pd.DataFrame:
@@ -24,17 +27,28 @@ def labelled_rows(reader: WindowReader, spec: DatasetSpec, since: datetime,
     frame = reader.window(spec.model_name, since, until, labels_as_of=until)
     if frame.empty or "label" not in frame:
         return frame.iloc[0:0]
-    return frame[frame["label"].notna()].sort_values("ts", kind="stable").reset_index(drop=True)
+    frame = frame[frame["label"].notna()]
+    known = spec.labels.decode_many(frame["label"], strict=False) >= 0
+    if not known.all():  # written by an older driftloop that stored labels as sent
+        log.warning("%s: %d logged labels are not the spec's labels (%s); left out",
+                    spec.model_name, int((~known).sum()), spec.labels.expected)
+        frame = frame[known]
+    return frame.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
 def label_array(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    """0/1 from the log's text labels (1 = the spec's positive label)."""
-    return (frame["label"].astype(str) == str(spec.positive_label)).to_numpy(dtype=np.int64)
+    """0/1 from the log's labels, by the spec's one decoder (kernel/labels.py)."""
+    return spec.labels.decode_many(frame["label"])
 
 
-def _target_values(labels: pd.Series) -> pd.Series:
-    numeric = pd.to_numeric(labels, errors="coerce")
-    return numeric if numeric.notna().all() else labels.astype(str)
+def _target_values(frame: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
+    """The spec's own label values (what a training file holds), from the logged labels."""
+    y = label_array(frame, spec)
+    negative = spec.labels.negative
+    if negative is None:  # an undeclared negative label: the logged text, as sent
+        return pd.Series(np.where(y == 1, spec.positive_label, frame["label"].astype(str)),
+                         index=frame.index)
+    return pd.Series(np.where(y == 1, spec.positive_label, negative), index=frame.index)
 
 
 # Below this many labelled rows in the training window (before the cut), a holdout would
@@ -86,7 +100,7 @@ def write_retrain_rows(reader: WindowReader, spec: DatasetSpec, *, now: datetime
         return RetrainData(None, 0, holdout_from, note)
     out = train[[c for c in spec.features.all if c in train.columns]].copy()
     out[spec.timestamp_column] = train["ts"]
-    out[spec.target] = _target_values(train["label"])
+    out[spec.target] = _target_values(train, spec)
     if spec.id_column:
         out[spec.id_column] = train["request_id"].astype(str)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -96,18 +96,6 @@ def feature_drift(reference: Reference, current: pd.DataFrame,
     return out
 
 
-def binary_labels(labels: pd.Series, positive: Any) -> np.ndarray:
-    """1 where the label equals the spec's positive label (text or number), else 0."""
-    text = labels.astype(str).str.strip()
-    hit = text == str(positive)
-    try:
-        as_number = float(positive)
-    except (TypeError, ValueError):
-        return hit.to_numpy(dtype=np.int64)
-    numbers = pd.to_numeric(text, errors="coerce")
-    return (hit | (numbers == as_number)).to_numpy(dtype=np.int64)
-
-
 def performance(reference: Reference, current: pd.DataFrame) -> Performance | None:
     spec = reference.spec
     baseline = reference.metrics.get(spec.metric)
@@ -117,8 +105,11 @@ def performance(reference: Reference, current: pd.DataFrame) -> Performance | No
     tolerance = spec.drift.performance_tolerance
     value = None
     if len(labelled) >= spec.drift.min_labelled_rows:
-        y = binary_labels(labelled[LABEL_COLUMN], spec.positive_label)
-        realised = metric_value(spec.metric, y, labelled[SCORE_COLUMN].to_numpy(dtype=float))
+        # The spec's one decoder (kernel/labels.py); a stored label it cannot read is left out.
+        y = spec.labels.decode_many(labelled[LABEL_COLUMN], strict=False)
+        known = y >= 0
+        realised = metric_value(spec.metric, y[known],
+                                labelled[SCORE_COLUMN].to_numpy(dtype=float)[known])
         value = realised if np.isfinite(realised) else None
     worse = None if value is None else (value - baseline if spec.lower_is_better
                                         else baseline - value)

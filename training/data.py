@@ -11,18 +11,21 @@ import numpy as np
 import pandas as pd
 
 from kernel.errors import DataError
+from kernel.labels import LabelError
 from kernel.spec import DatasetSpec
 from kernel.tables import conform, read_table
 
 
 def labels_of(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
-    """Binary 0/1 labels from the target column (1 = the spec's positive label)."""
+    """Binary 0/1 labels from the target column, by the spec's one decoder (kernel/labels.py):
+    a missing or undefined label is a DataError naming it, never a silent negative."""
     target = frame[spec.target]
     if target.isna().any():
         raise DataError(f"target {spec.target!r} has {int(target.isna().sum())} missing values")
-    positive = spec.positive_label
-    as_str = target.astype(str)
-    return (as_str == str(positive)).to_numpy(dtype=np.int64)
+    try:
+        return spec.labels.decode_many(target)
+    except LabelError as exc:
+        raise DataError(f"target {spec.target!r}: {exc}") from None
 
 
 def load_frames(paths: Sequence[str | Path], spec: DatasetSpec, *,

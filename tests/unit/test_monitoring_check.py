@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kernel.labels import LabelCodec
 from kernel.spec import DatasetSpec, parse_spec
-from monitoring.check import Reference, binary_labels, check_frames
+from monitoring.check import Reference, check_frames
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
 
@@ -124,4 +125,4 @@ def test_insufficient_rows_never_alarm() -> None:
 ])
 def test_labels_are_compared_with_the_positive_label(labels: list, positive: object,
                                                      expected: list[int]) -> None:
-    assert binary_labels(pd.Series(labels), positive).tolist() == expected
+    assert LabelCodec(positive).decode_many(pd.Series(labels)).tolist() == expected
