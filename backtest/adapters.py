@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from controller.launcher import LaunchRequest, LaunchStatus
-from controller.settings import ControllerSettings
+from controller.settings import ControllerPolicy, ControllerSettings
 from kernel.errors import DriftloopError, UsageError
 from kernel.spec import DatasetSpec
 from registry import TAG_PREFIX, NewVersion, VersionInfo
@@ -42,14 +42,9 @@ DURATIONS = {"cooldown": "controller_cooldown_seconds",
              "training_timeout": "controller_training_timeout_seconds",
              "evaluation_timeout": "controller_evaluation_timeout_seconds",
              "probation": "controller_probation_seconds"}
-#: ControllerSettings fields that are wiring, not policy: a policy file may not set them.
-WIRING = {"home", "tracking_uri", "registry_uri", "artifact_root", "log_uri",
-          "controller_token", "controller_host", "controller_port", "controller_url",
-          "controller_database_url", "controller_specs", "serving_url", "admin_token",
-          "controller_launcher", "controller_github_repo", "controller_github_workflow",
-          "controller_github_ref", "controller_github_token", "controller_github_api",
-          "controller_notify_url", "controller_tick_seconds", "controller_lease_seconds",
-          "controller_evaluate_every_seconds", "controller_labels_check_seconds"}
+#: The policy a file may set: ``ControllerPolicy``'s fields; the rest of ControllerSettings
+#: (addresses, tokens, stores, launchers, loop periods) is wiring the backtest sets itself.
+POLICY_FIELDS = frozenset(ControllerPolicy.model_fields)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -73,8 +68,7 @@ class BacktestPolicy:
     def describe(self) -> dict[str, Any]:
         """The policy as logged: every policy field (the defaults and the overrides)."""
         s = self.settings
-        out = {k: v for k, v in s.model_dump().items()
-               if k.startswith("controller_") and k not in WIRING}
+        out = {k: v for k, v in s.model_dump().items() if k in POLICY_FIELDS}
         out.update(drift_trigger=self.drift_trigger, performance_trigger=self.performance_trigger)
         return out
 
@@ -97,12 +91,11 @@ def policy_overrides(data: Mapping[str, Any] | None, *, source: str = "policy") 
                                                        ).total_seconds()
             continue
         name = key if key.startswith("controller_") else f"controller_{key}"
-        if name in WIRING or key in WIRING:
+        if name not in POLICY_FIELDS and (name in fields or key in fields):
             raise UsageError(f"{source}: {key} is wiring, not policy; a backtest sets it itself")
-        if name not in fields:
+        if name not in POLICY_FIELDS:
             known = sorted({*SWITCHES, *DURATIONS,
-                            *(f.removeprefix("controller_") for f in fields
-                              if f.startswith("controller_") and f not in WIRING)})
+                            *(f.removeprefix("controller_") for f in POLICY_FIELDS)})
             raise UsageError(f"{source}: unknown policy key {key!r}; known: {', '.join(known)}")
         overrides[name] = value
     return overrides, switches

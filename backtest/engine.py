@@ -382,8 +382,7 @@ class Replay:
             decisions = [_decision(d) for d in self.registry.decisions[seen_decision:]]
             seen_decision = len(self.registry.decisions)
             live = self.registry.aliases(name)[ALIAS_CHAMPION]
-            labelled_at_end = int(((self.log._label_at[part] <= np.datetime64(
-                pd.Timestamp(end).tz_convert(None))) & (self.y[part] >= 0)).sum())
+            labelled_at_end = int(self.log.labelled_by(end, part).sum())
             row = PeriodRow(
                 index=index, start=start, end=end, rows=part.stop - part.start,
                 labelled_at_end=labelled_at_end, status=verdict.status,
@@ -419,13 +418,12 @@ class Replay:
         out = np.full(len(self.rows), np.nan)
         model = self.cache.model(spec.model_name, 1)
         ts = self.rows[spec.timestamp_column]
-        label_at = self.log._label_at
         for index in range(self.config.initial_periods, self.n_periods):
             start = self.origin + index * self.config.period
             end = start + self.config.period
             if index > self.config.initial_periods:
                 cut = pd.Timestamp(start)
-                visible = (label_at <= np.datetime64(cut.tz_convert(None))) & (self.y >= 0)
+                visible = self.log.labelled_by(cut)
                 if s.controller_recent_days > 0:
                     visible &= (ts >= cut - pd.Timedelta(days=s.controller_recent_days)).to_numpy()
                 else:

@@ -79,6 +79,11 @@ class ReplayLog:
         self.audit: list[Read] = []
         self._y = np.asarray(y, dtype=np.int64)
 
+    def labelled_by(self, when: datetime, rows: slice = slice(None)) -> np.ndarray:
+        """For ``rows``: True where a label exists and is visible at ``when``."""
+        cut = np.datetime64(pd.Timestamp(when).tz_convert(None))
+        return (self._label_at[rows] <= cut) & (self._y[rows] >= 0)
+
     def __len__(self) -> int:
         return len(self._frame)
 

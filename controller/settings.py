@@ -5,14 +5,80 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.gate import GatePolicy
 from controller.machine import Policy
+from controller.schedule import validate as validate_schedule
 from kernel.settings import CommonSettings
 
 
-class ControllerSettings(CommonSettings):
+class ControllerPolicy(BaseSettings):
+    """What the controller decides by: cooldowns, timeouts, the gate's knobs, retraining windows.
+
+    These are the settings a backtest's policy file may set (backtest/adapters.py reads this
+    class's fields); everything in ``ControllerSettings`` beyond them is wiring (addresses,
+    tokens, stores, launchers, loop periods) that a replay sets itself."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_", extra="ignore")
+
+    controller_cooldown_seconds: float = Field(6 * 3600, description="After a decision, "
+                                               "automatic triggers are held back this long.")
+    controller_failed_backoff_seconds: float = Field(1800, description="After a failed cycle, "
+                                                     "automatic triggers are held back this long.")
+    controller_training_timeout_seconds: float = Field(3600, description="A training attempt "
+                                                       "without a registered version fails after this.")
+    controller_training_attempts: int = Field(3, description="Training attempts per cycle before "
+                                              "it fails (usage/data errors are not retried).")
+    controller_evaluation_timeout_seconds: float = Field(
+        72 * 3600, description="Shadow phase limit; then the challenger is rejected. Longer than "
+        "a typical label delay (a day), so that shadow pairs can get labels in time.")
+    controller_probation_seconds: float = Field(24 * 3600, description="After a promotion, how "
+                                                "long automatic rollbacks are allowed.")
+    controller_rollback_margin: float = Field(0.02, description="Roll back when the new "
+                                              "champion's realised metric is this far below the old one's.")
+    controller_performance_threshold: float | None = Field(
+        None, description="Realised metric below this triggers a retrain; unset: only degraded "
+        "verdicts do.")
+    # gate
+    controller_min_pairs: int = Field(200, description="Gate: labelled pairs needed before it "
+                                      "decides.")
+    controller_margin: float = Field(0.01, description="Gate: non-inferiority margin in metric "
+                                     "units (promote when CI low >= -margin).")
+    controller_confidence: float = Field(0.95, description="Gate: confidence level of the paired "
+                                         "bootstrap interval.")
+    controller_bootstrap: int = Field(1000, description="Gate: bootstrap resamples.")
+    # retrain data and built-in triggers
+    controller_recent_days: float = Field(14, description="Labelled production rows from the "
+                                          "last N days join the spec's history (0: none).")
+    controller_holdout_fraction: float = Field(0.3, description="Newest share of those rows "
+                                               "(within the retrain window) kept out of training "
+                                               "for offline replay.")
+    controller_retrain_window_days: float | None = Field(
+        None, description="Train only on rows from the last N days (--since); default all.")
+    controller_schedule: str | None = Field(None, description="5-field cron (UTC; named days and "
+                                            "months allowed) or @hourly, @daily, @weekly: "
+                                            "scheduled retrains.")
+    controller_retrain_labelled_rows: int | None = Field(
+        None, description="Retrain once this many new labelled rows arrived since training.")
+    controller_offline_replay: bool = Field(
+        True, description="Let an offline replay of both models on labelled rows the challenger "
+        "was not trained on decide; false: only live shadow pairs decide.")
+
+    @field_validator("controller_schedule")
+    @classmethod
+    def _schedule_is_cron(cls, value: str | None) -> str | None:
+        """A malformed schedule stops start-up: the settings cannot be built with one
+        (a UsageError, not a ValidationError: the CLI prints one line and exits 2)."""
+        if value is None or not value.strip():
+            return value
+        return validate_schedule(value)
+
+
+class ControllerSettings(CommonSettings, ControllerPolicy):
+    """The controller deployable: its wiring, plus the policy it decides by."""
+
     controller_token: str | None = Field(None, description="Bearer token for mutating endpoints "
                                          "(DRIFTLOOP_CONTROLLER_TOKEN); unset: they all answer 401.")
     controller_host: str = Field("127.0.0.1", description="Address the controller listens on.")
@@ -48,51 +114,10 @@ class ControllerSettings(CommonSettings):
                                            "(intake wakes it at once).")
     controller_lease_seconds: float = Field(30.0, description="Per-model lease: how long a "
                                             "replica holds a model without renewing it.")
-    controller_cooldown_seconds: float = Field(6 * 3600, description="After a decision, "
-                                               "automatic triggers are held back this long.")
-    controller_failed_backoff_seconds: float = Field(1800, description="After a failed cycle, "
-                                                     "automatic triggers are held back this long.")
-    controller_training_timeout_seconds: float = Field(3600, description="A training attempt "
-                                                       "without a registered version fails after this.")
-    controller_training_attempts: int = Field(3, description="Training attempts per cycle before "
-                                              "it fails (usage/data errors are not retried).")
-    controller_evaluation_timeout_seconds: float = Field(
-        72 * 3600, description="Shadow phase limit; then the challenger is rejected. Longer than "
-        "a typical label delay (a day), so that shadow pairs can get labels in time.")
     controller_evaluate_every_seconds: float = Field(60, description="How often the gate is "
                                                      "evaluated during the shadow phase.")
-    controller_probation_seconds: float = Field(24 * 3600, description="After a promotion, how "
-                                                "long automatic rollbacks are allowed.")
-    controller_rollback_margin: float = Field(0.02, description="Roll back when the new "
-                                              "champion's realised metric is this far below the old one's.")
-    controller_performance_threshold: float | None = Field(
-        None, description="Realised metric below this triggers a retrain; unset: only degraded "
-        "verdicts do.")
-    # gate
-    controller_min_pairs: int = Field(200, description="Gate: labelled pairs needed before it "
-                                      "decides.")
-    controller_margin: float = Field(0.01, description="Gate: non-inferiority margin in metric "
-                                     "units (promote when CI low >= -margin).")
-    controller_confidence: float = Field(0.95, description="Gate: confidence level of the paired "
-                                         "bootstrap interval.")
-    controller_bootstrap: int = Field(1000, description="Gate: bootstrap resamples.")
-    # retrain data and built-in triggers
-    controller_recent_days: float = Field(14, description="Labelled production rows from the "
-                                          "last N days join the spec's history (0: none).")
-    controller_holdout_fraction: float = Field(0.3, description="Newest share of those rows "
-                                               "(within the retrain window) kept out of training "
-                                               "for offline replay.")
-    controller_retrain_window_days: float | None = Field(
-        None, description="Train only on rows from the last N days (--since); default all.")
-    controller_schedule: str | None = Field(None, description="5-field cron (UTC) or @hourly, "
-                                            "@daily, @weekly: scheduled retrains.")
-    controller_retrain_labelled_rows: int | None = Field(
-        None, description="Retrain once this many new labelled rows arrived since training.")
     controller_labels_check_seconds: float = Field(300, description="How often the labelled-rows "
                                                    "trigger counts new labels.")
-    controller_offline_replay: bool = Field(
-        True, description="Let an offline replay of both models on labelled rows the challenger "
-        "was not trained on decide; false: only live shadow pairs decide.")
     controller_max_body_bytes: int = Field(
         10_000_000, ge=1024, description="Largest request body the intake reads (413 above).")
 
