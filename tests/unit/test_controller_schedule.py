@@ -1,4 +1,4 @@
-"""The cron subset behind scheduled retrains, and the store's lease and dedup."""
+"""The cron schedules behind scheduled retrains, and the store's lease and dedup."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controller.schedule import CronError, last_fire
+from controller.schedule import CronError, last_fire, parse, validate
+from controller.settings import ControllerSettings
 from controller.store import Store
+from kernel.errors import UsageError
 
 NOW = datetime(2026, 11, 22, 0, 34, 10, tzinfo=UTC)  # a Sunday
 
@@ -32,6 +34,59 @@ def test_last_fire(expr: str, expected: datetime) -> None:
 def test_bad_expressions_are_refused(expr: str) -> None:
     with pytest.raises(CronError):
         last_fire(expr, NOW)
+
+
+@pytest.mark.parametrize(("expr", "expected"), [
+    ("30 2 * * mon", datetime(2026, 11, 16, 2, 30, tzinfo=UTC)),
+    ("0 6 * * MON-FRI", datetime(2026, 11, 20, 6, 0, tzinfo=UTC)),
+    ("0 0 * * sun", datetime(2026, 11, 22, 0, 0, tzinfo=UTC)),
+    ("0 0 1 jan,jul *", datetime(2026, 7, 1, 0, 0, tzinfo=UTC)),
+    ("0 9 * dec fri", datetime(2025, 12, 26, 9, 0, tzinfo=UTC)),
+    ("@yearly", datetime(2026, 1, 1, 0, 0, tzinfo=UTC)),
+])
+def test_named_days_and_months(expr: str, expected: datetime) -> None:
+    assert validate(expr) == expr
+    assert last_fire(expr, NOW) == expected
+
+
+def test_named_fields_parse_to_the_same_sets_as_numbers() -> None:
+    assert parse("0 6 * jan,dec mon-fri") == parse("0 6 * 1,12 1-5")
+    assert parse("0 0 13 * 7")[4] == frozenset({0}) and parse("0 0 13 * 7")[5]
+
+
+def test_a_slot_exactly_now_fires_and_an_impossible_date_never_does() -> None:
+    assert last_fire("34 0 * * *", NOW) == datetime(2026, 11, 22, 0, 34, tzinfo=UTC)
+    assert last_fire("0 0 30 2 *", NOW) is None
+    assert last_fire("0 0 29 2 *", NOW) is None  # 2024-02-29 is beyond the default horizon
+
+
+@pytest.mark.parametrize("expr", ["0 0 * * funday", "* * * *", "0 0 32 * *", "* * * * * *"])
+def test_validate_names_the_expression_and_the_reason_on_one_line(expr: str) -> None:
+    with pytest.raises(UsageError) as info:
+        validate(expr)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("DRIFTLOOP_CONTROLLER_SCHEDULE: not a cron schedule: ")
+    assert repr(expr) in message
+
+
+def test_settings_cannot_be_built_with_a_bad_schedule(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLOOP_CONTROLLER_SCHEDULE", "0 3 * * someday")
+    with pytest.raises(UsageError, match="'0 3 \\* \\* someday'"):
+        ControllerSettings()
+    monkeypatch.setenv("DRIFTLOOP_CONTROLLER_SCHEDULE", "0 3 * * sat")
+    assert ControllerSettings().controller_schedule == "0 3 * * sat"
+
+
+def test_a_bad_schedule_stops_the_controller_with_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from driftloop.cli import main
+
+    monkeypatch.setenv("DRIFTLOOP_CONTROLLER_SCHEDULE", "61 * * * *")
+    assert main(["controller", "--spec", "never-read.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: DRIFTLOOP_CONTROLLER_SCHEDULE: not a cron schedule: '61 * * * *'")
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_lease_is_exclusive_until_it_expires() -> None:
