@@ -22,6 +22,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from kernel.metrics import THRESHOLD
 from kernel.spec import DatasetSpec
 
 
@@ -141,7 +142,7 @@ class ReplayLog:
         frame = self._frame.iloc[start:stop].copy()
         frame["model_version"] = self.version[start:stop]
         frame["score"] = self.score[start:stop]
-        frame["prediction"] = (frame["score"] >= 0.5).astype(np.int64)
+        frame["prediction"] = (frame["score"] > THRESHOLD).astype(np.int64)  # as serving answers
         frame["shadow_version"] = self.shadow_version[start:stop]
         frame["shadow_score"] = self.shadow_score[start:stop]
         frame["latency_ms"] = 0.0

@@ -38,7 +38,7 @@ from controller.machine import (  # noqa: F401  (re-exported: the core's vocabul
     ModelState,
     Notify,
     Override,
-    Performance,
+    PerformanceObserved,
     Phase,
     Policy,
     Probation,
@@ -80,7 +80,7 @@ def decide(state: ModelState, event: Event, now: datetime,
                                 event.reason, event.actor, event.champion, event.version)
             state = replace(state, seq=state.seq + 1, override=override)
             return state, _override_actions(state)
-        case Performance():
+        case PerformanceObserved():
             return _performance(state, event, now, policy)
         case TrainingLaunched() if (current := _current(state, event.cycle_id, "training")):
             cycle = replace(current, attempt=event.attempt, launched_at=now,
@@ -353,7 +353,7 @@ def _rollback_requested(state: ModelState, event: RollbackRequested,
     return state, _override_actions(state)
 
 
-def _performance(state: ModelState, event: Performance, now: datetime,
+def _performance(state: ModelState, event: PerformanceObserved, now: datetime,
                  policy: Policy) -> tuple[ModelState, tuple[Action, ...]]:
     if event.value is not None:
         state = replace(state, last_realised=(event.version, event.value))

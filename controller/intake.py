@@ -161,10 +161,10 @@ def take_verdict(store: Store, body: bytes, verdict: Verdict, *, models: set[str
         degraded = "degraded" if perf.degraded else "ok"
         reason = (f"realised {perf.metric} {perf.value:.4f} on {perf.labelled_rows} labelled rows "
                   f"(baseline {perf.baseline:.4f}, {degraded})")
-        added = store.add_trigger(model=verdict.model, source="performance", action="performance",
+        added = store.add_trigger(model=verdict.model, source="performance",
+                                  action="degraded" if perf.degraded else "performance",
                                   reason=reason, now=now, dedup_key=base + ":performance",
                                   version=verdict.version, value=perf.value,
-                                  actor="degraded" if perf.degraded else None,
                                   notification_id=notification)
         _count(result, added, "performance")
     if verdict.status == "drift":

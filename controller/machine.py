@@ -162,7 +162,9 @@ class PromoteRequested:
 
 
 @dataclass(frozen=True)
-class Performance:
+class PerformanceObserved:
+    """The live version's realised metric from a verdict (what probation and rollback use)."""
+
     version: int
     value: float | None
     degraded: bool = False
@@ -216,7 +218,7 @@ class DecisionRecorded:
     cycle_id: str
 
 
-Event = (Tick | Trigger | RollbackRequested | PromoteRequested | Performance | TrainingLaunched
+Event = (Tick | Trigger | RollbackRequested | PromoteRequested | PerformanceObserved | TrainingLaunched
          | TrainingSucceeded | TrainingFailed | TrainingTimedOut | ShadowEvidence | PromotionDone
          | DecisionRecorded)
 

@@ -38,7 +38,7 @@ from controller.machine import (
     LaunchTraining,
     ModelState,
     Notify,
-    Performance,
+    PerformanceObserved,
     Promote,
     PromoteRequested,
     PromotionDone,
@@ -187,7 +187,7 @@ class Controller:
             new, actions = ((state, ()) if event is None
                             else decide(state, event, self.clock(), self.policy(model)))
             outcome = trigger_outcome(state, new) if event is not None else "ignored"
-            if isinstance(event, Performance) and outcome == "ignored":
+            if isinstance(event, PerformanceObserved) and outcome == "ignored":
                 outcome = "recorded"
             cycle_id = new.cycle.id if new.cycle is not None and outcome in ("started", "merged") \
                 else (new.override.id if new.override is not None else None)
@@ -223,9 +223,11 @@ class Controller:
         manual = row.source == "manual"
         if row.action == "retrain":
             return Trigger(row.source, row.reason, manual=manual)
-        if row.action == "performance":
-            return Performance(row.version or 0, row.value, degraded=row.actor == "degraded",
-                               reason=row.reason)
+        if row.action in ("performance", "degraded"):
+            # "degraded" is its own action; rows stored before it carried the flag in actor
+            degraded = row.action == "degraded" or row.actor == "degraded"
+            return PerformanceObserved(row.version or 0, row.value, degraded=degraded,
+                                       reason=row.reason)
         aliases = self.registry.aliases(row.model)
         if row.action == "rollback":
             return RollbackRequested(row.reason, row.source, aliases.get(ALIAS_CHAMPION),

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The decision threshold: serving answers ``prediction = 1`` when ``score > THRESHOLD``
+#: (as scikit-learn's ``predict`` does for a binary classifier); accuracy and F1 count a
+#: positive at ``score >= THRESHOLD``, as scikit-learn's tests of them do.
 THRESHOLD = 0.5
 _EPS = 1e-15
 

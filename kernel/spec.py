@@ -54,7 +54,7 @@ class Estimator(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class ColumnDrift(_Strict):
+class ColumnDriftSettings(_Strict):
     method: DriftMethod | None = None
     threshold: float | None = None
 
@@ -63,7 +63,7 @@ class DriftSettings(_Strict):
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns for dataset drift.")
     min_rows: int = Field(200, ge=1, description="Fewer rows in a window: insufficient_data.")
     min_labelled_rows: int = Field(100, ge=1, description="Fewer labelled rows: no performance verdict.")
-    per_column: dict[str, ColumnDrift] = Field(default_factory=dict)
+    per_column: dict[str, ColumnDriftSettings] = Field(default_factory=dict)
     performance_tolerance: float = Field(
         0.05, ge=0, description="Degraded when the realised metric is worse than the "
         "validation baseline by more than this (absolute).",

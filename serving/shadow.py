@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kernel.metrics import THRESHOLD
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel
 
@@ -75,7 +76,7 @@ class ShadowLogger:
                 scores = [float(s) for s in challenger.score_many(records)]
             if len(scores) != len(rows):
                 raise ValueError(f"{len(scores)} scores for {len(rows)} rows")
-            agreed = sum(int(score > 0.5) == row["prediction"]
+            agreed = sum(int(score > THRESHOLD) == row["prediction"]
                          for row, score in zip(rows, scores, strict=True))
         except Exception:
             log.exception("shadow scoring with %s v%s failed", challenger.name, challenger.version)

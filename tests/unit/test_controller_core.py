@@ -16,7 +16,7 @@ from controller.machine import (
     LaunchTraining,
     ModelState,
     Notify,
-    Performance,
+    PerformanceObserved,
     Policy,
     Promote,
     PromoteRequested,
@@ -218,7 +218,7 @@ def test_stale_events_of_another_cycle_are_ignored() -> None:
 def _promoted(clock: Clock, baseline: float | None = 0.80) -> ModelState:
     state = ModelState("churn")
     if baseline is not None:
-        state, _ = decide(state, Performance(3, baseline), clock.now, POLICY)
+        state, _ = decide(state, PerformanceObserved(3, baseline), clock.now, POLICY)
     state, cid = to_shadow(clock, state)
     state, _ = decide(state, ShadowEvidence(cid, gate("promote"), 3), clock.now, POLICY)
     state, _ = finish(state, cid, "promoted", clock, 7)
@@ -229,9 +229,9 @@ def test_automatic_rollback_on_realised_performance_within_probation() -> None:
     clock = Clock()
     state = _promoted(clock)
     assert state.probation.baseline == 0.80
-    same, actions = decide(state, Performance(7, 0.79), clock.advance(hours=1), POLICY)
+    same, actions = decide(state, PerformanceObserved(7, 0.79), clock.advance(hours=1), POLICY)
     assert same.override is None and actions == ()             # within the rollback margin
-    state, actions = decide(state, Performance(7, 0.70), clock.advance(hours=1), POLICY)
+    state, actions = decide(state, PerformanceObserved(7, 0.70), clock.advance(hours=1), POLICY)
     assert actions == (Rollback("churn", state.override.id, 7, 3, "rollback"),)
     oid = state.override.id
     state, actions = decide(state, PromotionDone(oid, "rolled_back", 3), clock.now, POLICY)
@@ -269,10 +269,10 @@ def test_manual_rollback_and_promote_any_time() -> None:
 
 def test_performance_below_threshold_triggers_a_retrain() -> None:
     policy = Policy(performance_threshold=0.75)
-    state, actions = decide(ModelState("churn"), Performance(3, 0.70), T0, policy)
+    state, actions = decide(ModelState("churn"), PerformanceObserved(3, 0.70), T0, policy)
     assert state.phase == "training" and state.cycle.sources == ("performance",)
     assert "below threshold 0.75" in state.cycle.reasons[0]
-    calm, actions = decide(ModelState("churn"), Performance(3, 0.80), T0, policy)
+    calm, actions = decide(ModelState("churn"), PerformanceObserved(3, 0.80), T0, policy)
     assert calm.phase == "idle" and calm.last_realised == (3, 0.80)
 
 
