@@ -1,0 +1,255 @@
+"""The controller's HTTP routes: intake (webhooks, verdicts), overrides (retrain, promote,
+rollback) and reads (status, health, metrics).
+
+A mutating route takes ``RawBody`` (controller.deps): the token is checked first, then at most
+``controller_max_body_bytes`` are read, then the bytes are validated (400 or 422 with a reason).
+Overrides are checked against the registry before they are accepted: an override that cannot
+happen is refused (404, 409; 503 when the registry cannot say), never recorded.
+"""
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from controller.bodies import (
+    ErrorAnswer,
+    HealthAnswer,
+    IntakeAnswer,
+    ManualAnswer,
+    PromoteRequest,
+    RetrainRequest,
+    RollbackRequest,
+    ValidationAnswer,
+    request_body,
+    validate,
+)
+from controller.deps import (
+    ControllerDep,
+    ManualWaitDep,
+    MetricsDep,
+    PartsDep,
+    RawBody,
+    RegistryDep,
+)
+from controller.intake import (
+    AlertmanagerPayload,
+    IntakeError,
+    IntakeResult,
+    parse_verdict,
+    take_alertmanager,
+    take_verdict,
+)
+from controller.metrics import ControllerMetrics
+from controller.parts import Parts
+from controller.store import Store
+from monitoring.verdict import Verdict
+from registry import ALIAS_CHAMPION, ALIAS_PREVIOUS, ModelRegistry, RegistryError, VersionNotFound
+
+T = TypeVar("T")
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorAnswer, "description": description}
+
+
+REFUSED: dict[int | str, dict[str, Any]] = {
+    401: _error("Missing or wrong bearer token: nothing was read."),
+    413: _error("The body is over DRIFTLOOP_CONTROLLER_MAX_BODY_BYTES."),
+}
+INTAKE: dict[int | str, dict[str, Any]] = {
+    200: {"model": IntakeAnswer, "description": "Recorded: what each alert or judgement did."},
+    400: _error("Malformed payload, with the reason."), **REFUSED}
+MANUAL: dict[int | str, dict[str, Any]] = {
+    200: {"model": ManualAnswer, "description": "Taken by the controller."},
+    202: {"model": ManualAnswer, "description": "Accepted, not taken yet."},
+    400: _error("Several models are managed: say which."),
+    404: _error("The model is not managed here, or the version does not exist."),
+    422: {"model": ValidationAnswer, "description": "The body does not validate."},
+    503: _error("The registry could not be asked: retry later."), **REFUSED}
+OVERRIDE: dict[int | str, dict[str, Any]] = {
+    **MANUAL, 409: _error("The override cannot happen (already champion, no @previous).")}
+
+intake = APIRouter(tags=["intake"])
+overrides = APIRouter(tags=["overrides"])
+reads = APIRouter(tags=["reads"])
+
+
+def _counted(result: IntakeResult, parts: Parts) -> JSONResponse:
+    for source, outcome in result.counts:
+        parts.metrics.triggers.labels(source=source, outcome=outcome).inc()
+    if result.trigger_ids:
+        parts.controller.wake.set()
+    return JSONResponse(result.as_dict())
+
+
+def _invalid(metrics: ControllerMetrics, source: str, exc: IntakeError) -> HTTPException:
+    metrics.triggers.labels(source=source, outcome="invalid").inc()
+    return HTTPException(400, str(exc))
+
+
+@intake.post("/webhooks/alertmanager", response_model=None, responses=INTAKE,
+             openapi_extra=request_body(AlertmanagerPayload))
+async def alertmanager(body: RawBody, p: PartsDep) -> JSONResponse:
+    """An Alertmanager webhook (payload version 4): acts on ``driftloop_action`` labels."""
+    try:
+        # About a millisecond of SQLite work: done on the event loop, because handing it
+        # to the thread pool costs more (GIL and lock hand-offs) than it saves.
+        result = take_alertmanager(p.store, body, models=set(p.controller.models),
+                                   now=datetime.now(UTC))
+    except IntakeError as exc:
+        raise _invalid(p.metrics, "alertmanager", exc) from None
+    return _counted(result, p)
+
+
+@intake.post("/verdicts", response_model=None, responses=INTAKE,
+             openapi_extra=request_body(Verdict))
+async def verdicts(body: RawBody, p: PartsDep) -> JSONResponse:
+    """A drift verdict (``driftloop drift-check``): drift retrains, performance is recorded."""
+    try:
+        verdict = parse_verdict(body)
+    except IntakeError as exc:
+        raise _invalid(p.metrics, "verdict", exc) from None
+    if verdict.model in p.controller.models:
+        p.metrics.set_verdict(verdict.model, verdict.status, verdict.drift_share)
+    result = await run_in_threadpool(take_verdict, p.store, body, verdict,
+                                     models=set(p.controller.models), now=datetime.now(UTC))
+    return _counted(result, p)
+
+
+def pick_model(managed: dict[str, Any], model: str | None) -> str:
+    """The model a manual command is for: 400 when ambiguous, 404 when not managed here."""
+    if model is None:
+        if len(managed) == 1:
+            return next(iter(managed))
+        raise HTTPException(400, f"say which model: one of {sorted(managed)}")
+    if model not in managed:
+        raise HTTPException(404, f"model {model!r} is not managed here "
+                            f"(managed: {sorted(managed)})")
+    return model
+
+
+async def ask_registry(fn: Callable[[], T]) -> T:
+    """A registry read at request time; an outage is a 503 with the reason (retry later)."""
+    try:
+        return await run_in_threadpool(fn)
+    except VersionNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except RegistryError as exc:
+        raise HTTPException(503, f"the registry could not be asked: {exc}",
+                            headers={"Retry-After": "30"}) from None
+
+
+async def check_promote(registry: ModelRegistry, model: str, version: int) -> None:
+    await ask_registry(lambda: registry.get_version(model, version))
+    champion = (await ask_registry(lambda: registry.aliases(model))).get(ALIAS_CHAMPION)
+    if champion == version:
+        raise HTTPException(409, f"v{version} is already champion of {model}")
+
+
+async def check_rollback(registry: ModelRegistry, model: str) -> None:
+    aliases = await ask_registry(lambda: registry.aliases(model))
+    if aliases.get(ALIAS_PREVIOUS) is None:
+        raise HTTPException(409, f"{model} has no @previous version to roll back to")
+
+
+async def wait_for(store: Store, trigger_id: int, seconds: float) -> dict[str, Any]:
+    """The trigger once the loop took it, or ``pending`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    row = None
+    while time.monotonic() < deadline:
+        row = await run_in_threadpool(store.get_trigger, trigger_id)
+        if row is not None and row.status != "pending":
+            break
+        await asyncio.sleep(0.05)
+    if row is None or row.status == "pending":
+        return {"trigger_id": trigger_id, "status": "pending",
+                "detail": "accepted; the controller has not taken it yet"}
+    return {"trigger_id": trigger_id, "status": row.status, "outcome": row.outcome,
+            "cycle_id": row.cycle_id}
+
+
+async def manual(p: Parts, wait: float, *, model: str, action: str, body: RetrainRequest,
+                 version: int | None = None) -> JSONResponse:
+    """Record the command, wake the loop, answer with what it did (202 while pending)."""
+    trigger_id = await run_in_threadpool(
+        lambda: p.store.add_trigger(model=model, source="manual", action=action,
+                                    reason=body.reason, actor=body.actor, version=version,
+                                    now=datetime.now(UTC)))
+    assert trigger_id is not None
+    p.controller.wake.set()
+    answer = await wait_for(p.store, trigger_id, wait)
+    return JSONResponse({"model": model, "action": action, **answer},
+                        status_code=200 if answer["status"] != "pending" else 202)
+
+
+@overrides.post("/retrain", response_model=None, responses=MANUAL,
+                openapi_extra=request_body(RetrainRequest))
+async def retrain(raw: RawBody, p: PartsDep, wait: ManualWaitDep) -> JSONResponse:
+    """Emergency manual retrain: skips the cooldown, never two at once, still gated."""
+    body = validate(RetrainRequest, raw)
+    model = pick_model(p.controller.models, body.model)
+    return await manual(p, wait, model=model, action="retrain", body=body)
+
+
+@overrides.post("/promote", response_model=None, responses=OVERRIDE,
+                openapi_extra=request_body(PromoteRequest))
+async def promote(raw: RawBody, p: PartsDep, registry: RegistryDep,
+                  wait: ManualWaitDep) -> JSONResponse:
+    """Audited override: point @champion at ``version`` (the old one kept as @previous)."""
+    body = validate(PromoteRequest, raw)
+    model = pick_model(p.controller.models, body.model)
+    await check_promote(registry, model, body.version)
+    return await manual(p, wait, model=model, action="promote", body=body,
+                        version=body.version)
+
+
+@overrides.post("/rollback", response_model=None, responses=OVERRIDE,
+                openapi_extra=request_body(RollbackRequest))
+async def rollback(raw: RawBody, p: PartsDep, registry: RegistryDep,
+                   wait: ManualWaitDep) -> JSONResponse:
+    """Audited override: point @champion back at @previous."""
+    body = validate(RollbackRequest, raw)
+    model = pick_model(p.controller.models, body.model)
+    await check_rollback(registry, model)
+    return await manual(p, wait, model=model, action="rollback", body=body)
+
+
+@reads.get("/status", response_model=None,
+           responses={200: {"description": "Per model: state, aliases, cycle, decisions.",
+                            "content": {"application/json": {"schema": {"type": "object"}}}}})
+async def status(controller: ControllerDep) -> JSONResponse:
+    """Champion, challenger, controller state and the last decisions, per model."""
+    data = await run_in_threadpool(controller.status)
+    return JSONResponse(_jsonable(data))
+
+
+@reads.get("/healthz", response_model=HealthAnswer)
+async def healthz(controller: ControllerDep) -> dict[str, Any]:
+    return {"status": "ok", "models": sorted(controller.models)}
+
+
+@reads.get("/metrics", response_class=Response,
+           responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                            "description": "Prometheus text format."}})
+async def metrics(m: MetricsDep) -> Response:
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+ROUTERS = (intake, overrides, reads)
