@@ -8,7 +8,6 @@ their own stores can share a process.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -19,6 +18,8 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+
+from filelock import FileLock
 
 from registry.bundle import write_reference_files
 from registry.port import (
@@ -142,12 +143,10 @@ class MlflowRegistry:
                 yield
                 return
             self._lock_dir.mkdir(parents=True, exist_ok=True)
-            with open(self._lock_dir / f"alias-{name}.lock", "a+") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+            # exclusive and blocking; a new FileLock per use, so other threads and
+            # processes wait on the same file as with a plain flock
+            with FileLock(self._lock_dir / f"alias-{name}.lock"):
+                yield
 
     @staticmethod
     def _info(mv: Any) -> VersionInfo:
@@ -292,46 +291,50 @@ class MlflowRegistry:
     # -- runs ---------------------------------------------------------------------
 
     def record_decision(self, record: DecisionRecord) -> DecisionRecord:
+        """Record a decision once per (cycle, kind): safe to repeat and to interrupt anywhere.
+
+        The run is created with its identifying tags, then filled (metrics, params, the record
+        tag, ``decision.json``) and terminated last. A run found without its record tag or not
+        terminated was interrupted (the registry failed between steps): it is completed here,
+        never a reason to fail forever. Duplicates from a race are deleted, oldest kept."""
+        exp = self._experiment_id(DECISIONS_EXPERIMENT)
+        found = self._call(lambda: self._client.search_runs(
+            [exp], filter_string=(f"tags.`{TAG_PREFIX}cycle_id` = '{_quote(record.cycle_id)}' "
+                                  f"and tags.`{TAG_PREFIX}kind` = '{_quote(record.kind)}'"),
+            order_by=["attributes.start_time ASC"], max_results=10), what="search decisions")
+        for extra in found[1:]:
+            self._call(partial(self._client.delete_run, extra.info.run_id), what="decision run")
+        if found and _RECORD_TAG in found[0].data.tags and found[0].info.status == "FINISHED":
+            return DecisionRecord.from_json(found[0].data.tags[_RECORD_TAG])
+        if found:
+            run_id = found[0].info.run_id
+            log.warning("completing the decision run %s of cycle %s (interrupted earlier)",
+                        run_id, record.cycle_id)
+        else:
+            run = self._call(lambda: self._client.create_run(exp, tags=_decision_tags(record)),
+                             what="decision run")
+            run_id = run.info.run_id
+        return self._complete_decision(run_id, record)
+
+    def _complete_decision(self, run_id: str, record: DecisionRecord) -> DecisionRecord:
         from dataclasses import replace
 
         from mlflow.entities import Metric, Param, RunTag
 
-        exp = self._experiment_id(DECISIONS_EXPERIMENT)
-        existing = self._call(lambda: self._client.search_runs(
-            [exp], filter_string=(f"tags.`{TAG_PREFIX}cycle_id` = '{_quote(record.cycle_id)}' "
-                                  f"and tags.`{TAG_PREFIX}kind` = '{_quote(record.kind)}'"),
-            max_results=1), what="search decisions")
-        if existing:
-            return DecisionRecord.from_json(existing[0].data.tags[_RECORD_TAG])
-        tags = {
-            "mlflow.runName": f"{record.kind} {record.model} {record.outcome}",
-            "mlflow.note.content": _decision_note(record),
-            TAG_PREFIX + "model": record.model,
-            TAG_PREFIX + "kind": record.kind,
-            TAG_PREFIX + "outcome": record.outcome,
-            TAG_PREFIX + "cycle_id": record.cycle_id,
-            TAG_PREFIX + "actor": record.actor,
-            TAG_PREFIX + "evidence": str(record.evidence),
-            TAG_PREFIX + "champion_version": str(record.champion_version),
-            TAG_PREFIX + "challenger_version": str(record.challenger_version),
-            TAG_PREFIX + "new_champion_version": str(record.new_champion_version),
-            TAG_PREFIX + "triggers": ", ".join(record.triggers)[:4000],
-            TAG_PREFIX + "reasons": "; ".join(record.reasons)[:4000],
-        }
-        run = self._call(lambda: self._client.create_run(exp, tags=tags), what="decision run")
-        saved = replace(record, run_id=run.info.run_id)
+        saved = replace(record, run_id=run_id)
         now = int(record.decided_at.timestamp() * 1000)
         numbers = {"n": record.n, "champion_metric": record.champion_metric,
                    "challenger_metric": record.challenger_metric, "difference": record.difference,
                    "ci_low": record.ci_low, "ci_high": record.ci_high, "margin": record.margin}
+        # Repeating these is harmless: the same params, the same metric points, the same tag.
         self._call(lambda: self._client.log_batch(
-            run.info.run_id,
+            run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items() if v is not None],
             params=[Param("metric", str(record.metric)), Param("margin", str(record.margin))],
             tags=[RunTag(_RECORD_TAG, saved.to_json()[:7900])]), what="decision run")
-        self._call(lambda: self._client.log_text(run.info.run_id, saved.to_json(), "decision.json"),
+        self._call(lambda: self._client.log_text(run_id, saved.to_json(), "decision.json"),
                    what="decision run")
-        self._client.set_terminated(run.info.run_id, "FINISHED")
+        self._call(partial(self._client.set_terminated, run_id, "FINISHED"), what="decision run")
         return saved
 
     def list_decisions(self, name: str, limit: int = 50) -> list[DecisionRecord]:
@@ -372,6 +375,25 @@ def _train_note(new: NewVersion) -> str:
     lines += [f"- validation {k}: {v:.4f}" for k, v in sorted(new.metrics.items())]
     return "\n".join(lines)
 
+
+
+def _decision_tags(record: DecisionRecord) -> dict[str, str]:
+    """The tags a decision run is created with: enough to find it again by cycle and kind."""
+    return {
+        "mlflow.runName": f"{record.kind} {record.model} {record.outcome}",
+        "mlflow.note.content": _decision_note(record),
+        TAG_PREFIX + "model": record.model,
+        TAG_PREFIX + "kind": record.kind,
+        TAG_PREFIX + "outcome": record.outcome,
+        TAG_PREFIX + "cycle_id": record.cycle_id,
+        TAG_PREFIX + "actor": record.actor,
+        TAG_PREFIX + "evidence": str(record.evidence),
+        TAG_PREFIX + "champion_version": str(record.champion_version),
+        TAG_PREFIX + "challenger_version": str(record.challenger_version),
+        TAG_PREFIX + "new_champion_version": str(record.new_champion_version),
+        TAG_PREFIX + "triggers": ", ".join(record.triggers)[:4000],
+        TAG_PREFIX + "reasons": "; ".join(record.reasons)[:4000],
+    }
 
 def _decision_note(r: DecisionRecord) -> str:
     def fmt(x: float | None) -> str:

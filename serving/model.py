@@ -9,7 +9,6 @@ only when it matches ``predict_proba`` within ``FAST_PATH_TOLERANCE`` on that sa
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 
 from kernel.errors import DriftloopError
 from kernel.spec import DatasetSpec
@@ -151,12 +151,8 @@ class BundleCache:
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".lock", "a+") as handle:  # several workers share the cache
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(self.dir / ".lock"):  # exclusive, blocking: several workers share the cache
+            yield
 
     def fetch(self, registry: ModelRegistry, name: str, version: int) -> Bundle:
         """The version's bundle, downloading it unless a complete copy is cached
