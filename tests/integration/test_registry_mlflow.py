@@ -60,3 +60,54 @@ def test_failed_register_leaves_no_version(mlflow_store: Path, new_version_facto
         [registry._experiment_id("driftloop-training")],
         filter_string="tags.`driftloop.model` = 'half'")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+class _FailingOnce:
+    """Wraps the MLflow client: the named call fails once as an outage would (a connection
+    refused), every other call goes through."""
+
+    def __init__(self, client, method: str) -> None:
+        self._client, self._method, self.failed = client, method, False
+
+    def __getattr__(self, name: str):
+        target = getattr(self._client, name)
+        if name != self._method or self.failed:
+            return target
+
+        def fail(*args, **kwargs):
+            self.failed = True
+            raise ConnectionRefusedError("connection refused (injected)")
+        return fail
+
+
+@pytest.mark.parametrize("step", ["log_batch", "log_text", "set_terminated"])
+def test_a_decision_record_interrupted_at_any_step_is_completed_once(tmp_path: Path,
+                                                                     step: str) -> None:
+    from datetime import UTC, datetime
+
+    from kernel.errors import RetryableError
+    from registry.port import DECISIONS_EXPERIMENT, DecisionRecord
+
+    registry = MlflowRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}",
+                              artifact_root=(tmp_path / "artifacts").as_uri(),
+                              lock_dir=tmp_path / "locks")
+    record = DecisionRecord(model="m", kind="gate", outcome="promoted", cycle_id=f"c-{step}",
+                            decided_at=datetime(2026, 1, 2, tzinfo=UTC), champion_version=1,
+                            challenger_version=2, new_champion_version=2, triggers=("manual",),
+                            reasons=("better",), evidence="shadow", metric="roc_auc", n=300,
+                            champion_metric=0.7, challenger_metric=0.75, difference=0.05,
+                            ci_low=0.01, ci_high=0.09, margin=0.01)
+    real = registry._client
+    registry._client = _FailingOnce(real, step)
+    with pytest.raises(RetryableError):
+        registry.record_decision(record)  # the registry "died" between two steps
+    assert registry._client.failed
+    registry._client = real
+
+    saved = registry.record_decision(record)  # the next pass completes the same run
+    again = registry.record_decision(record)
+    assert saved.run_id == again.run_id
+    runs = real.search_runs([real.get_experiment_by_name(DECISIONS_EXPERIMENT).experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.metrics["difference"] == pytest.approx(0.05)
+    assert [d.run_id for d in registry.list_decisions("m")] == [saved.run_id]
