@@ -3,7 +3,8 @@
 - :class:`LocalProcessLauncher` runs ``driftloop train ... --tag cycle_id=<id>`` as a
   subprocess (its own session, so it outlives a killed controller), logs to
   ``<home>/logs/``. Launching is idempotent: a process already running for the cycle is
-  found by its command line and not started again.
+  found by its command line (psutil) and not started again. The child gets the
+  controller's environment without driftloop's service secrets (:func:`training_env`).
 - :class:`GitHubActionsLauncher` dispatches the project's retrain workflow
   (``workflow_dispatch``) with the cycle id as an input. The cycle's recent labelled rows
   (a file on the controller's disk) are first copied to ``<data_uri>/<model>/cycles/<cycle
@@ -21,12 +22,14 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
 import httpx
+import psutil
 
 from kernel.errors import DriftloopError, RetryableError
 
@@ -84,27 +87,41 @@ def train_args(request: LaunchRequest) -> list[str]:
     return args
 
 
-def _marker(cycle_id: str, attempt: int) -> tuple[bytes, bytes]:
-    return f"cycle_id={cycle_id}".encode(), f"attempt={attempt}".encode()
+# Variables the training child never gets: the bearer tokens and secrets of driftloop's own
+# services (controller, serving admin and feedback, GitHub dispatch, ...) and the URLs that
+# carry the controller's credentials. Training reads the tracking server and object store
+# (MLFLOW_*, AWS_*, ...) and driftloop's non-secret settings; those pass through.
+_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE_KEY")
+CONTROLLER_ONLY = frozenset({"GITHUB_TOKEN", "DRIFTLOOP_CONTROLLER_NOTIFY_URL",
+                             "DRIFTLOOP_CONTROLLER_DATABASE_URL"})
+
+
+def is_service_secret(name: str) -> bool:
+    """True for a variable the training child must not inherit: ``DRIFTLOOP_*`` names
+    holding TOKEN, SECRET, PASSWORD, PASSWD, API_KEY or PRIVATE_KEY, plus
+    :data:`CONTROLLER_ONLY`."""
+    upper = name.upper()
+    if upper in CONTROLLER_ONLY:
+        return True
+    return upper.startswith("DRIFTLOOP_") and any(m in upper for m in _SECRET_MARKERS)
+
+
+def training_env(environ: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The training child's environment: ``environ`` without driftloop's service secrets,
+    then ``extra`` (what the launcher was configured with, passed as given)."""
+    env = {k: v for k, v in environ.items() if not is_service_secret(k)}
+    env.update(extra or {})
+    return env
 
 
 def _running_pids(cycle_id: str, attempt: int) -> list[int]:
-    """Processes whose command line carries this cycle and attempt (Linux /proc)."""
-    wanted = _marker(cycle_id, attempt)
+    """Live (not zombie) processes whose command line carries this cycle and attempt."""
+    wanted = (f"cycle_id={cycle_id}", f"attempt={attempt}")
     found: list[int] = []
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return found
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parts = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and all(w in parts for w in wanted):
-            found.append(int(entry.name))
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        parts = proc.info["cmdline"] or ()  # None when access is denied or it just exited
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and all(w in parts for w in wanted):
+            found.append(proc.pid)
     return found
 
 
@@ -131,7 +148,7 @@ class LocalProcessLauncher:
             out.flush()
             child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                     env={**os.environ, **(self.env or {})})
+                                     env=training_env(os.environ, self.env))
         self._children[key] = child
         log.info("launched training for %s attempt %d: pid %d, log %s", request.cycle_id,
                  request.attempt, child.pid, path)

@@ -4,6 +4,7 @@ GitHub documents it, and the local command line."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from controller.launcher import (
     LaunchUnavailable,
     LocalProcessLauncher,
     train_args,
+    training_env,
 )
 from kernel.errors import RetryableError
 
@@ -154,3 +156,50 @@ def test_local_command_line_tags_the_cycle() -> None:
 def test_local_launcher_reports_a_missing_process_as_gone(tmp_path: Path) -> None:
     launcher = LocalProcessLauncher(tmp_path / "logs")
     assert launcher.status("never-launched", 1).status == "gone"
+
+
+SECRETS = {"DRIFTLOOP_CONTROLLER_TOKEN": "c", "DRIFTLOOP_ADMIN_TOKEN": "a",
+           "DRIFTLOOP_FEEDBACK_TOKEN": "f", "DRIFTLOOP_CONTROLLER_GITHUB_TOKEN": "g",
+           "GITHUB_TOKEN": "g2", "DRIFTLOOP_WEBHOOK_SECRET": "w",
+           "DRIFTLOOP_CONTROLLER_NOTIFY_URL": "https://hooks.example/T0/B0/x",
+           "DRIFTLOOP_CONTROLLER_DATABASE_URL": "postgresql+psycopg://u:pw@db/state"}
+NEEDED = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLFLOW_TRACKING_TOKEN": "m",
+          "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+          "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000", "DRIFTLOOP_HOME": "/srv/driftloop",
+          "DRIFTLOOP_LOG_URI": "s3://logs/p"}
+
+
+def test_training_env_drops_the_services_secrets_only() -> None:
+    env = training_env({**SECRETS, **NEEDED, "PATH": "/usr/bin", "HOME": "/root"},
+                       {"EXTRA": "1"})
+    assert env == {**NEEDED, "PATH": "/usr/bin", "HOME": "/root", "EXTRA": "1"}
+
+
+def test_the_training_child_gets_no_tokens_and_is_found_running(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**SECRETS, **NEEDED}.items():
+        monkeypatch.setenv(name, value)
+    dump, go = tmp_path / "env.txt", tmp_path / "go"
+    fake_python = tmp_path / "python"  # stands in for `python -m driftloop.cli train ...`
+    fake_python.write_text('#!/bin/sh\nenv > "$DUMP.tmp" && mv "$DUMP.tmp" "$DUMP"\n'
+                           'while [ ! -e "$GO" ]; do sleep 0.01; done\n')
+    fake_python.chmod(0o755)
+    extra = {"DUMP": str(dump), "GO": str(go)}
+    launcher = LocalProcessLauncher(tmp_path / "logs", python=str(fake_python), env=extra)
+    try:
+        detail = launcher.launch(REQUEST)
+        pid = int(detail.split()[1].rstrip(","))
+        # Another controller (no memory of the child) finds it by its command line.
+        other = LocalProcessLauncher(tmp_path / "logs", python=str(fake_python), env=extra)
+        assert other.launch(REQUEST) == f"already running (pid {pid})"
+        assert other.status(REQUEST.cycle_id, REQUEST.attempt).status == "running"
+        assert other.status(REQUEST.cycle_id, REQUEST.attempt + 1).status == "gone"
+    finally:
+        go.touch()
+    while launcher.status(REQUEST.cycle_id, REQUEST.attempt).status == "running":
+        time.sleep(0.01)
+    assert launcher.status(REQUEST.cycle_id, REQUEST.attempt).returncode == 0
+    child_env = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert not set(SECRETS) & set(child_env)
+    assert {k: child_env[k] for k in NEEDED} == NEEDED
+    assert "PATH" in child_env
