@@ -181,7 +181,7 @@ def bench_decision(work: Path) -> list[str]:
                        "prediction": int(score >= 0.5), "shadow_version": None,
                        "shadow_score": None, "latency_ms": 1.0,
                        **{c: row[c] for c in base.features.all}})
-        writer.append_label(row["customer_id"], row["churned"])
+        writer.append_label(row["customer_id"], row["churned"], model=model)
     writer.close()
     spec_path = work / "decision-spec.yaml"
     spec_path.write_text(yaml.safe_dump({**base.model_dump(mode="json", exclude_none=True),

@@ -24,9 +24,12 @@ import collections
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from monitoring.predlog import WriterStats
 
 LATENCY_BUCKETS = (.0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, .5, 1,
                    2.5)
@@ -191,10 +194,40 @@ class ServingMetrics:
         self.log_flush_lag = Gauge(
             "driftloop_log_flush_lag_seconds", "Age of the oldest row at the last flush.",
             registry=r, multiprocess_mode="livemax")
+        self.log_labels_written = Counter(
+            "driftloop_log_labels_written", "Label log rows written.", registry=r)
+        self.log_flush_errors = Counter(
+            "driftloop_log_flush_errors", "Failed log flushes by reason (no_space, read_only, "
+            "permission, io, encode, other); the rows are kept and retried.", ["reason"],
+            registry=r)
+        self.log_rows_lost = Counter(
+            "driftloop_log_rows_lost", "Answered rows (kind prediction or label) that are in "
+            "neither the log nor the spool, by reason (buffer_full, unencodable, shutdown, "
+            "spool_corrupt).", ["kind", "reason"], registry=r)
+        self.log_rows_spooled = Counter(
+            "driftloop_log_rows_spooled", "Rows the store could not take at shutdown, written "
+            "to the local spool instead.", ["kind"], registry=r)
+        self.log_rows_replayed = Counter(
+            "driftloop_log_rows_replayed", "Spooled rows written to the store since.", ["kind"],
+            registry=r)
+        self.log_buffered_rows = Gauge(
+            "driftloop_log_buffered_rows", "Rows and labels in memory, not yet written.",
+            registry=r, multiprocess_mode="livesum")
+        self.log_spool_pending_rows = Gauge(
+            "driftloop_log_spool_pending_rows", "Rows and labels waiting in the spool.",
+            registry=r, multiprocess_mode="livemax")
+        self.log_last_flush_success = Gauge(
+            "driftloop_log_last_flush_success_timestamp_seconds", "When a flush last failed "
+            "nothing (epoch seconds).", registry=r, multiprocess_mode="livemin")
+        self.log_writer_healthy = Gauge(
+            "driftloop_log_writer_healthy", "1 when the log writer keeps up (writer.health()).",
+            registry=r, multiprocess_mode="livemin")
         self.model_ready.labels(model).set(0)
         self._info: dict[str, tuple[str, str]] = {}
         self._written = 0
         self._dropped = 0
+        self._synced: dict[tuple[Any, ...], int] = {}
+        self.log_writer_healthy.set(1)  # until a writer says otherwise (or with no log)
         self._sync_lock = threading.Lock()
         # children bound once: the request path does no label lookups
         self.score_child = self.score.labels(model)
@@ -220,7 +253,8 @@ class ServingMetrics:
             self.model_ready.labels(self.model).set(0 if version is None else 1)
 
     def sync_log_stats(self, rows_written: int, rows_dropped: int, lag_seconds: float) -> None:
-        """Carry the log writer's running totals over as counter increments."""
+        """Carry the log writer's running totals over as counter increments (the first three;
+        :meth:`sync_log_writer` carries them all)."""
         with self._sync_lock:
             if rows_written > self._written:
                 self.log_rows_written.inc(rows_written - self._written)
@@ -229,6 +263,34 @@ class ServingMetrics:
                 self.log_rows_dropped.inc(rows_dropped - self._dropped)
                 self._dropped = rows_dropped
             self.log_flush_lag.set(lag_seconds)
+
+    def sync_log_writer(self, stats: WriterStats, healthy: bool) -> None:
+        """Every figure of the log writer: ``sync_log_writer(w.stats, w.health().ok)``."""
+        self.sync_log_stats(stats.rows_written, stats.rows_dropped, stats.last_flush_lag_seconds)
+        totals: list[tuple[Any, tuple[str, ...], int]] = [
+            (self.log_labels_written, (), stats.labels_written),
+            (self.log_rows_spooled, ("prediction",), stats.rows_spooled),
+            (self.log_rows_spooled, ("label",), stats.labels_spooled),
+            (self.log_rows_replayed, ("prediction",), stats.rows_replayed),
+            (self.log_rows_replayed, ("label",), stats.labels_replayed)]
+        totals += [(self.log_flush_errors, (reason,), n)
+                   for reason, n in list(stats.flush_errors_by_reason.items())]
+        totals += [(self.log_rows_lost, ("prediction", reason), n)
+                   for reason, n in list(stats.rows_lost.items())]
+        totals += [(self.log_rows_lost, ("label", reason), n)
+                   for reason, n in list(stats.labels_lost.items())]
+        with self._sync_lock:
+            for metric, labels, total in totals:
+                key = (id(metric), *labels)
+                done = self._synced.get(key, 0)
+                if total > done:
+                    (metric.labels(*labels) if labels else metric).inc(total - done)
+                    self._synced[key] = total
+            self.log_buffered_rows.set(stats.buffered)
+            self.log_spool_pending_rows.set(stats.spool_pending_rows)
+            if stats.last_flush_ok_at is not None:
+                self.log_last_flush_success.set(stats.last_flush_ok_at)
+            self.log_writer_healthy.set(1 if healthy else 0)
 
 
 def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:

@@ -41,7 +41,8 @@ def test_replay_decides_unless_only_shadow_pairs_may(tmp_path: Path, churn_spec)
                        "prediction": int(score > 0.5), "shadow_version": None,
                        "shadow_score": None, "latency_ms": 1.0,
                        **{f: row[f] for f in spec.features.all}})
-        writer.append_label(f"r{i}", row["churned"], received_at=START + timedelta(hours=1))
+        writer.append_label(f"r{i}", row["churned"], model=spec.model_name,
+                            received_at=START + timedelta(hours=1))
     writer.close()
     reader = PredictionLogReader(store)
     policy = GatePolicy(min_pairs=200, margin=0.5)  # two near-identical models: promote

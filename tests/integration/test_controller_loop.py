@@ -76,7 +76,7 @@ def build_world(tmp_path: Path, spec: DatasetSpec, *, champion_world: str,
                        "score": float(score), "prediction": int(score >= 0.5),
                        "shadow_version": None, "shadow_score": None, "latency_ms": 1.0,
                        **{c: row[c] for c in base.features.all}})
-        writer.append_label(row["customer_id"], row["churned"])
+        writer.append_label(row["customer_id"], row["churned"], model=model)
     writer.close()
     data = base.model_dump(mode="json", exclude_none=True)
     data["history"] = [str(history_path)]

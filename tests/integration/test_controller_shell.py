@@ -66,7 +66,7 @@ def shell(tmp_path: Path, churn_spec: DatasetSpec) -> dict:
                        "model_version": champion, "score": float(score), "prediction": 0,
                        "shadow_version": None, "shadow_score": None, "latency_ms": 1.0,
                        **{c: row[c] for c in spec.features.all}})
-        writer.append_label(row["customer_id"], row["churned"])
+        writer.append_label(row["customer_id"], row["churned"], model="churn")
     writer.close()
     settings = ControllerSettings(home=tmp_path / "home", controller_recent_days=3,
                                   controller_retrain_window_days=3, controller_bootstrap=300,

@@ -39,7 +39,7 @@ def log_day(store: LogStore, spec: DatasetSpec, model, rows: pd.DataFrame, versi
                        "shadow_version": None, "shadow_score": None, "latency_ms": 1.0,
                        **{c: record[c] for c in spec.features.all}})
         if i < label_share * len(rows):
-            writer.append_label(rid, record["churned"])
+            writer.append_label(rid, record["churned"], model=spec.model_name)
     writer.close()
 
 

@@ -46,11 +46,11 @@ def test_versions_never_mix_and_labels_join_last_wins(log):
     writer, reader = log
     for i in range(10):
         writer.append(row(i, version=1 + i % 2))
-    writer.append_label("r3", 1)  # before its prediction is even flushed
+    writer.append_label("r3", 1, model="m")  # before its prediction is even flushed
     writer.flush()
-    writer.append_label("r3", 0)
-    writer.append_label("r4", "yes")
-    writer.append_label("never-predicted", 1)
+    writer.append_label("r3", 0, model="m")
+    writer.append_label("r4", "yes", model="m")
+    writer.append_label("never-predicted", 1, model="m")
     writer.close()
     frame = reader.window("m", T0 - timedelta(minutes=1), T0 + timedelta(minutes=1), version=2)
     assert set(frame["model_version"]) == {2} and len(frame) == 5
@@ -63,7 +63,7 @@ def test_versions_never_mix_and_labels_join_last_wins(log):
 def test_labels_as_of_hides_later_labels(log):
     writer, reader = log
     writer.append(row(1))
-    writer.append_label("r1", 1, received_at=T0 + timedelta(days=2))
+    writer.append_label("r1", 1, model="m", received_at=T0 + timedelta(days=2))
     writer.close()
     window = (T0 - timedelta(minutes=1), T0 + timedelta(minutes=1))
     assert reader.window("m", *window)["label"].tolist() == ["1"]
