@@ -53,6 +53,7 @@ from controller.machine import (  # noqa: F401  (re-exported: the core's vocabul
     RollbackRequested,
     SetChallenger,
     ShadowEvidence,
+    StepFailed,
     Tick,
     TrainingFailed,
     TrainingLaunched,
@@ -101,6 +102,8 @@ def decide(state: ModelState, event: Event, now: datetime,
             return _promotion_done(state, event)
         case DecisionRecorded():
             return _recorded(state, event, now, policy)
+        case StepFailed():
+            return _step_failed(state, event.reason, now, policy)
     return state, ()  # stale or unknown: events of a cycle that is no longer current
 
 
@@ -257,6 +260,27 @@ def _training_failed(state: ModelState, reason: str, retryable: bool, now: datet
     why = reason if not retryable else f"{reason} (attempt {tried} of " \
         f"{policy.training_attempts})"
     return _plan(state, "fail", (*cycle.plan_reasons, f"training failed: {why}"), now)
+
+
+def _step_failed(state: ModelState, reason: str, now: datetime,
+                 policy: Policy) -> tuple[ModelState, tuple[Action, ...]]:
+    """End the current cycle as failed. Training or shadow: plan ``fail`` (recorded like any
+    decision). Deciding with its outcome known, where recording itself keeps failing: give up
+    the record (the reason is notified and kept in the state) rather than fail forever."""
+    cycle = state.cycle
+    if cycle is None or state.phase not in ACTIVE:
+        return state, ()
+    why = f"failed: {reason}"
+    if state.phase in ("training", "shadow"):
+        return _plan(state, "fail", (*cycle.plan_reasons, why), now)
+    if cycle.result is None:  # a planned move not done yet: it fails without touching anything
+        cycle = replace(cycle, result=Result("failed", cycle.champion, (why,)))
+        state = replace(state, cycle=cycle)
+        return state, _phase_actions(state)
+    state = replace(state, phase="failed", since=now, until=now + policy.failed_backoff,
+                    last_cycle_id=cycle.id, last_outcome="failed")
+    return state, (Notify(state.model, f"{state.model}: cycle {cycle.id} ended failed, its "
+                          f"decision was not recorded: {reason}"),)
 
 
 def _evidence(state: ModelState, event: ShadowEvidence, now: datetime,

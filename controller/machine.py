@@ -218,9 +218,17 @@ class DecisionRecorded:
     cycle_id: str
 
 
+@dataclass(frozen=True)
+class StepFailed:
+    """A permanent error in one model's step (not retryable, not caught by an action's own
+    guard): the model's cycle ends failed with the reason; other models go on."""
+
+    reason: str
+
+
 Event = (Tick | Trigger | RollbackRequested | PromoteRequested | PerformanceObserved | TrainingLaunched
          | TrainingSucceeded | TrainingFailed | TrainingTimedOut | ShadowEvidence | PromotionDone
-         | DecisionRecorded)
+         | DecisionRecorded | StepFailed)
 
 
 # -- actions --------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from controller.machine import (
     RollbackRequested,
     SetChallenger,
     ShadowEvidence,
+    StepFailed,
     Tick,
     TrainingFailed,
     TrainingLaunched,
@@ -87,6 +88,16 @@ class Managed:
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
+
+
+def _cycle_of(row: TriggerRow, state: ModelState, outcome: str) -> str | None:
+    """The cycle a trigger started or joined: an override's own id for promote and rollback
+    (the retrain cycle kept in the state through the cooldown is not theirs)."""
+    if row.action in ("promote", "rollback"):
+        return state.override.id if state.override is not None else None
+    if state.cycle is not None and outcome in ("started", "merged"):
+        return state.cycle.id
+    return state.override.id if state.override is not None else None
 
 
 class Controller:
@@ -176,6 +187,25 @@ class Controller:
                 except RetryableError as exc:
                     self.errors += 1
                     log.warning("%s: retrying later: %s", model, exc)
+                except Exception as exc:  # permanent: this model's cycle fails, others go on
+                    self.errors += 1
+                    log.exception("%s: permanent error; its cycle ends failed", model)
+                    self._step_failed(model, exc)
+
+    def _step_failed(self, model: str, exc: Exception) -> None:
+        """Feed a permanent error to the decision core as ``StepFailed`` and carry out what it
+        says (a failed decision, a notification). An error here too is logged: the next pass
+        sees the same state and tries again."""
+        try:
+            state, revision = self.load(model)
+            new, actions = decide(state, StepFailed(f"{type(exc).__name__}: {exc}"),
+                                  self.clock(), self.policy(model))
+            if new != state:
+                revision = self._save(new, revision)
+            self._run(new, revision, actions)
+        except Exception:
+            self.errors += 1
+            log.exception("%s: could not end the cycle after a permanent error", model)
 
     def step(self, model: str) -> ModelState:
         state, revision = self.load(model)
@@ -183,14 +213,21 @@ class Controller:
             revision = self._save(state, revision)
         self._builtin_triggers(model, state)
         for row in self.store.pending_triggers(model):
-            event = self._event_for(row, state)
+            try:
+                event = self._event_for(row, state)
+            except RetryableError:
+                raise
+            except Exception:  # a trigger that cannot be read must not block the model
+                log.exception("%s: trigger %s cannot be taken", model, row.id)
+                revision = self._save(state, revision, (row.id, "failed", None))
+                self.metrics.triggers.labels(source=row.source, outcome="failed").inc()
+                continue
             new, actions = ((state, ()) if event is None
                             else decide(state, event, self.clock(), self.policy(model)))
             outcome = trigger_outcome(state, new) if event is not None else "ignored"
             if isinstance(event, PerformanceObserved) and outcome == "ignored":
                 outcome = "recorded"
-            cycle_id = new.cycle.id if new.cycle is not None and outcome in ("started", "merged") \
-                else (new.override.id if new.override is not None else None)
+            cycle_id = _cycle_of(row, new, outcome)
             revision = self._save(new, revision, (row.id, outcome, cycle_id))
             self.metrics.triggers.labels(source=row.source, outcome=outcome).inc()
             state = new

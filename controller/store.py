@@ -50,7 +50,8 @@ triggers = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("model", sa.String(200), nullable=False, index=True),
     sa.Column("source", sa.String(40), nullable=False),
-    sa.Column("action", sa.String(40), nullable=False),   # retrain | rollback | promote | performance | degraded | none
+    # retrain | rollback | promote | performance | degraded | none
+    sa.Column("action", sa.String(40), nullable=False),
     sa.Column("dedup_key", sa.String(500), unique=True, nullable=True),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("actor", sa.String(200), nullable=True),

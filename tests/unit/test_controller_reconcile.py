@@ -201,3 +201,59 @@ def test_default_evaluation_timeout_outlasts_a_day_of_label_delay(tmp_path: Path
         assert state.phase == "shadow", f"gave up after {hour} h"
     state, actions = decide(state, ShadowEvidence(cid, _gate("promote", 240), 1), now, policy)
     assert state.phase == "deciding" and type(actions[0]).__name__ == "Promote"
+
+
+class BrokenEvaluator:
+    """The registry answers one model's evaluation with a permanent error."""
+
+    def __init__(self, broken: str) -> None:
+        self.broken = broken
+        self.calls: list[str] = []
+
+    def evaluate(self, spec: DatasetSpec, challenger: int, *, shadow_since: datetime,
+                 holdout_from: datetime | None, now: datetime) -> tuple[GateDecision, int | None]:
+        from registry.port import RegistryError
+
+        self.calls.append(spec.model_name)
+        if spec.model_name == self.broken:
+            raise RegistryError("INVALID_PARAMETER_VALUE: a permanent refusal")
+        return GateDecision("wait", ("too few pairs",), spec.metric, 3), 1
+
+
+def test_a_permanent_error_in_one_model_fails_its_cycle_and_the_others_go_on(
+        tmp_path: Path, churn_spec: DatasetSpec) -> None:
+    registry = InMemoryRegistry()
+    empty = pd.DataFrame()
+    models = {}
+    for name in ("alpha", "beta"):
+        first = registry.register(NewVersion(name, None, "", empty, empty, empty, {}, {}, {}))
+        registry.set_alias(name, "champion", first.version)
+        spec = churn_spec.model_copy(update={"model_name": name, "history": [], "source": None})
+        models[name] = Managed(spec, tmp_path / f"{name}.yaml")
+    settings = ControllerSettings(home=tmp_path / "home", controller_recent_days=14,
+                                  controller_labels_check_seconds=10**9)
+    store = Store("sqlite://")
+    evaluator = BrokenEvaluator("alpha")
+    controller = Controller(settings, store=store, registry=registry,
+                            launcher=TaggingLauncher(registry),
+                            reader=LogReader(churn_spec, start=NOW - timedelta(days=3), until=NOW,
+                                             step=timedelta(minutes=10)),  # type: ignore[arg-type]
+                            evaluator=evaluator,  # type: ignore[arg-type]
+                            models=models, metrics=ControllerMetrics.create(), clock=Clock(NOW))
+    for name in ("alpha", "beta"):
+        store.add_trigger(model=name, source="manual", action="retrain", reason="go", now=NOW)
+
+    controller.reconcile_once()  # alpha's evaluation raises; beta's trigger is still taken
+
+    alpha, _ = controller.load("alpha")
+    beta, _ = controller.load("beta")
+    assert evaluator.calls == ["alpha", "beta"]
+    assert alpha.phase == "failed" and alpha.last_outcome == "failed"
+    assert beta.phase == "shadow"
+    decision = registry.list_decisions("alpha")[0]
+    assert decision.outcome == "failed"
+    assert any("a permanent refusal" in r for r in decision.reasons)
+    assert registry.aliases("alpha")["champion"] == 1  # nothing moved
+    controller.reconcile_once()  # and the next pass does not fail again
+    assert controller.load("alpha")[0].phase == "failed"
+    store.close()
