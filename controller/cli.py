@@ -68,12 +68,23 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[st
     if response.status_code == 401:
         raise DriftloopError("the controller refused the token (set DRIFTLOOP_CONTROLLER_TOKEN)")
     if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise DriftloopError(f"controller answered {response.status_code}: {detail}")
-    return response.json()
+        raise _refused(response)
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _refused(response: Any) -> typer.Exit:
+    """The controller's refusal as one line on stderr; exit 1 (usage and connection: 2)."""
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text
+    if isinstance(detail, list):  # a 422: field and message of each problem
+        detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'body'}: "
+                           f"{d.get('msg')}" for d in detail if isinstance(d, dict))
+    line = " ".join(str(detail).split())
+    typer.echo(f"refused: controller answered {response.status_code}: {line}", err=True)
+    return typer.Exit(1)
 
 
 def _report(answer: dict[str, Any]) -> None:

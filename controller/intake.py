@@ -8,12 +8,12 @@ and ``model``. Resolved alerts are recorded and never trigger. The same alert
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import from_json
 
 from controller.store import Store
 from monitoring.verdict import Verdict
@@ -21,6 +21,8 @@ from monitoring.verdict import Verdict
 ACTION_LABEL = "driftloop_action"
 MODEL_LABEL = "model"
 ACTIONS = ("retrain", "rollback", "none")
+#: Versions are stored as SQL integers: a verdict about a larger one is refused.
+MAX_VERSION = 2**31 - 1
 
 
 class IntakeError(ValueError):
@@ -77,8 +79,11 @@ def _first_error(exc: ValidationError) -> str:
 
 def parse_alertmanager(body: bytes) -> AlertmanagerPayload:
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # pydantic's parser, not json.loads: invalid UTF-8, lone surrogates, NaN, numbers past
+        # 4,300 digits and deep nesting are all a ValueError here (json.loads lets some through
+        # and raises RecursionError on "[" * 100000)
+        data = from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
         raise IntakeError(f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise IntakeError("the payload must be a JSON object")
@@ -136,11 +141,14 @@ def take_alertmanager(store: Store, body: bytes, *, models: set[str], now: datet
 
 def parse_verdict(body: bytes) -> Verdict:
     try:
-        return Verdict.model_validate_json(body)
+        verdict = Verdict.model_validate_json(body)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise IntakeError(f"malformed JSON: {exc.errors()[0]['msg']}") from None
         raise IntakeError(_first_error(exc)) from None
+    if not 0 <= verdict.version <= MAX_VERSION:
+        raise IntakeError(f"version: {verdict.version} is not a version (0 to {MAX_VERSION})")
+    return verdict
 
 
 def take_verdict(store: Store, body: bytes, verdict: Verdict, *, models: set[str],

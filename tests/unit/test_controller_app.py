@@ -1,109 +1,31 @@
 """The controller app with fakes: auth, Alertmanager intake, dedup, verdicts, manual commands.
 
-In-memory SQLite state store, InMemoryRegistry, a launcher that only records; the reconcile loop
-is stepped by hand.
+In-memory SQLite state store, InMemoryRegistry, a launcher that only records
+(tests/unit/controller_harness.py); the reconcile loop is stepped by hand.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
-from controller.app import Parts, create_app
-from controller.evidence import Evaluator, ModelCache
-from controller.launcher import LaunchRequest, LaunchStatus
-from controller.metrics import ControllerMetrics
-from controller.reconcile import Controller, Managed
-from controller.settings import ControllerSettings
-from controller.store import Store
 from kernel.spec import DatasetSpec
-from monitoring.predlog import open_log
-from registry.memory import InMemoryRegistry
-
-TOKEN = "t0ken"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class SyncClient:
-    """The app in process over httpx.ASGITransport, lifespan included, driven synchronously."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self._call(self._enter())
-
-    async def _enter(self) -> None:
-        self.lifespan = self.app.router.lifespan_context(self.app)
-        await self.lifespan.__aenter__()
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
-                                        base_url="http://controller")
-
-    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-    def post(self, path: str, **kw: Any) -> httpx.Response:
-        return self._call(self.client.post(path, **kw))
-
-    def get(self, path: str) -> httpx.Response:
-        return self._call(self.client.get(path))
-
-    def close(self) -> None:
-        self._call(self.client.aclose())
-        self._call(self.lifespan.__aexit__(None, None, None))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
-class RecordingLauncher:
-    def __init__(self) -> None:
-        self.requests: list[LaunchRequest] = []
-
-    def launch(self, request: LaunchRequest) -> str:
-        self.requests.append(request)
-        return "recorded"
-
-    def status(self, cycle_id: str, attempt: int) -> LaunchStatus:
-        return LaunchStatus("running")
+from tests.unit.controller_harness import AUTH, TOKEN, SyncClient, make_world
 
 
 @pytest.fixture
 def world(tmp_path: Path, churn_spec: DatasetSpec) -> dict:
-    history = tmp_path / "history.csv"
-    history.write_text("placeholder")
-    spec = churn_spec.model_copy(update={"history": [str(history)], "source": None})
-    settings = ControllerSettings(home=tmp_path / "home", controller_token=TOKEN,
-                                  controller_recent_days=0, controller_max_body_bytes=64_000)
-    store = Store("sqlite://")
-    registry = InMemoryRegistry()
-    launcher = RecordingLauncher()
-    _, reader = open_log(tmp_path / "log")
-    metrics = ControllerMetrics.create()
-    controller = Controller(settings, store=store, registry=registry, launcher=launcher,
-                            reader=reader, evaluator=Evaluator(registry, reader, ModelCache(
-                                registry, tmp_path / "bundles")),
-                            models={"churn": Managed(spec, tmp_path / "spec.yaml")},
-                            metrics=metrics)
-    parts = Parts(controller, store, metrics, client=None)  # type: ignore[arg-type]
-    app = create_app(settings, parts=parts, run_loop=False, manual_wait_seconds=0.05)
-    client = SyncClient(app)
+    w = make_world(tmp_path, churn_spec)
+    client = SyncClient(w.app())
     try:
-        yield {"client": client, "store": store, "controller": controller, "launcher": launcher,
-               "metrics": metrics}
+        yield {"client": client, "store": w.store, "controller": w.controller,
+               "launcher": w.launcher, "metrics": w.metrics}
     finally:
         client.close()
-        store.close()
+        w.store.close()
 
 
 def alert(*, status: str = "firing", fingerprint: str = "abc", action: str = "retrain",
@@ -235,3 +157,56 @@ def test_manual_retrain_answers_and_status_shows_the_cycle(world: dict) -> None:
     assert client.post("/retrain", json={"reason": "x", "model": "nope"},
                        headers=AUTH).status_code == 404
     assert client.get("/healthz").json() == {"status": "ok", "models": ["churn"]}
+
+
+MALFORMED = [b"{not json", b"[" * 60_000, b'{"reason": "\xff\xfe"}', b"1" * 5000,
+             b'{"version": ' + b"9" * 400 + b"}", b'{"reason": "\\ud800"}',
+             b'{"reason": NaN}', b"", b"\x00"]
+
+
+@pytest.mark.parametrize(("path", "body"), MUTATING)
+@pytest.mark.parametrize("raw", [b"{not json", b"[" * 100_000])
+def test_the_token_is_checked_before_the_body_is_read(world: dict, path: str, body: dict,
+                                                      raw: bytes) -> None:
+    assert world["client"].post(path, content=raw).status_code == 401
+    huge = {"Authorization": "Bearer nope", "Content-Length": str(300 * 2**20)}
+    assert world["client"].post(path, content=b"{}", headers=huge).status_code == 401
+
+
+@pytest.mark.parametrize(("path", "body"), MUTATING)
+@pytest.mark.parametrize("raw", MALFORMED)
+def test_malformed_bodies_are_4xx_with_a_reason(world: dict, path: str, body: dict,
+                                                raw: bytes) -> None:
+    response = world["client"].post(path, content=raw, headers=AUTH)
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["detail"]
+    assert world["store"].triggers_of() == []
+
+
+@pytest.mark.parametrize("path", ["/retrain", "/promote", "/rollback"])
+def test_manual_bodies_keep_fastapis_422_shape(world: dict, path: str) -> None:
+    response = world["client"].post(path, json={"reason": ""}, headers=AUTH)
+    assert response.status_code == 422
+    (first, *_) = response.json()["detail"]
+    assert first["loc"][:2] == ["body", "reason"] and first["type"] == "string_too_short"
+    huge = world["client"].post(path, content=b"{}", headers={**AUTH, "Content-Length": "64001"})
+    assert huge.status_code == 413
+
+
+def test_openapi_describes_every_body_and_answer(world: dict) -> None:
+    from openapi_spec_validator import validate
+
+    document = world["client"].get("/openapi.json").json()
+    validate(document)
+    paths = document["paths"]
+    bodies = {"/webhooks/alertmanager": "AlertmanagerPayload", "/verdicts": "Verdict",
+              "/retrain": "RetrainRequest", "/promote": "PromoteRequest",
+              "/rollback": "RollbackRequest"}
+    for path, model in bodies.items():
+        operation = paths[path]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{model}"}
+        assert {"200", "401", "413"} <= set(operation["responses"])
+        assert model in document["components"]["schemas"]
+    assert {"404", "409", "503"} <= set(paths["/promote"]["post"]["responses"])
+    assert "$defs" not in json.dumps(document)
