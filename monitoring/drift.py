@@ -66,15 +66,18 @@ def _load(pause_gc: bool = False) -> None:
 
 
 def _method_ids() -> dict[str, str]:
-    """Evidently's display names ("K-S p_value") to method ids ("ks")."""
+    """Evidently's display names ("K-S p_value") to method ids ("ks"), from the stat tests
+    its public ``stattests`` package exports (each a ``StatTest`` with ``name`` and
+    ``display_name``)."""
     _load()
-    from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
+    from evidently.legacy.calculations import stattests
 
     out: dict[str, str] = {}
-    for name, by_type in _registered_stat_tests.items():
-        for test in by_type.values():
-            out[test.display_name] = name
-        out[name] = name
+    for export in stattests.__all__:
+        test = getattr(stattests, export)
+        if isinstance(test, stattests.StatTest):
+            out[test.display_name] = test.name
+            out[test.name] = test.name
     return out
 
 
@@ -155,7 +158,7 @@ def column_drift(column: str, reference: pd.Series, current: pd.Series, kind: Ki
     from monitoring.stats import ColumnResult
 
     _load()
-    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.calculations.stattests import get_stattest
     from evidently.legacy.core import ColumnType
 
     ctype = ColumnType.Categorical if kind == "categorical" else ColumnType.Numerical
