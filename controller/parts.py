@@ -66,7 +66,7 @@ def build_controller(settings: ControllerSettings, *, registry: ModelRegistry | 
     store = store or Store(settings.database_url)
     registry = registry or open_registry(settings)
     metrics = metrics or ControllerMetrics.create()
-    _, reader = open_log(settings.resolved_log_uri)
+    _, reader = open_log(settings.resolved_log_uri, incremental=True)  # opens only new files
     evaluator = Evaluator(registry, reader, ModelCache(registry, settings.home_dir / "controller"
                                                        / "bundles"), settings.gate_policy(),
                           offline_replay=settings.controller_offline_replay)

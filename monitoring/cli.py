@@ -1,11 +1,12 @@
-"""``driftloop drift-check``."""
+"""``driftloop drift-check`` and ``driftloop log compact|expire``."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -17,9 +18,109 @@ if TYPE_CHECKING:
     from monitoring.settings import MonitoringSettings
     from registry import ModelRegistry
 
+T = TypeVar("T")
+
 
 def register(app: typer.Typer) -> None:
     app.command("drift-check")(drift_check)
+    log_app = typer.Typer(help="Maintain the prediction and label log: compact flush files, "
+                          "expire old partitions.", no_args_is_help=True)
+    log_app.command("compact")(log_compact)
+    log_app.command("expire")(log_expire)
+    app.add_typer(log_app, name="log")
+
+
+def _duration(value: str, *, option: str) -> float:
+    """Seconds from ``90``, ``90s``, ``10m``, ``2h`` or ``1d``."""
+    from kernel.errors import UsageError
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+    text = value.strip().lower()
+    scale = units.get(text[-1:])
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise UsageError(f"{option}: not a duration such as 90s, 10m, 2h or 1d: {value!r}") from None
+    if seconds < 0:
+        raise UsageError(f"{option}: must not be negative")
+    return seconds
+
+
+def log_compact(
+    model: Annotated[str | None, typer.Option(help="Only this model's partitions (default: "
+                                              "every model and the legacy label partitions).")]
+    = None,
+    older_than: Annotated[str | None, typer.Option(
+        help="Merge only flush files written longer ago than this (90s, 10m, 2h, 1d; default "
+        "$DRIFTLOOP_LOG_COMPACT_AFTER_SECONDS, 600 s).")] = None,
+) -> None:
+    """Merge each partition's small flush files into one file per hour, safely while
+    writers write and readers read. Exit 0 done, 1 some partitions failed, 2 error."""
+    from datetime import timedelta
+
+    from monitoring.predlog.compact import Compactor
+    from monitoring.predlog.store import LogStore
+    from monitoring.settings import MonitoringSettings
+
+    settings = MonitoringSettings()
+    seconds = (settings.log_compact_after_seconds if older_than is None
+               else _duration(older_than, option="--older-than"))
+    store = _open_store(settings.resolved_log_uri, LogStore)
+    report = _run_on_store(lambda: Compactor(store, older_than=timedelta(seconds=seconds),
+                                             progress=echo).run(model=model), store.uri)
+    echo(f"compacted {report.files_in} files into {report.files_out} "
+         f"({report.bytes_in / 2**20:.1f} -> {report.bytes_out / 2**20:.1f} MiB, "
+         f"{report.rows} rows); finished {report.finished} left by an earlier run; "
+         f"{report.unreadable} unreadable left in place")
+    for error in report.errors:
+        echo(f"  - failed: {error}")
+    raise typer.Exit(1 if report.errors else 0)
+
+
+def log_expire(
+    days: Annotated[int | None, typer.Option(min=1, help="Delete partitions dated more than N "
+                                             "days ago (default $DRIFTLOOP_LOG_RETENTION_DAYS).")]
+    = None,
+    model: Annotated[str | None, typer.Option(help="Only this model's partitions.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would go; delete nothing.")] = False,
+) -> None:
+    """Delete log partitions (predictions and labels) older than the retention. Exit 0 done,
+    2 error (no retention set, log unreachable)."""
+    from kernel.errors import UsageError
+    from monitoring.predlog.compact import expire
+    from monitoring.predlog.store import LogStore
+    from monitoring.settings import MonitoringSettings
+
+    settings = MonitoringSettings()
+    keep = days if days is not None else settings.log_retention_days
+    if keep is None:
+        raise UsageError("no retention: pass --days or set DRIFTLOOP_LOG_RETENTION_DAYS")
+    store = _open_store(settings.resolved_log_uri, LogStore)
+    report = _run_on_store(lambda: expire(store, days=keep, model=model, dry_run=dry_run,
+                                          progress=echo), store.uri)
+    echo(f"{'would delete' if dry_run else 'deleted'} {len(report.partitions)} partitions "
+         f"older than {keep} days")
+
+
+def _open_store(uri: str, factory: Callable[[str], T]) -> T:
+    from kernel.errors import DriftloopError
+
+    try:
+        return factory(uri)
+    except (OSError, ValueError) as exc:
+        raise DriftloopError(f"cannot open the log at {uri}: {exc}") from None
+
+
+def _run_on_store(work: Callable[[], T], uri: str) -> T:
+    import pyarrow as pa
+
+    from kernel.errors import DriftloopError
+
+    try:
+        return work()
+    except (OSError, pa.ArrowException) as exc:
+        raise DriftloopError(f"log at {uri}: {exc}") from None
 
 
 def drift_check(

@@ -267,14 +267,22 @@ def _read_window(settings: MonitoringSettings, reference: Reference, model: str,
                  since: datetime | None, until: datetime) -> pd.DataFrame:
     """The version's rows of the window with labels joined, restricted to the columns a
     check reads (features, score, time): the log's other columns are never decoded."""
+    import pyarrow as pa
+
     from monitoring.check import SCORE_COLUMN
     from monitoring.predlog import open_log
+    from monitoring.predlog.reader import LogReadError
 
-    _, reader = open_log(settings.resolved_log_uri)
     assert since is not None
     features = reference.spec.features
-    return reader.window(model, since, until, version=version,
-                         columns=[*features.all, SCORE_COLUMN], categorical=features.categorical)
+    uri = settings.resolved_log_uri
+    try:  # unreadable data is an error (exit 2), never "drift" (exit 1)
+        _, reader = open_log(uri)
+        return reader.window(model, since, until, version=version,
+                             columns=[*features.all, SCORE_COLUMN],
+                             categorical=features.categorical)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise LogReadError(f"cannot read the prediction log at {uri}: {exc}") from None
 
 
 def _submit_report(renderer: ReportRenderer, reference: Reference, current: pd.DataFrame,

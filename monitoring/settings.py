@@ -18,3 +18,10 @@ class MonitoringSettings(CommonSettings):
         5_000, ge=100, description="The HTML report samples each side down to this many rows "
         "(the verdict always uses every row) (DRIFTLOOP_REPORT_MAX_ROWS).")
     http_timeout: float = Field(10.0, gt=0, description="Seconds for --post-to and the push.")
+    log_retention_days: int | None = Field(
+        None, ge=1, description="`driftloop log expire` deletes log partitions (predictions and "
+        "labels) dated more than N days ago (DRIFTLOOP_LOG_RETENTION_DAYS); unset: keep "
+        "everything.")
+    log_compact_after_seconds: float = Field(
+        600.0, gt=0, description="`driftloop log compact` merges only flush files written more "
+        "than this many seconds ago (files still being written are never touched).")

@@ -85,6 +85,15 @@ class LogStore:
             self.fs, self.root, self.local = pafs.LocalFileSystem(), str(Path(text).resolve()), True
         self.uri = text
 
+    @classmethod
+    def on(cls, fs: pafs.FileSystem, root: str) -> LogStore:
+        """A store on an already-built filesystem (tests hand it an in-memory one)."""
+        store = cls.__new__(cls)
+        store.fs, store.root = fs, root.rstrip("/")
+        store.local = isinstance(fs, pafs.LocalFileSystem)
+        store.uri = f"{type(fs).__name__}:{store.root}"
+        return store
+
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
 
