@@ -2,8 +2,10 @@
 
 Every feature named by the spec must be present; ``null`` is a missing value (imputed as in
 training, and counted). Numerical features take JSON numbers (not booleans, not NaN or
-infinity); categorical features take strings. Unknown fields are refused, so a client's
-typo is not silently imputed. Values are also *observed*: categories the reference sample
+infinity, not numbers beyond a double's range); categorical features take strings. Unknown
+fields are refused, so a client's typo is not silently imputed. No string (a value, the
+request id, a key) may hold a lone UTF-16 surrogate (JSON ``"\\ud800"``): it is not text, and
+the log could not store it. Values are also *observed*: categories the reference sample
 never saw and numbers outside its range are served and counted per feature.
 """
 
@@ -20,6 +22,25 @@ from kernel.spec import DatasetSpec
 
 REQUEST_ID = "request_id"
 MAX_REQUEST_ID = 128
+SURROGATE = "holds a lone surrogate (not valid Unicode text)"
+
+
+def lone_surrogate(text: str) -> bool:
+    """True when ``text`` holds a lone UTF-16 surrogate, which UTF-8 cannot encode.
+    Cheap for ASCII (the usual case): ``isascii`` is checked first."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def field_name(name: str) -> str:
+    """A client's key as it can be named in an answer (a lone surrogate escaped)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8") if lone_surrogate(name) \
+        else name
 
 
 class RecordError(Exception):
@@ -80,26 +101,35 @@ class RecordSchema:
             elif isinstance(v, float) and not math.isfinite(v):
                 problems[name] = "NaN and infinity are not allowed (send null for missing)"
             else:
-                record[name] = float(v)
+                try:
+                    record[name] = float(v)
+                except OverflowError:  # an integer of hundreds of digits
+                    problems[name] = "number too large (beyond the range of a double)"
         for name in self.categorical:
             if name not in data:
                 problems[name] = "field required (string or null)"
                 continue
             v = data[name]
-            if v is None or isinstance(v, str):
+            if v is None or (isinstance(v, str) and (v.isascii() or not lone_surrogate(v))):
                 record[name] = v
+            elif isinstance(v, str):
+                problems[name] = SURROGATE
             else:
                 problems[name] = f"expected a string or null, got {_json_type(v)}"
         request_id = data.get(REQUEST_ID) if allow_request_id else None
         if request_id is not None and (not isinstance(request_id, str) or not request_id
                                        or len(request_id) > MAX_REQUEST_ID):
             problems[REQUEST_ID] = f"expected a non-empty string of at most {MAX_REQUEST_ID} chars"
+        elif request_id is not None and lone_surrogate(request_id):
+            problems[REQUEST_ID] = SURROGATE
         present = len(self.features) - sum(1 for v in problems.values() if v.startswith("field req"))
         if len(data) > present + (allow_request_id and REQUEST_ID in data):
             known = set(self.features) | ({REQUEST_ID} if allow_request_id else set())
             unknown = sorted(k for k in data if k not in known)
             for name in unknown[:10]:
-                problems[name] = "unknown field"
+                named = field_name(name)
+                problems[named] = "unknown field" if named == name else \
+                    f"unknown field (its name {SURROGATE})"
             if len(unknown) > 10:
                 problems["..."] = f"{len(unknown) - 10} more unknown fields"
         if problems:

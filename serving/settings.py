@@ -18,6 +18,9 @@ class ServingSettings(CommonSettings):
     serving_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
     admin_token: str | None = Field(
         None, description="Bearer token for POST /admin/reload; unset: the endpoint refuses all.")
+    feedback_token: str | None = Field(
+        None, description="Bearer token for POST /feedback (checked before the body is read); "
+        "unset: the endpoint refuses all.")
     serving_poll_interval: float = Field(
         5.0, gt=0, description="Seconds between alias polls once a model is loaded.")
     serving_retry_interval: float = Field(

@@ -25,6 +25,8 @@ from training.train import train
 pytestmark = pytest.mark.anyio
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FEEDBACK_TOKEN = "labels-in"
+FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 
 @pytest.fixture
@@ -47,6 +49,7 @@ def fake() -> InMemoryRegistry:
 
 
 def make_settings(home: Path, spec: DatasetSpec, **extra: Any) -> ServingSettings:
+    extra.setdefault("feedback_token", FEEDBACK_TOKEN)
     return ServingSettings(home=home, model=spec.model_name, admin_token=TOKEN,
                            serving_poll_interval=3600, serving_retry_interval=3600, **extra)
 
@@ -127,10 +130,12 @@ async def test_predict_logs_counts_and_feedback(home: Path, fake: InMemoryRegist
         r = await client.post("/predict/batch", json={"records": batch})
         assert r.status_code == 200 and len(r.json()["predictions"]) == 10
         answered += 10
-        fb = await client.post("/feedback", json={"request_id": "client-42", "label": 1})
+        fb = await client.post("/feedback", json={"request_id": "client-42", "label": 1},
+                               headers=FEEDBACK)
         assert fb.status_code == 202
         fb = await client.post("/feedback", json={"labels": [
-            {"request_id": "client-42", "label": 0}, {"request_id": "other", "label": "1"}]})
+            {"request_id": "client-42", "label": 0}, {"request_id": "other", "label": "1"}]},
+            headers=FEEDBACK)
         assert fb.status_code == 202 and fb.json() == {"accepted": 2}
         name = spec.model_name
         assert value(metrics, "driftloop_unseen_category_total", model=name,
@@ -217,9 +222,9 @@ async def test_bad_requests_get_4xx_with_reasons(home: Path, fake: InMemoryRegis
         assert r.status_code == 422 and "records[1].tenure_months" in r.json()["errors"]
         r = await client.post("/predict/batch", json=[good])
         assert r.status_code == 422
-        r = await client.post("/feedback", json={"request_id": "x"})
+        r = await client.post("/feedback", json={"request_id": "x"}, headers=FEEDBACK)
         assert r.status_code == 422 and "label" in r.json()["errors"]
-        r = await client.post("/feedback", json={"labels": []})
+        r = await client.post("/feedback", json={"labels": []}, headers=FEEDBACK)
         assert r.status_code == 422
         r = await client.get("/nope")
         assert r.status_code == 404
