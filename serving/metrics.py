@@ -8,25 +8,32 @@ aggregates them with ``MultiProcessCollector``; the Info is then a gauge of the 
 
 The two observations every request makes (route, method, status and duration; a
 prediction's version, class and score) go through :class:`Tally`: the request path appends
-a tuple to a deque, and the tuples are folded into the Prometheus metrics in bulk (one
-increment per label set and histogram bucket) before every collection of the registry (a
-scrape, ``get_sample_value``) and every second. Observed one by one (a lock per counter,
+a tuple to a deque, and the tuples are folded in bulk (one increment per label set; one
+pass over a histogram's values into :class:`BulkHistogram`'s own bucket counts, exposed
+through prometheus_client's public collector interface) before every collection of the
+registry (a scrape, ``get_sample_value``) and every second. Observed one by one (a lock per counter,
 a bucket search and two locks per histogram value) they were the largest part of what
 monitoring added to the request path; docs/bench/serving_cost.md measures what is left.
 With several workers a scrape reaches one of them and reads every worker's files,
-so there each observation is applied at once instead.
+so there each observation is applied at once instead, to prometheus_client's own
+``Histogram`` (whose values go to those files).
 """
 
 from __future__ import annotations
 
 import bisect
 import collections
+import math
 import os
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from monitoring.predlog import WriterStats
@@ -41,25 +48,94 @@ def multiprocess_dir() -> str | None:
 
 
 def observe_many(histogram: Any, values: Sequence[float]) -> None:
-    """``histogram.observe(v)`` for each value, as one increment per bucket and one of the
-    sum: the same result as prometheus_client's ``Histogram.observe`` (first bucket whose
-    bound is at least the value; a NaN counts in the sum only). Falls back to ``observe``
-    per value if a prometheus_client release no longer has the child's bucket values."""
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for v in values:
-            histogram.observe(v)
+    """``histogram.observe(v)`` for each value: in one pass for a :class:`BulkHistogram`
+    child, one call per value for anything else (prometheus_client's ``Histogram``)."""
+    bulk = getattr(histogram, "observe_many", None)
+    if bulk is not None:
+        bulk(values)
         return
-    counts = [0] * len(bounds)
     for v in values:
-        if v == v:  # not NaN
-            counts[bisect.bisect_left(bounds, v)] += 1
-    for i, n in enumerate(counts):
-        if n:
-            buckets[i].inc(n)
-    total.inc(sum(values))  # as observe adds them (fsum raises on inf - inf)
+        histogram.observe(v)
+
+
+def _created_series() -> bool:
+    """prometheus_client's documented switch for ``_created`` samples."""
+    flag = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
+    return flag.lower() not in ("true", "1", "t")
+
+
+class _HistogramChild:
+    """One label set of a :class:`BulkHistogram`: per-bucket counts and the sum."""
+
+    def __init__(self, owner: BulkHistogram) -> None:
+        self.owner = owner
+        self.counts = [0] * len(owner.bounds)
+        self.total = 0.0
+        self.created = time.time()
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def observe_many(self, values: Sequence[float]) -> None:
+        """As prometheus_client's ``Histogram.observe`` for each value: the first bucket
+        whose bound is at least the value; a NaN counts in the sum only."""
+        bounds, counts = self.owner.bounds, [0] * len(self.owner.bounds)
+        for v in values:
+            if v == v:  # not NaN
+                counts[bisect.bisect_left(bounds, v)] += 1
+        total = sum(values)  # as observe adds them (fsum raises on inf - inf)
+        with self.owner.lock:
+            for i, n in enumerate(counts):
+                if n:
+                    self.counts[i] += n
+            self.total += total
+
+
+class BulkHistogram(Collector):
+    """A labelled histogram that takes its values in bulk and exposes them as a
+    ``HistogramMetricFamily``: the same samples as prometheus_client's ``Histogram`` (buckets,
+    count, sum, created), for one process (multiprocess mode uses ``Histogram`` itself)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], *,
+                 buckets: Sequence[float], registry: CollectorRegistry | None) -> None:
+        self.name, self.documentation = name, documentation
+        self.labelnames = tuple(labelnames)
+        bounds = tuple(float(b) for b in buckets)
+        self.bounds = bounds if bounds[-1] == math.inf else (*bounds, math.inf)
+        self.lock = threading.Lock()
+        self.children: dict[tuple[str, ...], _HistogramChild] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> _HistogramChild:
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {key}")
+        with self.lock:
+            child = self.children.get(key)
+            if child is None:
+                child = self.children[key] = _HistogramChild(self)
+            return child
+
+    def describe(self) -> Iterable[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        names = [floatToGoString(b) for b in self.bounds]
+        created = _created_series()
+        with self.lock:
+            children = [(key, list(c.counts), c.total, c.created) for key, c in self.children.items()]
+        for key, counts, total, since in children:
+            cumulative, running = [], 0
+            for name, n in zip(names, counts, strict=True):
+                running += n
+                cumulative.append((name, float(running)))
+            family.add_metric(list(key), cumulative, total)
+            if created:
+                family.add_sample(f"{self.name}_created",
+                                  dict(zip(self.labelnames, key, strict=True)), since)
+        yield family
 
 
 def _drain(queue: collections.deque[Any]) -> list[Any]:
@@ -148,13 +224,14 @@ class ServingMetrics:
         self.http_requests = Counter(
             "driftloop_http_requests", "HTTP requests by route template, method and status.",
             ["route", "method", "status"], registry=r)
-        self.http_duration = Histogram(
+        histogram: Any = Histogram if self.multiprocess else BulkHistogram
+        self.http_duration = histogram(
             "driftloop_http_request_duration_seconds", "HTTP request duration.", ["route"],
             buckets=LATENCY_BUCKETS, registry=r)
         self.predictions = Counter(
             "driftloop_predictions", "Answered predictions by version and predicted class.",
             ["model", "version", "predicted_class"], registry=r)
-        self.score = Histogram(
+        self.score = histogram(
             "driftloop_prediction_score", "Positive-class score of answered predictions.",
             ["model"], buckets=SCORE_BUCKETS, registry=r)
         self.unseen_category = Counter(

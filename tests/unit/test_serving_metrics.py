@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
@@ -79,3 +80,41 @@ def test_observe_many_counts_nan_in_the_sum_only_like_observe() -> None:
     assert a.keys() == b.keys()
     for key in a:
         assert (math.isnan(a[key]) and math.isnan(b[key])) or a[key] == b[key], key
+
+
+def _text_without_created(registry: CollectorRegistry) -> list[str]:
+    from prometheus_client import generate_latest
+
+    return [line for line in generate_latest(registry).decode().splitlines()
+            if "_created" not in line]
+
+
+def test_bulk_histogram_exposes_what_prometheus_histogram_does() -> None:
+    from serving.metrics import BulkHistogram
+
+    values = [0.2, 0.5, 1.0, float("nan"), 0.7, 5.0, float("inf"), float("-inf"), 0.0, 0.5]
+    one, bulk = CollectorRegistry(), CollectorRegistry()
+    reference = Histogram("h_seconds", "doc", ["route"], buckets=(0.5, 1.0), registry=one)
+    mine = BulkHistogram("h_seconds", "doc", ["route"], buckets=(0.5, 1.0), registry=bulk)
+    for v in values:
+        reference.labels("/a").observe(v)
+    observe_many(mine.labels("/a"), values[:4])
+    mine.labels("/a").observe_many(values[4:])
+    reference.labels("/b")
+    mine.labels("/b")  # a label set without values is exposed with zeros, as a child is
+    assert _text_without_created(bulk) == _text_without_created(one)
+    created = {s.name for family in bulk.collect() for s in family.samples}
+    assert "h_seconds_created" in created
+
+
+def test_multiprocess_mode_observes_on_prometheus_histograms(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from serving.metrics import BulkHistogram
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    metrics = ServingMetrics(CollectorRegistry(), "m")
+    assert not metrics.tally.buffered
+    assert isinstance(metrics.http_duration, Histogram) and isinstance(metrics.score, Histogram)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    single = ServingMetrics(CollectorRegistry(), "m")
+    assert single.tally.buffered and isinstance(single.score, BulkHistogram)
