@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from fastapi import Request
 
 
 class BodyTooLarge(Exception):

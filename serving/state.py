@@ -9,8 +9,8 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
-from starlette.concurrency import run_in_threadpool
 
 from monitoring.predlog import LogStore, PredictionLogWriter
 from registry.port import ModelRegistry
