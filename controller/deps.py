@@ -10,6 +10,7 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from controller.metrics import ControllerMetrics
 from controller.parts import Parts
@@ -67,12 +68,17 @@ def get_manual_wait(request: Request) -> float:
 ManualWaitDep = Annotated[float, Depends(get_manual_wait)]
 
 
-def require_token(request: Request, settings: SettingsDep) -> None:
+#: Declares the scheme in /openapi.json; reads the header only (never the body), refuses nothing
+#: itself: require_token does, with one answer for every way of getting it wrong.
+bearer = HTTPBearer(auto_error=False, description="DRIFTLOOP_CONTROLLER_TOKEN")
+
+
+def require_token(settings: SettingsDep, credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """401 unless ``Authorization: Bearer <DRIFTLOOP_CONTROLLER_TOKEN>`` (none set: always)."""
     expected = settings.controller_token
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if not expected or scheme.lower() != "bearer" or \
-            not secrets.compare_digest(token.encode(), expected.encode()):
+    token = credentials.credentials if credentials is not None else ""
+    if not expected or not secrets.compare_digest(token.encode(), expected.encode()):
         raise HTTPException(401, "missing or wrong bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
 

@@ -44,7 +44,7 @@ class Alert(BaseModel):
 class AlertmanagerPayload(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    version: str
+    version: Literal["4"]  # the payload version this reads (checked first, for the message)
     status: Literal["firing", "resolved"]
     receiver: str = ""
     groupKey: str = ""  # noqa: N815
