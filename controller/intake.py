@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_core import from_json
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from controller.store import Store
 from monitoring.verdict import Verdict
@@ -23,6 +22,7 @@ MODEL_LABEL = "model"
 ACTIONS = ("retrain", "rollback", "none")
 #: Versions are stored as SQL integers: a verdict about a larger one is refused.
 MAX_VERSION = 2**31 - 1
+_JSON: TypeAdapter[Any] = TypeAdapter(Any)
 
 
 class IntakeError(ValueError):
@@ -79,12 +79,12 @@ def _first_error(exc: ValidationError) -> str:
 
 def parse_alertmanager(body: bytes) -> AlertmanagerPayload:
     try:
-        # pydantic's parser, not json.loads: invalid UTF-8, lone surrogates, NaN, numbers past
-        # 4,300 digits and deep nesting are all a ValueError here (json.loads lets some through
-        # and raises RecursionError on "[" * 100000)
-        data = from_json(body, allow_inf_nan=False)
-    except ValueError as exc:
-        raise IntakeError(f"malformed JSON: {exc}") from None
+        # pydantic's parser, not json.loads: invalid UTF-8, lone surrogates, numbers past
+        # 4,300 digits and deep nesting are all a validation error here (json.loads lets some
+        # through and raises RecursionError on "[" * 100000)
+        data = _JSON.validate_json(body)
+    except ValidationError as exc:
+        raise IntakeError(f"malformed JSON: {exc.errors()[0]['msg']}") from None
     if not isinstance(data, dict):
         raise IntakeError("the payload must be a JSON object")
     if str(data.get("version")) != "4":
