@@ -113,8 +113,8 @@ def _categorical_block(transformer: Any, columns: list[str]) -> _Categorical:
             raise NotCompilable(f"unsupported categorical step {step!r}")
     if encoder is None or encoder.handle_unknown != "ignore" or encoder.drop is not None:
         raise NotCompilable("categorical block needs OneHotEncoder(handle_unknown='ignore')")
-    if getattr(encoder, "_infrequent_enabled", False):
-        raise NotCompilable("infrequent categories are not supported")
+    if encoder.max_categories is not None or encoder.min_frequency is not None:
+        raise NotCompilable("infrequent categories are not supported")  # public params enable them
     cats = tuple({c: i for i, c in enumerate(list(values))} for values in encoder.categories_)
     return _Categorical(tuple(columns), tuple(fill if fill is not None else [None] * n), cats,
                         tuple(len(c) for c in cats))
