@@ -46,6 +46,7 @@ LOST_REASONS = ("buffer_full", "unencodable", "shutdown", "spool_corrupt")
 #: Why a flush failed (``WriterStats.flush_errors_by_reason``).
 FLUSH_ERROR_REASONS = ("no_space", "read_only", "permission", "io", "encode", "other")
 _REPLAY_FILES_PER_FLUSH = 16
+_REPEAT_LOG_SECONDS = 60.0
 
 Rows = list[dict[str, Any]]
 Builder = Callable[[Rows], pa.Table]
@@ -134,6 +135,7 @@ class PredictionLogWriter:
         self._spool_checked = False
         self._started_at = time.time()
         self._closed = False
+        self._logged_error_at: dict[str, float] = {}
 
     # --- the request path ---------------------------------------------------------------
 
@@ -254,8 +256,13 @@ class PredictionLogWriter:
         s = self.stats
         s.flush_errors += 1
         s.flush_errors_by_reason[reason] = s.flush_errors_by_reason.get(reason, 0) + 1
+        repeated = s.last_error is not None and s.last_error.startswith(reason)
         s.last_error = f"{reason}: {exc}"
-        log.error("%s flush failed (%s: %s); %d kept for the next try", what, reason, exc, kept)
+        now = time.monotonic()
+        if not repeated or now - self._logged_error_at.get(what, -1e9) >= _REPEAT_LOG_SECONDS:
+            self._logged_error_at[what] = now  # once a minute while the same failure lasts
+            log.error("%s flush failed (%s: %s); %d kept for the next try (%d failed "
+                      "flushes so far)", what, reason, exc, kept, s.flush_errors)
 
     def _unencodable(self, lost: dict[str, int], escaped: int, dropped: int) -> None:
         self.stats.values_escaped += escaped
