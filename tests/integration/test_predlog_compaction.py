@@ -281,3 +281,22 @@ def test_closed_hour_ends_as_one_file(tmp_path: Path) -> None:
     files = store.files(prediction_dir(store))
     assert len(files) <= 2  # one per hour the flushes fell in (two if they spanned one)
     assert sorted(ids(PredictionLogReader(store))) == sorted(f"r{i}" for i in range(60))
+
+
+def test_drift_check_reads_an_unreadable_log_as_an_error_not_drift(tmp_path: Path, monkeypatch):
+    """drift-check's window read raises a DriftloopError (exit 2, one line), never drift."""
+    from types import SimpleNamespace
+
+    from kernel.errors import DriftloopError
+    from monitoring.job import _read_window
+    from monitoring.settings import MonitoringSettings
+
+    store = LogStore(tmp_path / "log")
+    check_unreadable_window_raises(store)  # leaves one corrupt file in the window
+    monkeypatch.setenv("DRIFTLOOP_LOG_URI", str(tmp_path / "log"))
+    monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
+    features = SimpleNamespace(all=["x", "c"], categorical=["c"])
+    reference = SimpleNamespace(spec=SimpleNamespace(features=features))
+    with pytest.raises(DriftloopError, match="no readable prediction log file") as caught:
+        _read_window(MonitoringSettings(), reference, "m", 1, SINCE, UNTIL)
+    assert "\n" not in str(caught.value)
