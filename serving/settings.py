@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -43,7 +44,24 @@ class ServingSettings(CommonSettings):
     log_sample_rate: float = Field(
         1.0, ge=0, le=1, description="Share of predictions written to the log (by request id).")
     log_flush_interval: float = Field(1.0, gt=0, le=1.0, description="Seconds between flushes.")
+    log_max_buffer: int = Field(
+        2_000_000, ge=1, description="Rows (and labels) kept in memory while the log store fails; "
+        "beyond it the oldest are dropped, counted as lost buffer_full.")
+    log_spool_dir: Path | None = Field(
+        None, description="Where rows the store cannot take at shutdown are spooled (replayed "
+        "on the next start); unset: <home>/spool.")
+    log_stall_seconds: float = Field(
+        30.0, gt=0, description="The writer is unhealthy when buffered rows wait this long "
+        "without a successful flush.")
+    log_failure_mode: Literal["unready", "serve"] = Field(
+        "unready", description="While the log writer is unhealthy: 'unready' answers /readyz "
+        "503 with its reason; 'serve' keeps /readyz 200 (the reason in its body, the alert "
+        "DriftloopLogWriteFailing fires either way).")
 
     @property
     def cache_dir(self) -> Path:
         return self.home_dir / "cache"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.log_spool_dir if self.log_spool_dir is not None else self.home_dir / "spool"
