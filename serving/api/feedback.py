@@ -6,28 +6,14 @@ model's name."""
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 
-from monitoring.predlog import PredictionLogWriter
 from serving.bodies import UNREADABLE, Accepted, FeedbackRequest, problem, request_body
 from serving.deps import ChampionDep, FeedbackCaller, LogWriterDep, StateDep
 from serving.feedback import canonical_labels, parse_feedback
 from serving.responses import HTTPProblem, json_response, problem_response, read_json
 
 router = APIRouter(tags=["feedback"])
-
-
-def append_label(writer: PredictionLogWriter, request_id: str, label: str, model: str) -> None:
-    """``writer.append_label`` with the model's name when the writer takes one (labels
-    partitioned by model), without it for a writer that does not yet."""
-    append: Any = writer.append_label
-    if "model" in inspect.signature(append).parameters:
-        append(request_id, label, model=model)
-    else:
-        append(request_id, label)
 
 
 @router.post("/feedback", status_code=202, response_model=None, dependencies=[FeedbackCaller],
@@ -49,5 +35,5 @@ async def feedback(request: Request, state: StateDep, model: ChampionDep,
         state.count_refusal("/feedback")
         return problem_response(exc)
     for request_id, label in labels:
-        append_label(writer, request_id, label, model.name)
+        writer.append_label(request_id, label, model=model.name)
     return json_response(202, {"accepted": len(labels)})
