@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
 import pytest
 
-from serving.schema import RecordError, RecordSchema
+from serving.schema import RecordError, RecordSchema, lone_surrogate
 
 SCHEMA = RecordSchema(("age", "income"), ("city",), {"age": (18.0, 90.0)},
                       {"city": frozenset({"paris", "oslo"})})
@@ -58,3 +59,29 @@ def test_schema_from_reference(churn_spec, churn_frame: pd.DataFrame) -> None:
     low, high = schema.ranges["tenure_months"]
     assert low <= churn_frame["tenure_months"].min() and high >= churn_frame["tenure_months"].max()
     assert "month-to-month" in schema.categories["contract_type"]
+
+
+SURROGATE = json.loads('"\\ud800"')  # a lone surrogate, as JSON can carry one
+
+
+@pytest.mark.parametrize("data,field", [
+    (GOOD | {"city": "par" + SURROGATE}, "city"),
+    (GOOD | {"request_id": SURROGATE}, "request_id"),
+    (GOOD | {"age": 10 ** 400}, "age"),
+    (GOOD | {"income": -(10 ** 400)}, "income"),
+])
+def test_hostile_values_name_the_field(data: dict, field: str) -> None:
+    assert set(problems(data)) == {field}
+
+
+def test_a_key_with_a_lone_surrogate_is_named_escaped() -> None:
+    found = problems(GOOD | {"x" + SURROGATE: 1})
+    assert found == {"x\\ud800": "unknown field (its name holds a lone surrogate "
+                                  "(not valid Unicode text))"}
+    json.dumps(found).encode("utf-8")  # the answer itself is valid text
+
+
+def test_valid_non_ascii_text_is_kept() -> None:
+    record, _ = SCHEMA.parse(GOOD | {"city": "Zürich 🏔", "request_id": "é"})
+    assert record["city"] == "Zürich 🏔"
+    assert lone_surrogate(SURROGATE) and not lone_surrogate("🏔") and not lone_surrogate("a")
