@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -396,15 +397,22 @@ class IncrementalLogReader(PredictionLogReader):
     ``window()`` lists the partitions and opens only files it has not seen; a file that
     disappeared was compacted (its rows go, the compacted file's come, the manifest
     dedupes). The controller's every-pass windows then re-read nothing they have. Holds at
-    most ``max_partitions`` partitions (least recently used go first)."""
+    most ``max_partitions`` partitions (least recently used go first), in memory: the rows
+    of every partition its windows touched."""
 
     def __init__(self, store: LogStore, *, max_partitions: int = 256) -> None:
         super().__init__(store)
         self.max_partitions = max_partitions
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
+        self._lock = threading.Lock()  # the controller's loop and its HTTP threads share one
 
     def _partition(self, directory: str, columns: list[str] | None,
                    kind: _Kind) -> pa.Table | None:
+        with self._lock:
+            return self._cached_partition(directory, columns, kind)
+
+    def _cached_partition(self, directory: str, columns: list[str] | None,
+                          kind: _Kind) -> pa.Table | None:
         cached = self._cache.pop(directory, None) or _Cached()
         self._cache[directory] = cached
         while len(self._cache) > self.max_partitions:
