@@ -64,6 +64,7 @@ class Demo:
     controller_url: str = ""
     controller_token: str = field(default_factory=lambda: secrets.token_hex(16))
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    feedback_token: str = field(default_factory=lambda: secrets.token_hex(16))
     env: dict[str, str] = field(default_factory=dict)
 
     # -- set-up --------------------------------------------------------------------
@@ -100,6 +101,7 @@ class Demo:
             "DRIFTLOOP_HOME": str(self.home),
             "DRIFTLOOP_CONTROLLER_TOKEN": self.controller_token,
             "DRIFTLOOP_ADMIN_TOKEN": self.admin_token,
+            "DRIFTLOOP_FEEDBACK_TOKEN": self.feedback_token,
             "MLFLOW_TRACKING_URI": "",  # the embedded default, whatever the shell says
         }
         data = generate(self.days, scenario=Scenario("concept", self.onset),
@@ -184,7 +186,9 @@ class Demo:
         labels = [{"request_id": rid, "label": int(y)} for rid, y in zip(ids, frame["churned"],
                                                                           strict=True)]
         for start in range(0, len(labels), 500):
-            client.post(f"{self.serving_url}/feedback", json={"labels": labels[start:start + 500]})
+            client.post(f"{self.serving_url}/feedback", json={"labels": labels[start:start + 500]},
+                        headers={"Authorization": f"Bearer {self.feedback_token}"}
+                        ).raise_for_status()
         until = datetime.now(UTC)
         time.sleep(1.2)  # the log flushes at least every second: let the day's rows land
         live = max(versions, key=lambda v: versions[v]) if versions else None

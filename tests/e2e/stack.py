@@ -47,6 +47,7 @@ class Stack:
     alert_rules: set[str] = field(default_factory=lambda: {"DriftloopUnseenCategoryRate"})
     group: ProcessGroup = field(init=False)
     env: dict[str, str] = field(default_factory=dict)
+    feedback_token: str = field(default_factory=lambda: secrets.token_hex(12))
     serving_url: str = ""
     controller_url: str = ""
     prometheus_url: str = ""
@@ -69,6 +70,7 @@ class Stack:
             "DRIFTLOOP_CONTROLLER_URL": self.controller_url,
             "DRIFTLOOP_CONTROLLER_TOKEN": token,
             "DRIFTLOOP_ADMIN_TOKEN": secrets.token_hex(12),
+            "DRIFTLOOP_FEEDBACK_TOKEN": self.feedback_token,
             "DRIFTLOOP_CONTROLLER_SPECS": str(self.spec),
             "DRIFTLOOP_SERVING_URL": self.serving_url,
             "DRIFTLOOP_CONTROLLER_TICK_SECONDS": "0.5",

@@ -31,8 +31,9 @@ pytestmark = pytest.mark.timeout(600)
 class Traffic:
     """Clients on a thread: /predict for every row, /feedback with the labels a moment later."""
 
-    def __init__(self, serving_url: str, frame: pd.DataFrame) -> None:
+    def __init__(self, serving_url: str, frame: pd.DataFrame, feedback_token: str) -> None:
         self.url = serving_url
+        self.feedback = {"Authorization": f"Bearer {feedback_token}"}
         self.frame = frame
         self.features = [c for c in frame.columns if c not in ("customer_id", "ts", "churned")]
         self.failed: list[str] = []
@@ -66,7 +67,8 @@ class Traffic:
                         self.versions[resp.json()["model_version"]] += 1
                         pending.append({"request_id": rid, "label": int(labels[k])})
                 if len(pending) >= 50:
-                    resp = client.post(f"{self.url}/feedback", json={"labels": pending})
+                    resp = client.post(f"{self.url}/feedback", json={"labels": pending},
+                                       headers=self.feedback)
                     assert resp.status_code == 202, resp.text
                     pending = []
                 i += 1
@@ -143,7 +145,8 @@ def test_alert_to_promotion_with_the_real_alerting_stack(tmp_path: Path):
         # model never saw appears. Prometheus sees the unseen categories; a retrain on the
         # recent labelled rows learns the new world.
         live = generate(6, rows_per_day=600, seed=22, scenario=Scenario("concept", 0))
-        traffic = Traffic(stack.serving_url, with_unseen_category(live)).start()
+        traffic = Traffic(stack.serving_url, with_unseen_category(live),
+                          stack.feedback_token).start()
         try:
             alert = wait_for(lambda: [a for a in stack.prometheus_alerts()
                                       if a["labels"]["alertname"] == "DriftloopUnseenCategoryRate"
@@ -186,7 +189,8 @@ def test_a_worse_challenger_moves_nothing(tmp_path: Path):
                         controller_env={})
     try:
         live = generate(6, rows_per_day=600, seed=23)
-        traffic = Traffic(stack.serving_url, with_unseen_category(live)).start()
+        traffic = Traffic(stack.serving_url, with_unseen_category(live),
+                          stack.feedback_token).start()
         try:
             decision = wait_for(lambda: (stack.status()["last_decisions"] or [None])[0], 400,
                                 "a gate decision", stack, interval=2)

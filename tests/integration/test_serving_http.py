@@ -35,6 +35,8 @@ from training.train import fit, package, split, train
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FEEDBACK_TOKEN = "integration-feedback"
+FEEDBACK = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 # The broken model below is pickled by value: the server process need not import tests.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -66,7 +68,8 @@ def start_server(home: Path, model: str, *, workers: int = 1, **env: str) -> Ser
     environ = {k: v for k, v in os.environ.items()
                if k not in ("MLFLOW_TRACKING_URI", "PROMETHEUS_MULTIPROC_DIR")}
     environ.update({"DRIFTLOOP_HOME": str(home), "DRIFTLOOP_MODEL": model,
-                    "DRIFTLOOP_ADMIN_TOKEN": TOKEN, "DRIFTLOOP_SERVING_POLL_INTERVAL": "0.5",
+                    "DRIFTLOOP_ADMIN_TOKEN": TOKEN, "DRIFTLOOP_FEEDBACK_TOKEN": FEEDBACK_TOKEN,
+                    "DRIFTLOOP_SERVING_POLL_INTERVAL": "0.5",
                     "DRIFTLOOP_SERVING_RETRY_INTERVAL": "0.5", **env})
     output = home / f"server-{port}.log"
     with open(output, "wb") as sink:
@@ -249,10 +252,11 @@ def test_bad_requests_get_4xx_with_a_reason(store: Store, server: Server) -> Non
     ]
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for path, what, body in cases:
+            auth = FEEDBACK if path == "/feedback" else {}
             if isinstance(body, bytes):
-                r = client.post(path, content=body, headers=raw)
+                r = client.post(path, content=body, headers=raw | auth)
             else:
-                r = client.post(path, json=body)
+                r = client.post(path, json=body, headers=auth)
             assert 400 <= r.status_code < 500, (what, r.status_code, r.text[:300])
             assert r.json()["detail"], what
         r = client.post("/predict", json=good | {"surprise": 1})
