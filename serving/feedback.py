@@ -63,10 +63,12 @@ def parse_feedback(data: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def canonical_labels(labels: list[tuple[str, Any]], codec: LabelCodec,
-                     batch: bool) -> list[tuple[str, str]]:
-    """Each label decoded by the spec's codec, as its canonical text; 422 naming every value
-    the spec does not define."""
+def canonical_labels(data: Any, codec: LabelCodec) -> list[tuple[str, str]]:
+    """The body checked (``parse_feedback``), then each label decoded by the spec's codec as
+    its canonical text: [(request_id, label)]; 422 naming every value the spec does not
+    define."""
+    labels = parse_feedback(data)
+    batch = isinstance(data, dict) and "labels" in data
     out, problems = [], {}
     for i, (rid, label) in enumerate(labels):
         try:

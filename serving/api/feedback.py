@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from serving.bodies import UNREADABLE, Accepted, FeedbackRequest, problem, request_body
 from serving.deps import ChampionDep, FeedbackCaller, LogWriterDep, StateDep
-from serving.feedback import canonical_labels, parse_feedback
+from serving.feedback import canonical_labels
 from serving.responses import HTTPProblem, json_response, problem_response, read_json
 
 router = APIRouter(tags=["feedback"])
@@ -29,8 +29,7 @@ async def feedback(request: Request, state: StateDep, model: ChampionDep,
                    writer: LogWriterDep) -> Response:
     try:
         data = await read_json(request, state.settings.serving_max_body_bytes)
-        labels = canonical_labels(parse_feedback(data), model.spec.labels,
-                                  batch=isinstance(data, dict) and "labels" in data)
+        labels = canonical_labels(data, model.spec.labels)
     except HTTPProblem as exc:
         state.count_refusal("/feedback")
         return problem_response(exc)
