@@ -297,6 +297,11 @@ class PredictionLogWriter:
                     self.store.write(table, self.store.path(
                         "predictions", f"model={model}", f"date={day}"))
             except Exception as exc:
+                if failure_reason(exc) == "encode":  # this batch, not the store: never retried
+                    log.exception("%s: %d rows the store cannot encode", "prediction log", len(kept))
+                    self._unencodable(self.stats.rows_lost, 0, len(kept))
+                    pending.pop(0)
+                    continue
                 left = kept + [r for _, g in pending[1:] for r in g]
                 self._requeue(self._rows, left)
                 self._failed(exc, "prediction log", len(left))
@@ -355,6 +360,11 @@ class PredictionLogWriter:
                     self.store.write(table, self.store.path(
                         "labels", f"model={model}", f"date={day}"))
             except Exception as exc:
+                if failure_reason(exc) == "encode":  # this batch, not the store: never retried
+                    log.exception("%s: %d rows the store cannot encode", "label log", len(kept))
+                    self._unencodable(self.stats.labels_lost, 0, len(kept))
+                    pending.pop(0)
+                    continue
                 left = kept + [r for _, g in pending[1:] for r in g]
                 self._requeue(self._labels, left)
                 self._failed(exc, "label log", len(left))
@@ -451,7 +461,11 @@ class PredictionLogWriter:
             self._spool_remaining()
             self.stats.buffered = len(self._rows) + len(self._labels)
             self._closed = True
-        log.info("prediction log closed: %s", self.summary())
+        s = self.stats
+        incomplete = (s.rows_spooled or s.labels_spooled or any(s.rows_lost.values())
+                      or any(s.labels_lost.values()))
+        log.log(logging.WARNING if incomplete else logging.INFO, "prediction log closed: %s",
+                self.summary())
 
 
 def _drain(queue: collections.deque[dict[str, Any]]) -> Rows:

@@ -141,3 +141,16 @@ def test_the_serving_metrics_export_every_writer_figure() -> None:
     assert value("driftloop_log_writer_healthy") == 1
     assert value("driftloop_log_last_flush_success_timestamp_seconds") == pytest.approx(
         writer.stats.last_flush_ok_at)
+
+
+def test_a_batch_the_store_cannot_encode_is_counted_and_never_retried() -> None:
+    store = MemoryStore()
+    writer = PredictionLogWriter(store)
+    writer.append(row(0))
+    store.error = pa.ArrowInvalid("cannot write this batch")
+    assert writer.flush() == 0
+    store.error = None
+    writer.append(row(1))
+    assert writer.flush() == 1
+    assert writer.stats.rows_lost == {"unencodable": 1} and writer.stats.rows_written == 1
+    assert writer.health().ok
