@@ -4,7 +4,8 @@ Layout under the log root (a local directory or any URI pyarrow.fs opens, such
 as ``s3://bucket/prefix``)::
 
     predictions/model=<name>/date=YYYY-MM-DD/part-<ms>-<pid>-<seq>.parquet
-    labels/date=YYYY-MM-DD/part-<ms>-<pid>-<seq>.parquet
+    labels/model=<name>/date=YYYY-MM-DD/part-<ms>-<pid>-<seq>.parquet
+    labels/date=YYYY-MM-DD/part-<ms>-<pid>-<seq>.parquet   (legacy, still read)
 
 Every process writes its own files (pid and a sequence in the name), so several
 serving workers never contend. A day's window is read by listing only that
