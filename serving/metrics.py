@@ -220,7 +220,27 @@ class ServingMetrics:
         self.multiprocess = multiprocess_dir() is not None
         fold_first = _FoldBeforeCollect()
         registry.register(fold_first)
-        r = registry
+        self._declare_requests(registry)
+        self._declare_model(registry)
+        self._declare_log(registry)
+        self.model_ready.labels(model).set(0)
+        self._info: dict[str, tuple[str, str]] = {}
+        self._written = 0
+        self._dropped = 0
+        self._synced: dict[tuple[Any, ...], int] = {}
+        self.log_writer_healthy.set(1)  # until a writer says otherwise (or with no log)
+        self._sync_lock = threading.Lock()
+        # children bound once: the request path does no label lookups
+        self.score_child = self.score.labels(model)
+        self.shadow_scored_child = self.shadow_scored.labels(model)
+        self.shadow_dropped_child = self.shadow_dropped.labels(model)
+        self.shadow_agreed_child = self.shadow_agreed.labels(model)
+        for outcome in ("loaded", "unchanged", "rejected", "error"):
+            self.reloads.labels(model, outcome)
+        self.tally = fold_first.tally = Tally(self, buffered=not self.multiprocess)
+
+    def _declare_requests(self, r: CollectorRegistry) -> None:
+        """HTTP, predictions and the inputs they carried."""
         self.http_requests = Counter(
             "driftloop_http_requests", "HTTP requests by route template, method and status.",
             ["route", "method", "status"], registry=r)
@@ -246,6 +266,9 @@ class ServingMetrics:
         self.validation_errors = Counter(
             "driftloop_validation_errors", "Requests refused with 4xx for their content.",
             ["route"], registry=r)
+
+    def _declare_model(self, r: CollectorRegistry) -> None:
+        """The live versions, reloads and shadow scoring."""
         self.model_info = Gauge(
             "driftloop_model_info", "The live model versions: 1 for the loaded version per alias.",
             ["model", "version", "alias"], registry=r, multiprocess_mode="livemax")
@@ -263,6 +286,9 @@ class ServingMetrics:
         self.shadow_agreed = Counter(
             "driftloop_shadow_agreed", "Shadow-scored requests where the challenger predicted the "
             "same class as the champion.", ["model"], registry=r)
+
+    def _declare_log(self, r: CollectorRegistry) -> None:
+        """The prediction log writer: written, failed, lost, spooled."""
         self.log_rows_written = Counter(
             "driftloop_log_rows_written", "Prediction log rows written.", registry=r)
         self.log_rows_dropped = Counter(
@@ -299,21 +325,6 @@ class ServingMetrics:
         self.log_writer_healthy = Gauge(
             "driftloop_log_writer_healthy", "1 when the log writer keeps up (writer.health()).",
             registry=r, multiprocess_mode="livemin")
-        self.model_ready.labels(model).set(0)
-        self._info: dict[str, tuple[str, str]] = {}
-        self._written = 0
-        self._dropped = 0
-        self._synced: dict[tuple[Any, ...], int] = {}
-        self.log_writer_healthy.set(1)  # until a writer says otherwise (or with no log)
-        self._sync_lock = threading.Lock()
-        # children bound once: the request path does no label lookups
-        self.score_child = self.score.labels(model)
-        self.shadow_scored_child = self.shadow_scored.labels(model)
-        self.shadow_dropped_child = self.shadow_dropped.labels(model)
-        self.shadow_agreed_child = self.shadow_agreed.labels(model)
-        for outcome in ("loaded", "unchanged", "rejected", "error"):
-            self.reloads.labels(model, outcome)
-        self.tally = fold_first.tally = Tally(self, buffered=not self.multiprocess)
 
     def set_live(self, alias: str, version: int | None) -> None:
         """Point the Info at ``version`` for ``alias`` (None: nothing loaded for it)."""

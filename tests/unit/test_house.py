@@ -177,7 +177,6 @@ def _function_lengths(package: str) -> Iterator[tuple[int, str]]:
                 yield node.end_lineno - first + 1, f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"
 
 
-@pytest.mark.xfail(strict=False, reason="app factories being split")
 @pytest.mark.parametrize("package", ["serving", "controller"])
 def test_functions_of_the_deployables_are_under_60_lines(package: str) -> None:
     length, where = max(_function_lengths(package))
