@@ -58,6 +58,12 @@ class ColumnDriftSettings(_Strict):
     method: DriftMethod | None = None
     threshold: float | None = None
 
+    @field_validator("method", mode="before")
+    @classmethod
+    def _evidently_id(cls, value: Any) -> Any:
+        # Evidently knows the energy distance as "ed"; the long name is accepted for it.
+        return "ed" if value == "energy_distance" else value
+
 
 class DriftSettings(_Strict):
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns for dataset drift.")

@@ -141,11 +141,11 @@ def test_report_opened_in_a_browser_shows_the_drifted_columns(tmp_path: Path) ->
 def test_every_method_a_spec_may_name_is_in_evidentlys_public_stat_tests() -> None:
     from typing import get_args
 
-    from kernel.spec import DriftMethod
+    from kernel.spec import ColumnDriftSettings, DriftMethod
     from monitoring.drift import _method_ids
 
     ids = _method_ids()
-    # kernel.spec also allows "energy_distance", which Evidently does not know (its id is
-    # "ed"): a spec naming it fails in the drift check. Left to the spec's owner.
-    assert set(get_args(DriftMethod)) - set(ids.values()) <= {"energy_distance"}
+    # "energy_distance" is the spec's alias of Evidently's "ed" (ColumnDriftSettings maps it)
+    assert set(get_args(DriftMethod)) - set(ids.values()) == {"energy_distance"}
+    assert ColumnDriftSettings(method="energy_distance").method == "ed"
     assert ids["K-S p_value"] == "ks" and ids["PSI"] == "psi"
