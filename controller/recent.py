@@ -1,13 +1,16 @@
-"""Recent labelled production rows from the prediction log, for retraining and replay.
+"""A retrain's data: the history and the recent labelled production rows.
 
-A retrain trains on the spec's history plus these rows; the newest ``holdout_fraction`` of
-them is kept out of training so that the offline replay of champion and challenger never
-judges the challenger on rows it was trained on.
+A retrain trains on the history (the spec's ``history:`` files or, when it has none, the
+files the champion records it was trained on) plus the labelled rows of the prediction log;
+the newest ``holdout_fraction`` of those is kept out of training so that the offline replay of
+champion and challenger never judges the challenger on rows it was trained on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,8 +20,41 @@ import pandas as pd
 
 from kernel.spec import DatasetSpec
 from monitoring.predlog import WindowReader
+from registry import TAG_PREFIX, VersionInfo
+from training.data import RECENT, SOURCE_COLUMN
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class History:
+    paths: tuple[Path, ...]
+    since: datetime | None = None   # the window start the champion was trained with
+    note: str = ""                  # where the paths came from, or why there are none
+
+
+def history_of(spec: DatasetSpec, champion: VersionInfo | None) -> History:
+    """The spec's existing ``history:`` files; with none declared, the readable files the
+    champion records in ``driftloop.data_sources`` (and its ``driftloop.data_since``)."""
+    if spec.history:
+        return History(tuple(p for p in spec.history_paths() if p.exists()), None, "spec history")
+    if champion is None:
+        return History((), None, "no champion to take the history from")
+    raw = champion.tags.get(TAG_PREFIX + "data_sources")
+    try:
+        listed = [Path(p) for p in json.loads(raw)] if raw else []
+    except (ValueError, TypeError):
+        listed = []
+    usable = tuple(p for p in listed if p.is_file() and os.access(p, os.R_OK))
+    gone = [str(p) for p in listed if p not in usable]
+    note = (f"champion v{champion.version}'s data: {len(usable)} of {len(listed)} files"
+            + (f" (unreadable or gone: {', '.join(gone)[:300]})" if gone else ""))
+    since_text = champion.tags.get(TAG_PREFIX + "data_since")
+    try:
+        since = datetime.fromisoformat(since_text) if since_text else None
+    except ValueError:
+        since = None
+    return History(usable, since, note)
 
 
 def labelled_rows(reader: WindowReader, spec: DatasetSpec, since: datetime,
@@ -103,6 +139,7 @@ def write_retrain_rows(reader: WindowReader, spec: DatasetSpec, *, now: datetime
     out[spec.target] = _target_values(train, spec)
     if spec.id_column:
         out[spec.id_column] = train["request_id"].astype(str)
+    out[SOURCE_COLUMN] = RECENT  # training counts them and draws the drift reference from them
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".tmp")
     out.to_parquet(tmp, index=False)

@@ -58,7 +58,7 @@ from controller.machine import (
 )
 from controller.metrics import ControllerMetrics
 from controller.notify import Notifier, ServingReloader
-from controller.recent import write_retrain_rows
+from controller.recent import history_of, write_retrain_rows
 from controller.schedule import last_fire
 from controller.settings import ControllerSettings
 from controller.store import StaleState, Store, TriggerRow
@@ -165,6 +165,7 @@ class Controller:
         while not stop.is_set():
             try:
                 self.reconcile_once()
+                self.store.purge_due(self.clock(), self.settings.controller_retention_days)
             except Exception:
                 self.errors += 1
                 log.exception("reconcile pass failed")
@@ -364,6 +365,10 @@ class Controller:
         since = None
         if s.controller_retrain_window_days:
             since = now - timedelta(days=s.controller_retrain_window_days)
+        champion = None if spec.history else self.registry.get_alias(a.model, ALIAS_CHAMPION)
+        history = history_of(spec, champion)  # no history: the champion's recorded sources
+        if history.since is not None and (since is None or history.since > since):
+            since = history.since
         # the holdout cut is taken inside the training window, so --until > --since
         data = write_retrain_rows(self.reader, spec, now=now, days=s.controller_recent_days,
                                   holdout_fraction=s.controller_holdout_fraction, since=since,
@@ -373,12 +378,13 @@ class Controller:
         if self._trained(a.model, a.cycle_id) is not None:
             # an earlier attempt finished while we were down: never retrain twice
             return TrainingLaunched(a.cycle_id, a.attempt, data.holdout_from)
-        paths = [p for p in spec.history_paths() if p.exists()]
+        paths = list(history.paths)
         if data.path is not None:
             paths.append(data.path)
         if not paths:
-            return TrainingFailed(a.cycle_id, "no training data: the spec has no history files "
-                                  "and the prediction log no recent labelled rows", False)
+            return TrainingFailed(a.cycle_id, "no training data: no history files "
+                                  f"({history.note}) and the prediction log no recent "
+                                  "labelled rows", False)
         request = LaunchRequest(a.model, a.cycle_id, a.attempt, managed.spec_path, tuple(paths),
                                 reason=", ".join(a.sources) or "manual", since=since,
                                 until=data.holdout_from, recent_path=data.path)
@@ -388,7 +394,8 @@ class Controller:
             return TrainingFailed(a.cycle_id, f"launch failed: {exc}", True)
         except LaunchError as exc:
             return TrainingFailed(a.cycle_id, f"launch refused: {exc}", False)
-        log.info("%s attempt %d: %s (%d recent rows)", a.cycle_id, a.attempt, detail, data.rows)
+        log.info("%s attempt %d: %s (history: %s; %d recent rows)", a.cycle_id, a.attempt,
+                 detail, history.note, data.rows)
         self._crash("launched")
         return TrainingLaunched(a.cycle_id, a.attempt, data.holdout_from)
 
@@ -396,16 +403,25 @@ class Controller:
         found = self.registry.find_versions(model, {TAG + "cycle_id": cycle_id})
         return min(v.version for v in found) if found else None
 
+    def _succeeded(self, a: CheckTraining, version: int) -> Event:
+        """The trained version becomes challenger, unless training tagged it useless (at
+        chance level): then the cycle fails with that reason (permanent, no retry)."""
+        tags = self.registry.get_version(a.model, version).tags
+        if tags.get(TAG + "useless") == "true":
+            return TrainingFailed(a.cycle_id, f"v{version} refused as challenger: "
+                                  f"{tags.get(TAG + 'useless_reason', 'useless')}", False)
+        return TrainingSucceeded(a.cycle_id, version)
+
     def _check_training(self, a: CheckTraining) -> Event | None:
         version = self._trained(a.model, a.cycle_id)
         if version is not None:
-            return TrainingSucceeded(a.cycle_id, version)
+            return self._succeeded(a, version)
         status = self.launcher.status(a.cycle_id, a.attempt)
         if status.status in ("running", "unknown"):
             return None
         version = self._trained(a.model, a.cycle_id)
         if version is not None:
-            return TrainingSucceeded(a.cycle_id, version)
+            return self._succeeded(a, version)
         if status.status == "exited":
             code = status.returncode
             return TrainingFailed(a.cycle_id, f"driftloop train exited with {code} without a "

@@ -90,6 +90,10 @@ class DatasetSpec(_Strict):
     estimator: Estimator = Field(default_factory=Estimator)
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     reference_rows: int = Field(50_000, ge=100, le=1_000_000)
+    min_validation_metric: float | None = Field(
+        None, description="A version whose validation metric is worse than this is useless: "
+        "driftloop train warns and the controller does not make it challenger.",
+    )
     drift: DriftSettings = Field(default_factory=DriftSettings)
     history: list[str] = Field(
         default_factory=list,

@@ -79,6 +79,10 @@ def train(
     echo(f"training {dataset.model_name} ({dataset.estimator.kind}) on {len(data)} input(s)...")
     result = run(dataset, data, registry, alias=alias, tags=tags, seed=seed, **window)
     metric = dataset.metric
+    if result.details.get("useless"):
+        typer.echo(f"warning: {dataset.model_name} version {result.version.version} is "
+                   f"useless: {result.details['useless']} (tagged driftloop.useless=true; the "
+                   "controller will not make it challenger)", err=True)
     echo(f"registered {dataset.model_name} version {result.version.version} "
          f"({metric}={result.metrics[metric]:.4f}, {result.rows} rows, {result.seconds:.1f}s)"
          + (f" as @{alias}" if alias else ""))

@@ -1,9 +1,15 @@
-"""Training data: several inputs loaded, conformed and windowed; labels; a content hash."""
+"""Training data: several inputs loaded, conformed and windowed; labels; a content hash.
+
+Rows carry their source in :data:`SOURCE_COLUMN`: ``recent`` for the labelled production
+rows the controller writes for a retrain (controller/recent.py puts the column in that
+file), ``history`` for every other input.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -28,12 +34,40 @@ def labels_of(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
         raise DataError(f"target {spec.target!r}: {exc}") from None
 
 
+SOURCE_COLUMN = "driftloop_source"
+HISTORY, RECENT = "history", "recent"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    data: pd.DataFrame               # conformed, windowed, by time, with SOURCE_COLUMN
+    history_paths: tuple[str, ...]   # absolute paths of the inputs without a source column
+
+
 def load_frames(paths: Sequence[str | Path], spec: DatasetSpec, *,
                 since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
     """Read, conform, concatenate and window several inputs, ordered by time."""
+    return load_inputs(paths, spec, since=since, until=until).data
+
+
+def _with_source(frame: pd.DataFrame) -> pd.DataFrame:
+    if SOURCE_COLUMN in frame.columns:
+        frame[SOURCE_COLUMN] = np.where(frame[SOURCE_COLUMN].astype(str) == RECENT, RECENT,
+                                        HISTORY)
+    else:
+        frame[SOURCE_COLUMN] = HISTORY
+    return frame
+
+
+def load_inputs(paths: Sequence[str | Path], spec: DatasetSpec, *,
+                since: datetime | None = None, until: datetime | None = None) -> Loaded:
+    """:func:`load_frames` plus where the rows came from (the history inputs' paths)."""
     if not paths:
         raise DataError("no --data given")
-    frames = [conform(read_table(p), spec, name=str(p)) for p in paths]
+    raw = [(str(Path(p).resolve()), read_table(p)) for p in paths]
+    history = tuple(name for name, frame in raw if SOURCE_COLUMN not in frame.columns)
+    frames = [_with_source(conform(frame, spec, name=str(p)))
+              for p, (_, frame) in zip(paths, raw, strict=True)]
     data = pd.concat(frames, ignore_index=True, sort=False)
     ts = data[spec.timestamp_column]
     if since is not None:
@@ -45,7 +79,8 @@ def load_frames(paths: Sequence[str | Path], spec: DatasetSpec, *,
         raise DataError(f"no rows in the window since={since} until={until}")
     if spec.id_column and spec.id_column in data.columns:
         data = data.drop_duplicates(subset=[spec.id_column], keep="last")
-    return data.sort_values(spec.timestamp_column, kind="stable").reset_index(drop=True)
+    data = data.sort_values(spec.timestamp_column, kind="stable").reset_index(drop=True)
+    return Loaded(data, history)
 
 
 def data_hash(frame: pd.DataFrame, columns: Sequence[str]) -> str:

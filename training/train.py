@@ -7,6 +7,7 @@ launcher both run exactly this.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -24,12 +25,14 @@ from kernel.metrics import all_metrics
 from kernel.spec import DatasetSpec
 from registry import TAG_PREFIX as TAG
 from registry import ModelRegistry, NewVersion, VersionInfo
-from training.data import data_hash, labels_of, load_frames
+from training.data import RECENT, SOURCE_COLUMN, Loaded, data_hash, labels_of, load_inputs
 from training.pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
 
 MIN_ROWS_PER_CLASS = 5
+STRATUM_ROWS = 20        # rows per time block of the validation draw
+CHANCE_AUC = 0.55        # at or below: a useless model (warned, refused as challenger)
 
 
 @dataclass(frozen=True)
@@ -63,22 +66,78 @@ class TrainResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def split(data: pd.DataFrame, spec: DatasetSpec) -> Split:
-    """Time-ordered: the last ``validation_fraction`` of rows (by timestamp) validate."""
+def validation_rows(data: pd.DataFrame, fraction: float, *, seed: int = 0) -> np.ndarray:
+    """Time-stratified: in every block of consecutive rows (by time, ``STRATUM_ROWS`` rows),
+    ``fraction`` of them at random validate. Every part of the window, the newest recent
+    rows included, keeps ``1 - fraction`` of its rows for training (docs/controller.md,
+    "Retraining data")."""
+    rng = np.random.default_rng(seed)
+    picked: list[np.ndarray] = []
+    for block in np.array_split(np.arange(len(data)), max(1, len(data) // STRATUM_ROWS)):
+        take = int(round(len(block) * fraction))
+        picked.append(rng.choice(block, size=take, replace=False))
+    return np.sort(np.concatenate(picked)) if picked else np.arange(0)
+
+
+def split(data: pd.DataFrame, spec: DatasetSpec, *, seed: int = 0) -> Split:
+    """Training and validation rows, both in time order (:func:`validation_rows`)."""
     y = labels_of(data, spec)
     if len(np.unique(y)) < 2:
         raise DataError(f"target {spec.target!r} has one class only "
                         f"(positive label {spec.positive_label!r}): cannot train")
-    cut = int(round(len(data) * (1 - spec.validation_fraction)))
-    if cut < 2 * MIN_ROWS_PER_CLASS or len(data) - cut < 2 * MIN_ROWS_PER_CLASS:
+    chosen = validation_rows(data, spec.validation_fraction, seed=seed)
+    is_val = np.zeros(len(data), dtype=bool)
+    is_val[chosen] = True
+    n_val = int(is_val.sum())
+    if len(data) - n_val < 2 * MIN_ROWS_PER_CLASS or n_val < 2 * MIN_ROWS_PER_CLASS:
         raise DataError(f"too few rows to train and validate: {len(data)}")
-    y_train, y_val = y[:cut], y[cut:]
+    y_train, y_val = y[~is_val], y[is_val]
     for name, part in (("training", y_train), ("validation", y_val)):
         counts = np.bincount(part, minlength=2)
         if counts.min() < MIN_ROWS_PER_CLASS:
             raise DataError(f"{name} slice has {counts[1]} positive and {counts[0]} negative "
                             f"rows; need at least {MIN_ROWS_PER_CLASS} of each")
-    return Split(data.iloc[:cut], data.iloc[cut:], y_train, y_val)
+    return Split(data.iloc[~is_val], data.iloc[is_val], y_train, y_val)
+
+
+def _source_counts(frame: pd.DataFrame) -> tuple[int, int]:
+    """(history rows, recent rows) of a frame (no source column: all history)."""
+    if SOURCE_COLUMN not in frame.columns:
+        return len(frame), 0
+    recent = int((frame[SOURCE_COLUMN] == RECENT).sum())
+    return len(frame) - recent, recent
+
+
+def reference_sample(parts: Split, spec: DatasetSpec, *, seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """The drift reference and what it is: the recent training rows (``recent``) when a
+    retrain had at least ``drift.min_rows`` of them, so that the reference is the world the
+    version was retrained for; otherwise the whole training window (``window``). At most
+    ``reference_rows``, sampled at random."""
+    train = parts.train
+    kind = "window"
+    if SOURCE_COLUMN in train.columns:
+        recent = train[train[SOURCE_COLUMN] == RECENT]
+        if len(recent) >= spec.drift.min_rows:
+            train, kind = recent, "recent"
+    reference = train[spec.features.all]
+    if len(reference) > spec.reference_rows:
+        reference = reference.sample(spec.reference_rows, random_state=seed).sort_index()
+    return reference, kind
+
+
+def usefulness(metrics: Mapping[str, float], spec: DatasetSpec) -> str | None:
+    """Why a validation result is no better than chance (None when it is useful): ROC AUC at
+    most ``CHANCE_AUC``, or the spec's metric worse than ``min_validation_metric``."""
+    auc = metrics.get("roc_auc")
+    if auc is not None and auc <= CHANCE_AUC:
+        return f"validation roc_auc {auc:.4f} is at chance level (<= {CHANCE_AUC})"
+    floor = spec.min_validation_metric
+    value = metrics.get(spec.metric)
+    if floor is not None and value is not None:
+        worse = value > floor if spec.lower_is_better else value < floor
+        if worse:
+            return f"validation {spec.metric} {value:.4f} is worse than min_validation_metric {floor}"
+    return None
 
 
 def fit(parts: Split, spec: DatasetSpec, *, seed: int = 0) -> Fitted:
@@ -93,25 +152,45 @@ def evaluate(fitted: Fitted, parts: Split, spec: DatasetSpec) -> Evaluation:
     return Evaluation(scores, all_metrics(parts.y_validation, scores, primary=spec.metric))
 
 
+def lineage_tags(loaded: Loaded, *, since: datetime | None = None,
+                 until: datetime | None = None) -> dict[str, str]:
+    """Where the training data came from, so a retrain can find it again: the history
+    inputs' absolute paths (JSON) and the window given (``--since``/``--until``)."""
+    tags = {TAG + "data_sources": json.dumps(list(loaded.history_paths))}
+    if since is not None:
+        tags[TAG + "data_since"] = since.isoformat()
+    if until is not None:
+        tags[TAG + "data_until"] = until.isoformat()
+    return tags
+
+
 def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
             evaluation: Evaluation, *, tags: Mapping[str, str], seed: int = 0) -> NewVersion:
     features = spec.features.all
-    reference = parts.train[features]
-    if len(reference) > spec.reference_rows:
-        reference = reference.sample(spec.reference_rows, random_state=seed).sort_index()
+    reference, reference_kind = reference_sample(parts, spec, seed=seed)
     validation = parts.validation[features].copy()
     validation["label"] = parts.y_validation
     validation["score"] = evaluation.scores
     ts = data[spec.timestamp_column]
     digest = data_hash(data, [spec.timestamp_column, *features, spec.target])
+    history, recent = _source_counts(parts.train)
+    useless = usefulness(evaluation.metrics, spec)
     all_tags = {
         TAG + "data_hash": digest,
         TAG + "train_rows": str(len(parts.train)),
+        TAG + "train_rows_history": str(history),
+        TAG + "train_rows_recent": str(recent),
         TAG + "validation_rows": str(len(parts.validation)),
+        TAG + "validation_rows_recent": str(_source_counts(parts.validation)[1]),
+        TAG + "split": "time_stratified",
+        TAG + "reference": reference_kind,
+        TAG + "reference_rows": str(len(reference)),
         TAG + "train_window": f"{ts.min().isoformat()}/{ts.max().isoformat()}",
         TAG + "metric": spec.metric,
         TAG + "validation_" + spec.metric: f"{evaluation.metrics[spec.metric]:.6f}",
         TAG + "estimator": spec.estimator.kind,
+        TAG + "useless": "true" if useless else "false",
+        **({TAG + "useless_reason": useless} if useless else {}),
         **{k: str(v) for k, v in tags.items()},
     }
     params = {"estimator": spec.estimator.kind, "rows": len(data), "seed": seed,
@@ -135,22 +214,32 @@ def pip_requirements() -> list[str]:
 def train(spec: DatasetSpec, data_paths: Sequence[str | Path], registry: ModelRegistry, *,
           since: datetime | None = None, until: datetime | None = None,
           alias: str | None = None, tags: Mapping[str, str] = {}, seed: int = 0) -> TrainResult:
-    """Fit, evaluate, log and register a version; optionally point ``alias`` at it."""
+    """Fit, evaluate, log and register a version; optionally point ``alias`` at it.
+
+    A version at chance level (:func:`usefulness`) is still registered, tagged
+    ``driftloop.useless=true`` with the reason (``details["useless"]``): the CLI warns and the
+    controller refuses it as challenger."""
     started = time.perf_counter()
-    data = load_frames(data_paths, spec, since=since, until=until)
-    parts = split(data, spec)
+    loaded = load_inputs(data_paths, spec, since=since, until=until)
+    data = loaded.data
+    parts = split(data, spec, seed=seed)
     fitted = fit(parts, spec, seed=seed)
     evaluation = evaluate(fitted, parts, spec)
     bad = {k: v for k, v in evaluation.metrics.items() if not np.isfinite(v)}
     if bad:
         raise DataError(f"validation metrics are not finite: {bad}")
-    new = package(spec, data, parts, fitted, evaluation, tags=tags, seed=seed)
+    new = package(spec, data, parts, fitted, evaluation, seed=seed,
+                  tags={**lineage_tags(loaded, since=since, until=until), **tags})
     version = registry.register(new)
     if alias:
         registry.set_alias(spec.model_name, alias, version.version)
     elapsed = time.perf_counter() - started
+    useless = new.tags.get(TAG + "useless_reason")
+    if useless:
+        log.warning("%s v%s is useless: %s", spec.model_name, version.version, useless)
     log.info("registered %s v%s (%s=%.4f) in %.1fs", spec.model_name, version.version,
              spec.metric, evaluation.metrics[spec.metric], elapsed)
     return TrainResult(version=version, metrics=evaluation.metrics, rows=len(data),
                        data_hash=new.tags[TAG + "data_hash"], seconds=elapsed, alias=alias,
-                       details={"fit_seconds": fitted.seconds})
+                       details={"fit_seconds": fitted.seconds, "useless": useless,
+                                "train_rows_recent": int(new.tags[TAG + "train_rows_recent"])})
