@@ -165,7 +165,6 @@ class Controller:
         while not stop.is_set():
             try:
                 self.reconcile_once()
-                self.store.purge_due(self.clock(), self.settings.controller_retention_days)
             except Exception:
                 self.errors += 1
                 log.exception("reconcile pass failed")
