@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kernel.spec import DatasetSpec
 from registry.bundle import Bundle
 from registry.port import ALIAS_CHALLENGER, ALIAS_CHAMPION, ModelRegistry
 from serving.metrics import ServingMetrics
@@ -36,8 +38,10 @@ class ModelFollower:
     def __init__(self, name: str, registry: ModelRegistry, cache: BundleCache, *,
                  metrics: ServingMetrics | None = None, shadow: bool = True,
                  check_rows: int = 2000, fast_path: bool = True,
-                 poll_interval: float = 5.0, retry_interval: float = 2.0) -> None:
+                 poll_interval: float = 5.0, retry_interval: float = 2.0,
+                 on_load: Callable[[DatasetSpec], None] | None = None) -> None:
         self.name = name
+        self.on_load = on_load  # told each loaded version's spec (the log types its rows)
         self.registry = registry
         self.cache = cache
         self.metrics = metrics
@@ -78,11 +82,15 @@ class ModelFollower:
             return None
 
     def _set_champion(self, model: LoadedModel) -> None:
+        if self.on_load is not None:
+            self.on_load(model.spec)
         self.champion = model  # the atomic swap
         if self.metrics:
             self.metrics.set_live(ALIAS_CHAMPION, model.version)
 
     def _set_challenger(self, model: LoadedModel | None) -> None:
+        if self.on_load is not None and model is not None:
+            self.on_load(model.spec)
         self.challenger = model
         if self.metrics:
             self.metrics.set_live(ALIAS_CHALLENGER, None if model is None else model.version)

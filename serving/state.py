@@ -43,6 +43,14 @@ class ServingState:
     def not_ready_reason(self) -> str:
         return (self.follower.last_error if self.follower else None) or "starting"
 
+    def log_unready_reason(self) -> str | None:
+        """Why readiness fails for the log (``log_failure_mode=unready`` and an unhealthy
+        writer), else None: with ``serve`` the app keeps answering while rows are kept."""
+        if self.writer is None or self.settings.log_failure_mode != "unready":
+            return None
+        health = self.writer.health()
+        return None if health.ok else f"prediction log: {health.reason}"
+
     async def start(self) -> None:
         """Open the registry and the log, load the champion once, start the threads."""
         settings, name = self.settings, self.settings.model or ""
@@ -55,13 +63,15 @@ class ServingState:
         elif settings.serving_log:
             self.writer = PredictionLogWriter(
                 LogStore(settings.resolved_log_uri), flush_interval=settings.log_flush_interval,
-                sample_rate=settings.log_sample_rate).start()
+                sample_rate=settings.log_sample_rate, max_buffer=settings.log_max_buffer,
+                spool_dir=settings.spool_dir, stall_after=settings.log_stall_seconds).start()
         self.shadow = ShadowLogger(self.writer.append if self.writer else None, self.metrics,
                                    queue_size=settings.serving_shadow_queue).start()
         self.follower = ModelFollower(
             name, self.registry, BundleCache(settings.cache_dir, name,
                                              settings.serving_cache_versions),
             metrics=self.metrics, shadow=settings.serving_shadow,
+            on_load=self.writer.register_spec if self.writer is not None else None,
             check_rows=settings.serving_check_rows, fast_path=settings.serving_fast_path,
             poll_interval=settings.serving_poll_interval,
             retry_interval=settings.serving_retry_interval)
@@ -84,16 +94,21 @@ class ServingState:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid())
-        log.info("stopped: %d log rows written",
-                 self.writer.stats.rows_written if self.writer else 0)
+        if self.writer is None:
+            log.info("stopped: the prediction log is off")
+        else:
+            summary = self.writer.summary()
+            s = self.writer.stats
+            lost = sum(s.rows_lost.values()) + sum(s.labels_lost.values())
+            (log.warning if lost or s.rows_spooled or s.labels_spooled else log.info)(
+                "stopped: %s", summary)
 
     def sync_log_metrics(self) -> None:
         """Bring the metrics up to date: the request tally, the log writer's totals."""
         if self.metrics:
             self.metrics.tally.fold()
         if self.metrics and self.writer:
-            s = self.writer.stats
-            self.metrics.sync_log_stats(s.rows_written, s.rows_dropped, s.last_flush_lag_seconds)
+            self.metrics.sync_log_writer(self.writer.stats, self.writer.health().ok)
 
     def _sync_loop(self) -> None:
         while not self._stop_sync.wait(1.0):

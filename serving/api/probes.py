@@ -20,13 +20,19 @@ async def healthz() -> Response:
     return json_response(200, {"status": "ok"})
 
 
+_NOT_READY = ("No champion loaded yet, or the prediction log cannot be written "
+              "(DRIFTLOOP_LOG_FAILURE_MODE=unready).")
+
+
 @router.get("/readyz", response_model=None,
-            responses={200: {"model": Ready}, 503: {"model": NotReady,
-                                                    "description": "No champion loaded yet."}})
+            responses={200: {"model": Ready}, 503: {"model": NotReady, "description": _NOT_READY}})
 async def readyz(state: StateDep) -> Response:
     model = state.champion
     if model is None:
         return json_response(503, {"status": "not ready", "reason": state.not_ready_reason})
+    log_problem = state.log_unready_reason()
+    if log_problem is not None:
+        return json_response(503, {"status": "not ready", "reason": log_problem})
     return json_response(200, {"status": "ready", "model": model.name, "version": model.version})
 
 

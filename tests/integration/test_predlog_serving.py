@@ -1,6 +1,6 @@
 """A real serving process whose prediction log is on a read-only filesystem (a tmpfs
 remounted read-only; root only): every answered prediction is accounted for by the
-shutdown line after SIGTERM, and once wired, readiness, the flush-error metric and the
+shutdown line after SIGTERM, and readiness, the flush-error metric and the
 spool say so, and the next start replays the spool."""
 
 from __future__ import annotations
@@ -87,9 +87,6 @@ def test_sigterm_with_a_read_only_log_accounts_for_every_answered_row(served: Se
     assert written == 0 and written + spooled + lost == answered
 
 
-@pytest.mark.xfail(strict=True, reason="serving does not yet pass spool_dir/stall settings to "
-                   "the writer, sync_log_writer() into /metrics, or writer.health() into "
-                   "/readyz; remove this mark once it does")
 def test_a_read_only_log_fails_readiness_spools_at_sigterm_and_replays(served: Served) -> None:
     env = {"DRIFTLOOP_LOG_URI": str(served.disk / "log"),
            "DRIFTLOOP_LOG_SPOOL_DIR": str(served.home / "spool")}
