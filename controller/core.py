@@ -22,9 +22,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from controller.gate import against_chain
 from controller.machine import (  # noqa: F401  (re-exported: the core's vocabulary)
     ACTIVE,
     DURABLE,
+    EVIDENCE,
     MAX_REASONS,
     PHASES,
     SOURCES,
@@ -217,7 +219,8 @@ def _phase_actions(state: ModelState) -> tuple[Action, ...]:
     if state.phase == "shadow" and cycle.challenger is not None:
         return (SetChallenger(state.model, cycle.id, cycle.challenger),
                 Evaluate(state.model, cycle.id, cycle.challenger,
-                         cycle.shadow_since or cycle.started_at, cycle.holdout_from))
+                         cycle.shadow_since or cycle.started_at, cycle.holdout_from,
+                         cycle.evidence))
     if state.phase == "deciding":
         if cycle.result is None:
             if cycle.plan == "promote" and cycle.challenger is not None:
@@ -285,14 +288,40 @@ def _step_failed(state: ModelState, reason: str, now: datetime,
 
 def _evidence(state: ModelState, event: ShadowEvidence, now: datetime,
               policy: Policy) -> tuple[ModelState, tuple[Action, ...]]:
-    gate = event.gate
-    if gate.outcome == "promote":
-        return _plan(state, "promote", gate.reasons, now, gate=gate, champion=event.champion)
-    if gate.outcome == "reject":
-        return _plan(state, "reject", gate.reasons, now, gate=gate, champion=event.champion)
     assert state.cycle is not None
-    state = replace(state, cycle=replace(state.cycle, gate=gate, champion=event.champion))
+    cycle = state.cycle
+    gate = against_chain(event.gate, drawdown=state.chain_drawdown,
+                         superiority=_superiority(cycle, policy))
+    evidence = cycle.evidence or (gate.evidence if gate.evidence in EVIDENCE else None)
+    if gate.outcome == "promote":
+        return _plan(state, "promote", gate.reasons, now, gate=gate, champion=event.champion,
+                     evidence=evidence)
+    if gate.outcome == "reject":
+        return _plan(state, "reject", gate.reasons, now, gate=gate, champion=event.champion,
+                     evidence=evidence)
+    state = replace(state, cycle=replace(cycle, gate=gate, champion=event.champion,
+                                         evidence=evidence))
     return state, ()
+
+
+def _superiority(cycle: Cycle, policy: Policy) -> bool:
+    """Whether this cycle's challenger must be better (CI low > 0), not only non-inferior:
+    ``scheduled`` covers routine retrains (schedule or labelled-rows triggers only)."""
+    if policy.require_superiority == "always":
+        return True
+    routine = bool(cycle.sources) and set(cycle.sources) <= {"schedule", "labels"}
+    return policy.require_superiority == "scheduled" and routine and not cycle.manual
+
+
+def _chain(state: ModelState, cycle: Cycle, new_champion: int) -> ModelState:
+    """The chain's running bound after a gate promotion (a Lindley recursion over the CI
+    lows): a promotion without an interval (first champion) starts a new chain."""
+    low = cycle.gate.ci_low if cycle.gate is not None else None
+    if low is None:
+        return replace(state, chain_drawdown=0.0, chain_anchor=new_champion)
+    drawdown = min(0.0, state.chain_drawdown + low)
+    anchor = new_champion if drawdown == 0.0 else (state.chain_anchor or cycle.champion)
+    return replace(state, chain_drawdown=drawdown, chain_anchor=anchor)
 
 
 def _promotion_done(state: ModelState, event: PromotionDone,
@@ -319,6 +348,8 @@ def _recorded(state: ModelState, event: DecisionRecorded, now: datetime,
             probation = None
         state = replace(state, override=None, probation=probation,
                         last_outcome=f"{override.kind}:{result.outcome}")
+        if result.outcome in ("rolled_back", "promoted"):  # a human or rollback move: new chain
+            state = replace(state, chain_drawdown=0.0, chain_anchor=result.new_champion)
         text = (f"{state.model}: {override.kind.replace('_', ' ')} {result.outcome} "
                 f"(champion v{override.from_version} -> v{result.new_champion}); "
                 f"{override.reason}")
@@ -337,6 +368,7 @@ def _recorded(state: ModelState, event: DecisionRecorded, now: datetime,
             baseline = state.last_realised[1]
         probation = Probation(cycle.id, result.new_champion, cycle.champion,
                               now + policy.probation, baseline)
+        state = _chain(state, cycle, result.new_champion)
     state = replace(state, phase="failed" if failed else "cooldown", since=now,
                     until=now + (policy.failed_backoff if failed else policy.cooldown),
                     last_cycle_id=cycle.id, last_outcome=result.outcome, probation=probation)

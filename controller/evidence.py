@@ -1,4 +1,4 @@
-"""Evidence for the gate: live shadow pairs first, offline replay when labelled rows exist.
+"""Evidence for the gate: live shadow pairs or an offline replay, one source per cycle.
 
 - *shadow*: rows of the prediction log where the champion answered and the challenger was
   scored in shadow (``shadow_version == challenger``), once labelled: the pairs are
@@ -8,6 +8,12 @@
 
 Before any of it, the challenger must load and return finite probabilities on the
 champion's reference rows: otherwise it is rejected at once as broken.
+
+The source is chosen at the cycle's first look, from the configuration alone (offline replay
+when it is allowed, else shadow), never from which source would decide: the choice is recorded
+in the decision (``GateDecision.evidence``), the core keeps it in ``Cycle.evidence`` and every
+later look of the cycle passes it back (``Evaluate.evidence``). Switching to whichever source
+decides first ("evidence shopping") would be two tests looked at, with neither's error rate.
 """
 
 from __future__ import annotations
@@ -76,9 +82,15 @@ class Evaluator:
     policy: GatePolicy = GatePolicy()
     offline_replay: bool = True  # False: only live shadow pairs may decide
 
+    def source(self) -> str:
+        """The evidence a cycle entering evaluation uses (then kept for the whole cycle)."""
+        return "offline_replay" if self.offline_replay else "shadow"
+
     def evaluate(self, spec: DatasetSpec, challenger: int, *, shadow_since: datetime,
-                 holdout_from: datetime | None, now: datetime) -> tuple[GateDecision, int | None]:
-        """The gate's decision and the champion it compared against."""
+                 holdout_from: datetime | None, now: datetime,
+                 evidence: str | None = None) -> tuple[GateDecision, int | None]:
+        """The gate's decision and the champion it compared against, on ``evidence`` (the
+        cycle's recorded source; ``None`` at its first look: :meth:`source` chooses)."""
         metric = spec.metric
         name = spec.model_name
         champion_info = self.registry.get_alias(name, ALIAS_CHAMPION)
@@ -101,13 +113,10 @@ class Evaluator:
         if not np.isfinite(probe_scores).all():
             return machine.broken(metric, f"v{challenger} returns non-finite scores on the "
                                "champion's reference rows"), champion
-        shadow = self._shadow(spec, champion, challenger, shadow_since, now)
-        if shadow.outcome != "wait" or shadow.n >= self.policy.min_pairs or not self.offline_replay:
-            return shadow, champion
-        replay = self._replay(spec, champion, challenger, holdout_from or shadow_since, now)
-        if replay.outcome != "wait" or replay.n >= shadow.n:
-            return replay, champion
-        return shadow, champion
+        if (evidence or self.source()) == "offline_replay":
+            return self._replay(spec, champion, challenger, holdout_from or shadow_since,
+                                now), champion
+        return self._shadow(spec, champion, challenger, shadow_since, now), champion
 
     def _shadow(self, spec: DatasetSpec, champion: int, challenger: int, since: datetime,
                 now: datetime) -> GateDecision:

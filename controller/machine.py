@@ -16,6 +16,7 @@ ACTIVE: frozenset[str] = frozenset({"training", "shadow", "deciding"})
 Outcome = Literal["promote", "reject", "wait"]
 MAX_REASONS = 50                         # reasons kept per cycle; more are only counted
 SOURCES = ("alertmanager", "verdict", "manual", "schedule", "labels", "performance")
+EVIDENCE = ("shadow", "offline_replay")  # the gate's evidence sources
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Policy:
     rollback_margin: float = 0.02           # realised metric clearly below the old champion's
     performance_threshold: float | None = None  # realised metric below this triggers a retrain
     lower_is_better: bool = False
+    require_superiority: Literal["never", "scheduled", "always"] = "never"  # gate: CI low > 0
 
 
 # -- state --------------------------------------------------------------------------------
@@ -80,6 +82,7 @@ class Cycle:
     challenger: int | None = None
     shadow_since: datetime | None = None
     champion: int | None = None           # the champion the gate compared against
+    evidence: str | None = None           # shadow | offline_replay: chosen at the first look, kept
     gate: GateDecision | None = None
     plan: Literal["promote", "reject", "fail"] | None = None
     plan_reasons: tuple[str, ...] = ()
@@ -127,6 +130,8 @@ class ModelState:
     probation: Probation | None = None
     override: Override | None = None
     last_realised: tuple[int, float] | None = None   # (version, realised metric) from a verdict
+    chain_drawdown: float = 0.0          # <= 0: lower bound, champion vs the best of its chain
+    chain_anchor: int | None = None      # the version whose promotion started the chain
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -264,6 +269,7 @@ class Evaluate:
     challenger: int
     shadow_since: datetime
     holdout_from: datetime | None
+    evidence: str | None = None          # the cycle's evidence source once chosen (never switched)
 
 
 @dataclass(frozen=True)

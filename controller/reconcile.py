@@ -436,7 +436,8 @@ class Controller:
         self._last_eval[a.cycle_id] = now
         spec = self.models[a.model].spec
         decision, champion = self.evaluator.evaluate(spec, a.challenger, shadow_since=a.shadow_since,
-                                                     holdout_from=a.holdout_from, now=now)
+                                                     holdout_from=a.holdout_from, now=now,
+                                                     evidence=a.evidence)
         self.metrics.gate_pairs.labels(model=a.model).set(decision.n)
         if decision.difference is not None and decision.ci_low is not None:
             self.metrics.gate_difference.labels(model=a.model).set(decision.difference)

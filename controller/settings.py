@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,9 +47,17 @@ class ControllerPolicy(BaseSettings):
                                       "decides.")
     controller_margin: float = Field(0.01, description="Gate: non-inferiority margin in metric "
                                      "units (promote when CI low >= -margin).")
-    controller_confidence: float = Field(0.95, description="Gate: confidence level of the paired "
-                                         "bootstrap interval.")
-    controller_bootstrap: int = Field(1000, description="Gate: bootstrap resamples.")
+    controller_confidence: float = Field(0.95, description="Gate: confidence level of the "
+                                         "confidence sequence (valid at every look at once).")
+    controller_bootstrap: int = Field(1000, description="Gate: bootstrap resamples (only for "
+                                      "average_precision's variance).")
+    controller_gate_tuning_pairs: int = Field(
+        2000, ge=1, description="Gate: the confidence sequence is tightest around this many "
+        "pairs (wider before and after; valid at every n whatever it is).")
+    controller_require_superiority: Literal["never", "scheduled", "always"] = Field(
+        "never", description="Gate: promote only a challenger better than the champion (CI low "
+        "> 0) instead of non-inferior: never, scheduled (routine retrains: schedule or "
+        "labelled-rows triggers only) or always.")
     # retrain data and built-in triggers
     controller_recent_days: float = Field(14, description="Labelled production rows from the "
                                           "last N days join the spec's history (0: none).")
@@ -120,6 +129,10 @@ class ControllerSettings(CommonSettings, ControllerPolicy):
                                                    "trigger counts new labels.")
     controller_max_body_bytes: int = Field(
         10_000_000, ge=1024, description="Largest request body the intake reads (413 above).")
+    controller_retention_days: float = Field(
+        30, ge=0, description="Stored webhook/verdict bodies and finished (done, resolved, "
+        "ignored) triggers older than this many days are deleted, hourly; pending triggers, "
+        "cycles and decisions are kept. 0: keep everything.")
 
     def spec_paths(self) -> list[Path]:
         return [Path(p.strip()) for p in self.controller_specs.split(",") if p.strip()]
@@ -140,8 +153,10 @@ class ControllerSettings(CommonSettings, ControllerPolicy):
             rollback_margin=self.controller_rollback_margin,
             performance_threshold=self.controller_performance_threshold,
             lower_is_better=lower_is_better,
+            require_superiority=self.controller_require_superiority,
         )
 
     def gate_policy(self) -> GatePolicy:
         return GatePolicy(min_pairs=self.controller_min_pairs, margin=self.controller_margin,
-                          confidence=self.controller_confidence, n_boot=self.controller_bootstrap)
+                          confidence=self.controller_confidence, n_boot=self.controller_bootstrap,
+                          tuning_pairs=self.controller_gate_tuning_pairs)

@@ -104,7 +104,8 @@ class CountingEvaluator:
         self.calls: list[datetime] = []
 
     def evaluate(self, spec: DatasetSpec, challenger: int, *, shadow_since: datetime,
-                 holdout_from: datetime | None, now: datetime) -> tuple[GateDecision, int | None]:
+                 holdout_from: datetime | None, now: datetime,
+                 evidence: str | None = None) -> tuple[GateDecision, int | None]:
         self.calls.append(now)
         return GateDecision("wait", ("too few pairs",), spec.metric, 3), 1
 
@@ -211,7 +212,8 @@ class BrokenEvaluator:
         self.calls: list[str] = []
 
     def evaluate(self, spec: DatasetSpec, challenger: int, *, shadow_since: datetime,
-                 holdout_from: datetime | None, now: datetime) -> tuple[GateDecision, int | None]:
+                 holdout_from: datetime | None, now: datetime,
+                 evidence: str | None = None) -> tuple[GateDecision, int | None]:
         from registry.port import RegistryError
 
         self.calls.append(spec.model_name)
