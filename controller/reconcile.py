@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -20,13 +21,14 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.codec import state_from_json, state_to_json
 from controller.core import decide, trigger_outcome
 from controller.evidence import Evaluator
+from controller.history import record_on_versions
 from controller.launcher import Launcher, LaunchError, LaunchRequest
 from controller.machine import (
     Action,
@@ -165,6 +167,7 @@ class Controller:
         while not stop.is_set():
             try:
                 self.reconcile_once()
+                self.store.purge_due(self.clock(), self.settings.controller_retention_days)
             except Exception:
                 self.errors += 1
                 log.exception("reconcile pass failed")
@@ -446,8 +449,12 @@ class Controller:
         return ShadowEvidence(a.cycle_id, decision, champion)
 
     def _gate_tags(self, gate: GateDecision | None) -> dict[str, str]:
+        """The summary of the latest decision's numbers: every key always written (blank when
+        the decision had none), so a later decision never leaves an earlier one's numbers."""
         if gate is None:
-            return {}
+            return {TAG + k: "" for k in ("gate_evidence", "gate_n", "gate_metric",
+                                          "gate_difference", "gate_ci_low", "gate_ci_high",
+                                          "gate_margin")}
         return {TAG + "gate_evidence": gate.evidence, TAG + "gate_n": str(gate.n),
                 TAG + "gate_metric": gate.metric,
                 TAG + "gate_difference": _fmt(gate.difference),
@@ -522,13 +529,36 @@ class Controller:
             reg.set_alias(name, ALIAS_PREVIOUS, a.from_version)
             reg.set_tags(name, a.from_version, {TAG + "decision": "rolled_back",
                                                 TAG + "decision_cycle_id": a.cycle_id,
-                                                TAG + "decided_at": self.clock().isoformat()})
+                                                TAG + "decided_at": self.clock().isoformat(),
+                                                **self._gate_tags(None)})
         reg.set_tags(name, a.to_version, {TAG + "restored_in": a.cycle_id})
         return PromotionDone(a.cycle_id, "rolled_back", a.to_version)
+
+    def _realised(self, a: RecordDecision) -> dict[str, float | None]:
+        """For a rollback or an override, the realised numbers known when it was decided:
+        the champion's last realised metric and (within probation) the old champion's."""
+        if a.kind == "gate":
+            return {}
+        state, _ = self.load(a.model)
+        p = state.probation
+        now = state.last_realised[1] if state.last_realised is not None \
+            and state.last_realised[0] == a.champion else None
+        baseline = p.baseline if p is not None and p.version == a.champion \
+            and p.previous == a.challenger else None
+        sign = -1.0 if self.models[a.model].spec.lower_is_better else 1.0
+        return {"champion_metric": now, "challenger_metric": baseline,
+                "difference": None if now is None or baseline is None else sign * (baseline - now),
+                "margin": self.policy(a.model).rollback_margin if a.kind == "rollback" else None}
 
     def _record(self, a: RecordDecision) -> Event:
         spec = self.models[a.model].spec
         g = a.gate
+        realised = self._realised(a)
+        extra = {k: v for k, v in (("realised_metric", realised.get("champion_metric")),
+                                   ("realised_baseline", realised.get("challenger_metric")))
+                 if v is not None}
+        run_ids = [m.group(1) for t in a.triggers
+                   if (m := re.search(r"\brun[ =]([0-9a-f]{32})\b", t))]
         record = DecisionRecord(
             model=a.model, kind=a.kind, outcome=a.outcome, cycle_id=a.cycle_id,
             decided_at=self.clock(), champion_version=a.champion, challenger_version=a.challenger,
@@ -538,8 +568,15 @@ class Controller:
             champion_metric=g.champion_metric if g else None,
             challenger_metric=g.challenger_metric if g else None,
             difference=g.difference if g else None, ci_low=g.ci_low if g else None,
-            ci_high=g.ci_high if g else None, margin=g.margin if g else None, actor=a.actor)
+            ci_high=g.ci_high if g else None, margin=g.margin if g else None, actor=a.actor,
+            extra=extra, trigger_run_id=run_ids[0] if run_ids else None)
+        if g is None and realised:
+            record = replace(record, evidence="realised" if extra else "none",
+                             champion_metric=realised["champion_metric"],
+                             challenger_metric=realised["challenger_metric"],
+                             difference=realised["difference"], margin=realised["margin"])
         saved = self.registry.record_decision(record)
+        record_on_versions(self.registry, saved)
         if self.store.save_decision(cycle_id=a.cycle_id, kind=a.kind, model=a.model,
                                     outcome=a.outcome, record=saved.to_json(), now=self.clock()):
             self.metrics.cycles.labels(model=a.model, outcome=a.outcome).inc()

@@ -100,6 +100,11 @@ class InMemoryRegistry:
             merged = {**info.tags, **{k: str(v) for k, v in tags.items()}}
             self._versions[(name, int(version))] = replace(info, tags=merged, aliases=())
 
+    def set_description(self, name: str, version: int, text: str) -> None:
+        info = self.get_version(name, version)
+        with self._lock:
+            self._versions[(name, int(version))] = replace(info, description=text, aliases=())
+
     def find_versions(self, name: str, tags: Mapping[str, str]) -> list[VersionInfo]:
         self._check_up()
         found = [self._with_aliases(i) for (n, _), i in self._versions.items() if n == name

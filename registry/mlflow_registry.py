@@ -26,6 +26,8 @@ from registry.port import (
     ANY,
     BUNDLE_DIR,
     DECISIONS_EXPERIMENT,
+    EXPERIMENT_KIND_TAG,
+    EXPERIMENT_KIND_TRAINING,
     MODEL_DIR,
     TAG_PREFIX,
     TRAINING_EXPERIMENT,
@@ -123,10 +125,15 @@ class MlflowRegistry:
 
             found = self._client.get_experiment_by_name(name)
             if found is not None:
+                if EXPERIMENT_KIND_TAG not in (found.tags or {}):  # made by an older driftloop
+                    self._client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                                    EXPERIMENT_KIND_TRAINING)
                 return found.experiment_id
             location = f"{self._artifact_root.rstrip('/')}/{name}" if self._artifact_root else None
             try:
-                return self._client.create_experiment(name, artifact_location=location)
+                return self._client.create_experiment(
+                    name, artifact_location=location,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND_TRAINING})
             except MlflowException:  # created concurrently
                 found = self._client.get_experiment_by_name(name)
                 if found is None:
@@ -154,7 +161,8 @@ class MlflowRegistry:
                    if mv.creation_timestamp else None)
         return VersionInfo(name=mv.name, version=int(mv.version), run_id=mv.run_id,
                            source=mv.source, tags=dict(mv.tags or {}),
-                           aliases=tuple(getattr(mv, "aliases", []) or ()), created_at=created)
+                           aliases=tuple(getattr(mv, "aliases", []) or ()), created_at=created,
+                           description=mv.description or None)
 
     # -- versions -----------------------------------------------------------------
 
@@ -254,6 +262,10 @@ class MlflowRegistry:
             self._call(partial(self._client.set_model_version_tag, name, str(version), key,
                                str(value)), what=f"tag {name} v{version}")
 
+    def set_description(self, name: str, version: int, text: str) -> None:
+        self._call(partial(self._client.update_model_version, name, str(version),
+                           description=text), what=f"describe {name} v{version}")
+
     def find_versions(self, name: str, tags: Mapping[str, str]) -> list[VersionInfo]:
         found = self._call(lambda: self._client.search_model_versions(
             f"name = '{_quote(name)}'", max_results=10_000), what=f"search {name}")
@@ -311,8 +323,10 @@ class MlflowRegistry:
             log.warning("completing the decision run %s of cycle %s (interrupted earlier)",
                         run_id, record.cycle_id)
         else:
-            run = self._call(lambda: self._client.create_run(exp, tags=_decision_tags(record)),
-                             what="decision run")
+            tags = {**_decision_tags(record), **self._decision_links(record)}
+            tags["mlflow.note.content"] = _decision_note(record, tags)
+            run = self._call(lambda: self._client.create_run(
+                exp, run_name=record.title, tags=tags), what="decision run")
             run_id = run.info.run_id
         return self._complete_decision(run_id, record)
 
@@ -323,19 +337,35 @@ class MlflowRegistry:
 
         saved = replace(record, run_id=run_id)
         now = int(record.decided_at.timestamp() * 1000)
-        numbers = {"n": record.n, "champion_metric": record.champion_metric,
-                   "challenger_metric": record.challenger_metric, "difference": record.difference,
-                   "ci_low": record.ci_low, "ci_high": record.ci_high, "margin": record.margin}
         # Repeating these is harmless: the same params, the same metric points, the same tag.
         self._call(lambda: self._client.log_batch(
             run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in numbers.items() if v is not None],
-            params=[Param("metric", str(record.metric)), Param("margin", str(record.margin))],
+            metrics=[Metric(k, float(v), now, 0) for k, v in _decision_numbers(record).items()],
+            params=[Param(k, v) for k, v in _decision_params(record).items()],
             tags=[RunTag(_RECORD_TAG, saved.to_json()[:7900])]), what="decision run")
         self._call(lambda: self._client.log_text(run_id, saved.to_json(), "decision.json"),
                    what="decision run")
         self._call(partial(self._client.set_terminated, run_id, "FINISHED"), what="decision run")
         return saved
+
+    def _decision_links(self, record: DecisionRecord) -> dict[str, str]:
+        """Tags that tie a decision run to the model versions it judged (their training runs)
+        and to the run of the verdict that triggered it. Best effort: a missing one is left out."""
+        links: dict[str, str] = {}
+        for role, version in (("champion", record.champion_version),
+                              ("challenger", record.challenger_version),
+                              ("new_champion", record.new_champion_version)):
+            if version is None:
+                continue
+            with contextlib.suppress(RegistryError):
+                info = self.get_version(record.model, version)
+                if info.run_id:
+                    links[f"{TAG_PREFIX}{role}_run_id"] = info.run_id
+        if record.trigger_run_id:
+            with contextlib.suppress(Exception):
+                run = self._client.get_run(record.trigger_run_id)
+                links[f"{TAG_PREFIX}trigger_experiment_id"] = run.info.experiment_id
+        return links
 
     def list_decisions(self, name: str, limit: int = 50) -> list[DecisionRecord]:
         exp = self._experiment_id(DECISIONS_EXPERIMENT)
@@ -376,35 +406,80 @@ def _train_note(new: NewVersion) -> str:
     return "\n".join(lines)
 
 
+def _decision_numbers(r: DecisionRecord) -> dict[str, float]:
+    """The metrics of a decision run: the same names for gate decisions, rollbacks and
+    overrides, unknown ones left out (never logged as a placeholder)."""
+    numbers = {"n": r.n, "champion_metric": r.champion_metric,
+               "challenger_metric": r.challenger_metric, "difference": r.difference,
+               "ci_low": r.ci_low, "ci_high": r.ci_high, "margin": r.margin, **r.extra}
+    return {k: float(v) for k, v in numbers.items() if v is not None}
+
+
+def _decision_params(r: DecisionRecord) -> dict[str, str]:
+    """The params of a decision run, the same keys for every kind; unknown ones omitted."""
+    params = {"model": r.model, "kind": r.kind, "outcome": r.outcome, "metric": r.metric,
+              "evidence": r.evidence, "margin": r.margin, "actor": r.actor,
+              "champion_version": r.champion_version,
+              "challenger_version": r.challenger_version,
+              "new_champion_version": r.new_champion_version}
+    return {k: str(v)[:6000] for k, v in params.items() if v is not None}
+
 
 def _decision_tags(record: DecisionRecord) -> dict[str, str]:
-    """The tags a decision run is created with: enough to find it again by cycle and kind."""
-    return {
-        "mlflow.runName": f"{record.kind} {record.model} {record.outcome}",
-        "mlflow.note.content": _decision_note(record),
+    """The tags a decision run is created with: enough to find it again by cycle and kind,
+    and to read it in the UI (its name, who made it, the versions it judged)."""
+    tags = {
+        "mlflow.runName": record.title,
+        "mlflow.user": record.actor,
         TAG_PREFIX + "model": record.model,
         TAG_PREFIX + "kind": record.kind,
         TAG_PREFIX + "outcome": record.outcome,
         TAG_PREFIX + "cycle_id": record.cycle_id,
         TAG_PREFIX + "actor": record.actor,
         TAG_PREFIX + "evidence": str(record.evidence),
-        TAG_PREFIX + "champion_version": str(record.champion_version),
-        TAG_PREFIX + "challenger_version": str(record.challenger_version),
-        TAG_PREFIX + "new_champion_version": str(record.new_champion_version),
         TAG_PREFIX + "triggers": ", ".join(record.triggers)[:4000],
         TAG_PREFIX + "reasons": "; ".join(record.reasons)[:4000],
     }
+    for role, version in (("champion_version", record.champion_version),
+                          ("challenger_version", record.challenger_version),
+                          ("new_champion_version", record.new_champion_version)):
+        if version is not None:
+            tags[TAG_PREFIX + role] = str(version)
+    if record.trigger_run_id:
+        tags[TAG_PREFIX + "trigger_run_id"] = record.trigger_run_id
+    return tags
 
-def _decision_note(r: DecisionRecord) -> str:
+
+def _decision_note(r: DecisionRecord, tags: Mapping[str, str]) -> str:
+    """The run's description: what was decided, on which versions (linked), with what numbers."""
     def fmt(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.4f}"
 
-    head = (f"**{r.kind}: {r.outcome}** for `{r.model}` (cycle `{r.cycle_id}`, by {r.actor})\n\n"
-            f"- champion v{r.champion_version}, challenger v{r.challenger_version}, "
-            f"champion after: v{r.new_champion_version}\n"
-            f"- evidence: {r.evidence}, metric: {r.metric}, n = {r.n}\n"
-            f"- champion {fmt(r.champion_metric)}, challenger {fmt(r.challenger_metric)}, "
-            f"difference {fmt(r.difference)}, 95% CI [{fmt(r.ci_low)}, {fmt(r.ci_high)}], "
-            f"margin {fmt(r.margin)}\n"
-            f"- triggers: {', '.join(r.triggers) or 'none'}\n")
-    return head + "".join(f"- reason: {reason}\n" for reason in r.reasons)
+    def link(version: int | None) -> str:
+        if version is None:
+            return "none"
+        return f"[{r.model} v{version}](#/models/{r.model}/versions/{version})"
+
+    rollback = r.kind in ("rollback", "manual_rollback")
+    lines = [f"**{r.title}**", "",
+             f"- {r.kind}: **{r.outcome}**, cycle `{r.cycle_id}`, by **{r.actor}**, "
+             f"at {r.decided_at.isoformat()}",
+             f"- champion before: {link(r.champion_version)}; "
+             f"{'restored' if rollback else 'challenger'}: {link(r.challenger_version)}; "
+             f"champion after: {link(r.new_champion_version)}"]
+    if r.metric is not None or r.n is not None or r.difference is not None:
+        lines.append(f"- evidence: {r.evidence}, metric: {r.metric}"
+                     + (f", n = {r.n}" if r.n is not None else ""))
+    if r.champion_metric is not None or r.challenger_metric is not None:
+        lines.append(f"- champion {fmt(r.champion_metric)}, "
+                     f"{'restored' if rollback else 'challenger'} {fmt(r.challenger_metric)}, "
+                     f"difference {fmt(r.difference)}, 95% CI [{fmt(r.ci_low)}, {fmt(r.ci_high)}]"
+                     f", margin {fmt(r.margin)}")
+    lines += [f"- {k}: {v:.4f}" for k, v in sorted(r.extra.items())]
+    trigger = ", ".join(r.triggers) or "none"
+    if r.trigger_run_id and tags.get(TAG_PREFIX + "trigger_experiment_id"):
+        exp = tags[TAG_PREFIX + "trigger_experiment_id"]
+        trigger += f" ([verdict run](#/experiments/{exp}/runs/{r.trigger_run_id}))"
+    lines.append(f"- triggered by: {trigger}")
+    lines += [f"- reason: {reason}" for reason in r.reasons]
+    return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -34,6 +34,11 @@ DECISIONS_EXPERIMENT: Final = "driftloop-decisions"
 MONITORING_EXPERIMENT: Final = "driftloop-monitoring"
 BACKTEST_EXPERIMENT: Final = "driftloop-backtest"
 TRAINING_EXPERIMENT: Final = "driftloop-training"
+
+#: MLflow 3 opens an experiment in its model-training view (runs, not GenAI traces) when it
+#: carries this tag with this value (the UI's CUSTOM_MODEL_DEVELOPMENT kind).
+EXPERIMENT_KIND_TAG: Final = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING: Final = "custom_model_development"
 
 BUNDLE_DIR: Final = "driftloop"
 MODEL_DIR: Final = "model"
@@ -79,6 +84,7 @@ class VersionInfo:
     tags: Mapping[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     created_at: datetime | None = None
+    description: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,14 @@ class DecisionRecord:
     margin: float | None = None
     actor: str = "controller"
     run_id: str | None = None
+    #: more numbers logged as metrics, e.g. the realised metrics behind an automatic rollback
+    extra: Mapping[str, float] = field(default_factory=dict)
+    trigger_run_id: str | None = None  # the verdict run that triggered the cycle, when known
+
+    @property
+    def title(self) -> str:
+        """A run name a person can read: model, versions and outcome."""
+        return decision_title(self)
 
     def to_json(self) -> str:
         from dataclasses import asdict
@@ -136,7 +150,42 @@ class DecisionRecord:
         data["decided_at"] = datetime.fromisoformat(data["decided_at"])
         data["triggers"] = tuple(data.get("triggers") or ())
         data["reasons"] = tuple(data.get("reasons") or ())
-        return DecisionRecord(**data)
+        data["extra"] = dict(data.get("extra") or {})
+        known = {f.name for f in fields(DecisionRecord)}
+        return DecisionRecord(**{k: v for k, v in data.items() if k in known})
+
+
+def version_label(version: int | None) -> str:
+    """``v3``, or ``none`` where no version is known (never ``vNone``)."""
+    return "none" if version is None else f"v{version}"
+
+
+def signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.3f}"
+
+
+def decision_title(r: DecisionRecord) -> str:
+    """``churn v2 -> champion (promoted, +0.271)``, ``churn v2 rejected (-0.013)``,
+    ``churn rolled back v2 -> v1``, ``churn training failed``."""
+    m, v = r.model, version_label
+    by = f" (manual, by {r.actor})" if r.kind.startswith("manual") else ""
+    diff = f", {signed(r.difference)}" if r.difference is not None else ""
+    if r.kind in ("rollback", "manual_rollback"):
+        if r.outcome == "rolled_back":
+            return f"{m} rolled back {v(r.champion_version)} -> {v(r.new_champion_version)}{by}"
+        return f"{m} rollback from {v(r.champion_version)} {r.outcome}{by}"
+    if r.kind == "manual_promote":
+        if r.outcome == "promoted":
+            return f"{m} {v(r.challenger_version)} -> champion{by}"
+        return f"{m} manual promotion of {v(r.challenger_version)} {r.outcome}{by}"
+    if r.challenger_version is None:
+        return f"{m} training failed" if r.outcome == "failed" else f"{m} cycle {r.outcome}"
+    if r.outcome == "promoted":
+        return f"{m} {v(r.challenger_version)} -> champion (promoted{diff})"
+    if r.outcome == "rejected":
+        return f"{m} {v(r.challenger_version)} rejected" + (
+            f" ({signed(r.difference)})" if r.difference is not None else "")
+    return f"{m} {v(r.challenger_version)} {r.outcome}"
 
 
 class ModelRegistry(Protocol):
@@ -163,6 +212,10 @@ class ModelRegistry(Protocol):
     def delete_alias(self, name: str, alias: str, *, expected: Any = ANY) -> None: ...
 
     def set_tags(self, name: str, version: int, tags: Mapping[str, str]) -> None: ...
+
+    def set_description(self, name: str, version: int, text: str) -> None:
+        """Replace the version's description (markdown in the MLflow UI)."""
+        ...
 
     def find_versions(self, name: str, tags: Mapping[str, str]) -> list[VersionInfo]:
         """Versions of ``name`` carrying all of ``tags``, newest first."""
