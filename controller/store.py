@@ -10,6 +10,11 @@ Tables:
 - ``cycles``: one row per cycle (history for ``/status``);
 - ``decisions``: the local copy of every decision, keyed by (cycle_id, kind);
 - ``leases``: which replica works on which model now, so two never run the same cycle.
+
+The schema is migrated (Alembic, ``controller/migrations``) when a store is opened, one
+replica at a time; ``metadata`` below is the schema at the newest revision. Notifications
+and finished triggers older than the retention are purged (``purge``); pending triggers,
+cycles, decisions and states are kept.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+
+from controller import migrations
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,8 @@ triggers = sa.Table(
     sa.Column("cycle_id", sa.String(200), nullable=True),
     sa.Column("processed_at", _TS, nullable=True),
 )
+sa.Index("ix_triggers_model_status", triggers.c.model, triggers.c.status)   # revision 0002
+sa.Index("ix_notifications_received_at", notifications.c.received_at)      # revision 0002
 cycles = sa.Table(
     "cycles", metadata,
     sa.Column("cycle_id", sa.String(200), primary_key=True),
@@ -94,6 +103,8 @@ leases = sa.Table(
 
 
 _SCHEMA_LOCK = 0x64726966746C6F6F & 0x7FFFFFFFFFFFFFFF  # "driftloo": advisory lock key
+FINISHED = ("done", "resolved", "ignored")   # trigger statuses the purge may delete
+PURGE_EVERY = timedelta(hours=1)
 
 
 class StaleState(Exception):
@@ -167,20 +178,26 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._create_schema()
         # SQLite has one writer at a time; queueing writers of this process on a lock is far
         # fairer and faster than SQLite's sleep-and-retry busy handler (kept for other processes).
         self._lock: Any = threading.Lock() if url.startswith("sqlite") else contextlib.nullcontext()
+        self._purged_at: datetime | None = None
+        self.migrate()
 
-    def _create_schema(self) -> None:
-        if self.engine.dialect.name != "postgresql":
-            metadata.create_all(self.engine)
-            return
-        # Replicas starting together would race on CREATE TABLE (a unique violation in the
-        # catalog): one at a time, under a transaction-scoped advisory lock.
-        with self.engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-            metadata.create_all(conn)
+    def migrate(self) -> str | None:
+        """Bring the schema to the newest revision, in one transaction; returns the revision
+        found (None: an empty database). Replicas starting together would race on CREATE
+        TABLE: on PostgreSQL they queue on a transaction-scoped advisory lock; on SQLite the
+        transaction starts with BEGIN IMMEDIATE (``make_engine``), which takes the database's
+        one write lock, so the next process waits and then finds the schema at head."""
+        with self._tx() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            return migrations.upgrade(conn)
+
+    def schema_revision(self) -> str | None:
+        with self._tx() as conn:
+            return migrations.current(conn)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
@@ -239,6 +256,37 @@ class Store:
         with self._tx() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(notifications))
                        .scalar_one())
+
+    # -- retention ----------------------------------------------------------------------
+
+    def purge(self, older_than: datetime) -> tuple[int, int]:
+        """Delete notification bodies received before ``older_than`` and finished triggers
+        (done, resolved, ignored) last touched before it; returns (notifications, triggers)
+        deleted. Pending triggers and the bodies they came in, cycles, decisions, states and
+        leases are never deleted."""
+        older_than = older_than.astimezone(UTC)   # SQLite compares the stored UTC text
+        touched = sa.func.coalesce(triggers.c.processed_at, triggers.c.received_at)
+        still_needed = sa.select(triggers.c.notification_id).where(
+            triggers.c.status == "pending", triggers.c.notification_id.is_not(None))
+        with self._tx() as conn:
+            gone_triggers = conn.execute(triggers.delete().where(
+                triggers.c.status.in_(FINISHED), touched < older_than)).rowcount
+            gone_bodies = conn.execute(notifications.delete().where(
+                notifications.c.received_at < older_than,
+                notifications.c.id.not_in(still_needed))).rowcount
+        if gone_bodies or gone_triggers:
+            log.info("retention: deleted %d notification bodies and %d finished triggers "
+                     "from before %s", gone_bodies, gone_triggers, older_than.isoformat())
+        return gone_bodies, gone_triggers
+
+    def purge_due(self, now: datetime, retention_days: float) -> tuple[int, int] | None:
+        """``purge`` what is older than ``retention_days`` (0: keep everything), at most once
+        per ``PURGE_EVERY`` per store; None when not due. The reconcile loop calls it."""
+        if retention_days <= 0 or (self._purged_at is not None
+                                   and now - self._purged_at < PURGE_EVERY):
+            return None
+        self._purged_at = now
+        return self.purge(now - timedelta(days=retention_days))
 
     # -- state --------------------------------------------------------------------------
 
