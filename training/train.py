@@ -235,8 +235,8 @@ def train(spec: DatasetSpec, data_paths: Sequence[str | Path], registry: ModelRe
         registry.set_alias(spec.model_name, alias, version.version)
     elapsed = time.perf_counter() - started
     useless = new.tags.get(TAG + "useless_reason")
-    if useless:
-        log.warning("%s v%s is useless: %s", spec.model_name, version.version, useless)
+    if useless:  # the CLI warns (one line on stderr); callers read details["useless"]
+        log.info("%s v%s is useless: %s", spec.model_name, version.version, useless)
     log.info("registered %s v%s (%s=%.4f) in %.1fs", spec.model_name, version.version,
              spec.metric, evaluation.metrics[spec.metric], elapsed)
     return TrainResult(version=version, metrics=evaluation.metrics, rows=len(data),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -113,3 +115,38 @@ def test_usage_errors_are_short_and_exit_2(argv, capsys):
     assert run(*argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "Error:" in err
+
+
+def test_train_records_where_its_data_came_from(data_file, monkeypatch):
+    monkeypatch.chdir(data_file.parent)  # a relative --data is recorded as an absolute path
+    assert run("train", "--spec", str(CHURN_SPEC), "--data", data_file.name,
+               "--since", "2026-01-02") == 0
+    tags = open_registry(CommonSettings()).get_version("churn", 1).tags
+    assert json.loads(tags["driftloop.data_sources"]) == [str(data_file.resolve())]
+    assert tags["driftloop.data_since"] == "2026-01-02T00:00:00+00:00"
+    assert "driftloop.data_until" not in tags
+    assert tags["driftloop.train_rows_recent"] == "0"
+    assert tags["driftloop.train_rows_history"] == tags["driftloop.train_rows"]
+    assert tags["driftloop.reference"] == "window" and tags["driftloop.useless"] == "false"
+
+
+@pytest.mark.parametrize(("shuffle", "floor", "expected"), [
+    (True, None, "is at chance level (<= 0.55)"),
+    (False, 0.99, "is worse than min_validation_metric 0.99"),
+])
+def test_a_useless_model_is_warned_in_one_line_and_tagged(data_file, tmp_path, capsys, shuffle,
+                                                          floor, expected):
+    data, spec = data_file, CHURN_SPEC
+    if shuffle:
+        frame = pd.read_parquet(data_file)
+        frame["churned"] = np.random.default_rng(0).permutation(frame["churned"].to_numpy())
+        data = tmp_path / "shuffled.parquet"
+        frame.to_parquet(data, index=False)
+    if floor is not None:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(CHURN_SPEC.read_text() + f"min_validation_metric: {floor}\n")
+    assert run("train", "--spec", str(spec), "--data", str(data)) == 0
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("warning: churn version 1 is useless: ") and expected in line
+    tags = open_registry(CommonSettings()).get_version("churn", 1).tags
+    assert tags["driftloop.useless"] == "true" and expected in tags["driftloop.useless_reason"]
