@@ -23,6 +23,8 @@ from alembic.runtime.migration import MigrationContext
 from controller import migrations
 from controller.codec import state_from_json
 from controller.store import Store, metadata
+from kernel.spec import DatasetSpec
+from tests.unit.controller_harness import make_world
 from tests.unit.test_controller_codec import V1_FULL, _full_state
 
 try:
@@ -289,3 +291,28 @@ def test_purge_due_runs_at_most_hourly_and_never_when_disabled(tmp_path: Path) -
         assert store.purge_due(T0 + timedelta(hours=1), retention_days=30) == (1, 1)
     finally:
         store.close()
+
+
+def test_the_reconcile_loop_purges(tmp_path: Path, churn_spec: DatasetSpec,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    world = make_world(tmp_path, churn_spec, controller_retention_days=30)
+    store, controller = world.store, world.controller
+    controller.clock = lambda: T0
+    _stored(store, days_old=40, status="ignored")
+    _stored(store, days_old=40, status="pending")
+    stop, purged = threading.Event(), []
+    real = store.purge_due
+
+    def purge_then_stop(now: datetime, retention_days: float) -> tuple[int, int] | None:
+        purged.append(real(now, retention_days))
+        stop.set()
+        controller.wake.set()   # the loop's wait returns at once, then sees stop
+        return purged[-1]
+
+    monkeypatch.setattr(store, "purge_due", purge_then_stop)
+    controller.run(stop)
+    # the pass took the old pending trigger first (done now: kept by its processing time);
+    # then both 40-day-old bodies and the ignored trigger went
+    assert purged == [(2, 1)]
+    (left,) = store.triggers_of("churn")
+    assert left.reason == "pending 40" and left.status == "done"
