@@ -1,18 +1,48 @@
 """``driftloop controller`` (the service) and the commands that talk to it over HTTP:
-``driftloop retrain``, ``driftloop promote``, ``driftloop rollback``, ``driftloop status``."""
+``driftloop retrain``, ``driftloop promote``, ``driftloop rollback``, ``driftloop status``;
+and ``driftloop history``, which reads the registry only. ``status`` falls back to the
+registry when the controller cannot be reached."""
 
 from __future__ import annotations
 
+import getpass
 import json
-from typing import Annotated, Any
+import os
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kernel.cliutil import echo
+from kernel.cliutil import echo, parse_time
+from kernel.errors import DriftloopError
+
+if TYPE_CHECKING:
+    from controller.settings import ControllerSettings
 
 Model = Annotated[str | None, typer.Option(help="Registered model (default: the only one "
                                            "the controller manages).")]
 Reason = Annotated[str, typer.Option(help="Why: kept in the audit trail.")]
+Actor = Annotated[str | None, typer.Option(help="Who you are, kept in the audit trail and shown "
+                                           "as the decision run's user (default: $USER).")]
+
+
+class ControllerUnreachable(DriftloopError):
+    """No answer from the controller (not running, wrong URL)."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+def _actor(actor: str | None) -> str:
+    if actor:
+        return actor
+    with_env = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if with_env:
+        return with_env
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "human"
 
 
 def register(app: typer.Typer) -> None:
@@ -21,6 +51,7 @@ def register(app: typer.Typer) -> None:
     app.command("promote")(promote)
     app.command("rollback")(rollback)
     app.command("status")(status)
+    app.command("history")(history)
 
 
 def controller(
@@ -52,7 +83,6 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[st
     import httpx
 
     from controller.settings import ControllerSettings
-    from kernel.errors import DriftloopError
 
     settings = ControllerSettings()
     url = settings.controller_url.rstrip("/") + path
@@ -62,9 +92,9 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[st
     try:
         response = httpx.request(method, url, json=body, headers=headers, timeout=60)
     except httpx.HTTPError as exc:
-        raise DriftloopError(f"controller not reachable at {settings.controller_url} "
+        raise ControllerUnreachable(f"controller not reachable at {settings.controller_url} "
                              f"({exc.__class__.__name__}); is `driftloop controller` running? "
-                             "(DRIFTLOOP_CONTROLLER_URL)") from None
+                             "(DRIFTLOOP_CONTROLLER_URL)", settings.controller_url) from None
     if response.status_code == 401:
         raise DriftloopError("the controller refused the token (set DRIFTLOOP_CONTROLLER_TOKEN)")
     if response.status_code >= 400:
@@ -97,44 +127,128 @@ def _report(answer: dict[str, Any]) -> None:
     echo(f"{what}: {answer.get('outcome')}{cycle}")
 
 
-def retrain(reason: Reason, model: Model = None) -> None:
+def retrain(reason: Reason, model: Model = None, actor: Actor = None) -> None:
     """Emergency manual retrain: skips the cooldown, never runs two at once, still gated."""
-    _report(_call("POST", "/retrain", {"reason": reason, "model": model}))
+    _report(_call("POST", "/retrain", {"reason": reason, "model": model,
+                                       "actor": _actor(actor)}))
 
 
 def promote(version: Annotated[int, typer.Argument(help="Version to make champion.")],
-            reason: Reason, model: Model = None) -> None:
+            reason: Reason, model: Model = None, actor: Actor = None) -> None:
     """Audited human override: point @champion at VERSION (the old one kept as @previous)."""
-    _report(_call("POST", "/promote", {"reason": reason, "model": model, "version": version}))
+    _report(_call("POST", "/promote", {"reason": reason, "model": model, "version": version,
+                                       "actor": _actor(actor)}))
 
 
-def rollback(reason: Reason, model: Model = None) -> None:
+def rollback(reason: Reason, model: Model = None, actor: Actor = None) -> None:
     """Audited human override: point @champion back at @previous."""
-    _report(_call("POST", "/rollback", {"reason": reason, "model": model}))
+    _report(_call("POST", "/rollback", {"reason": reason, "model": model,
+                                        "actor": _actor(actor)}))
 
 
-def status(as_json: Annotated[bool, typer.Option("--json", help="Raw JSON.")] = False) -> None:
-    """Champion, challenger, controller state and the last decisions, per model."""
-    data = _call("GET", "/status")
-    if as_json:
-        echo(json.dumps(data, indent=2))
-        return
+def _models(settings: ControllerSettings, model: str | None) -> list[str]:
+    """``model``, or the models of the configured specs."""
+    if model:
+        return [model]
+    from kernel.spec import load_spec
+
+    names = [load_spec(p).model_name for p in settings.spec_paths()]
+    if not names:
+        from kernel.errors import UsageError
+
+        raise UsageError("which model? pass --model (or set DRIFTLOOP_CONTROLLER_SPECS)")
+    return names
+
+
+def _registry_status(settings: ControllerSettings, models: list[str]) -> dict[str, Any]:
+    """What the registry alone says: aliases and the last decisions (no controller state)."""
+    from registry import open_registry
+
+    registry = open_registry(settings)
+    return {m: {"state": "unknown", "aliases": registry.aliases(m), "cycle": None,
+                "last_decisions": [json.loads(d.to_json())
+                                   for d in registry.list_decisions(m, limit=5)]}
+            for m in models}
+
+
+def status(as_json: Annotated[bool, typer.Option("--json", help="Raw JSON.")] = False,
+           model: Annotated[str | None, typer.Option(
+               help="Model to read from the registry when the controller is unreachable "
+               "(default: the models of DRIFTLOOP_CONTROLLER_SPECS).")] = None) -> None:
+    """Champion, challenger, controller state and the last decisions, per model.
+
+    When the controller cannot be reached, the registry is read directly (aliases and the
+    last decisions) and the output says so."""
+    try:
+        data = _call("GET", "/status")
+    except ControllerUnreachable as exc:
+        from controller.settings import ControllerSettings
+
+        settings = ControllerSettings()
+        data = _registry_status(settings, _models(settings, model))
+        if as_json:
+            echo(json.dumps({"controller": "unreachable", "models": data}, indent=2))
+            return
+        echo(f"controller unreachable at {exc.url}: showing the registry's record "
+             f"({settings.resolved_tracking_uri})")
+    else:
+        if as_json:
+            echo(json.dumps(data, indent=2))
+            return
+    for line in status_lines(data):
+        echo(line)
+
+
+def status_lines(data: dict[str, Any]) -> list[str]:
+    from controller.history import describe
+    from registry.port import version_label
+
+    lines: list[str] = []
     for model, info in data.items():
         aliases = info.get("aliases")
         if isinstance(aliases, dict):
             names = ", ".join(f"@{k}=v{v}" for k, v in sorted(aliases.items())) or "no aliases"
         else:
             names = str(aliases)
-        echo(f"{model}: {info['state']}  {names}")
+        state = info.get("state") or "unknown"
+        lines.append(f"{model}: {names}" if state == "unknown" else f"{model}: {state}  {names}")
         cycle = info.get("cycle")
-        if cycle and info["state"] not in ("idle",):
-            echo(f"  cycle {cycle['id']}: challenger v{cycle.get('challenger')}, "
-                 f"reasons: {'; '.join(cycle.get('reasons') or [])}")
+        if cycle and state not in ("idle",):
+            what = (f"challenger {version_label(cycle.get('challenger'))}"
+                    if cycle.get("challenger") is not None else "no challenger yet")
+            lines.append(f"  cycle {cycle['id']}: {what}, "
+                         f"reasons: {'; '.join(cycle.get('reasons') or [])}")
             gate = cycle.get("gate")
             if gate:
-                echo(f"  gate: {gate['outcome']} on n={gate['n']} ({gate['evidence']}): "
-                     f"{(gate.get('reasons') or [''])[-1]}")
-        for d in info.get("last_decisions") or []:
-            echo(f"  {d['decided_at'][:19]} {d['kind']} {d['outcome']}: champion "
-                 f"v{d.get('champion_version')} -> v{d.get('new_champion_version')}; "
-                 f"{(d.get('reasons') or [''])[-1]}")
+                lines.append(f"  gate: {gate['outcome']} on n={gate['n']} ({gate['evidence']}): "
+                             f"{(gate.get('reasons') or [''])[-1]}")
+        decisions = info.get("last_decisions") or []
+        if decisions:
+            lines.append("  last decisions:")
+        lines += [f"    {describe(d)}" for d in decisions]
+    return lines
+
+
+def history(
+    model: Model = None,
+    since: Annotated[str | None, typer.Option(help="Only moves at or after this ISO time.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON: one object per move.")] = False,
+) -> None:
+    """Every alias move of a model (time, alias, from, to, who, why, the decision and its
+    numbers), rebuilt from the registry's own records: no controller needed."""
+    from controller.history import format_move, rebuild
+    from controller.settings import ControllerSettings
+    from registry import open_registry
+
+    settings = ControllerSettings()
+    start = parse_time(since, option="--since")
+    registry = open_registry(settings)
+    for name in _models(settings, model):
+        moves = [m for m in rebuild(registry, name)
+                 if start is None or m.at is None or m.at >= start]
+        if as_json:
+            echo(json.dumps({"model": name, "moves": [m.to_dict() for m in moves]}, indent=2))
+            continue
+        echo(f"{name}: {len(moves)} alias moves" + (f" since {start.isoformat()}" if start else ""))
+        for m in moves:
+            echo("  " + format_move(m))

@@ -65,10 +65,11 @@ def version_tags(r: DecisionRecord) -> dict[int, dict[str, str]]:
             for v, role in roles(r).items()}
 
 
-def numbers(r: DecisionRecord) -> str:
-    """``+0.271, CI [+0.2, +0.3], n=812 roc_auc``; empty when the decision had none."""
+def numbers(r: DecisionRecord, *, title: bool = False) -> str:
+    """``+0.271, CI [+0.2, +0.3], n=812 roc_auc``; empty when the decision had none. With
+    ``title``, what the decision's title already says (a gate's difference) is left out."""
     parts = []
-    if r.difference is not None:
+    if r.difference is not None and not (title and r.kind == "gate"):
         parts.append(signed(r.difference))
     if r.ci_low is not None and r.ci_high is not None:
         parts.append(f"CI [{signed(r.ci_low)}, {signed(r.ci_high)}]")
@@ -112,6 +113,8 @@ class AliasMove:
     cycle_id: str | None = None
     run_id: str | None = None
     numbers: dict[str, Any] = field(default_factory=dict)
+    decision: str = ""                   # the decision run's name, e.g. "churn v2 rejected"
+    said: str = ""                       # its numbers in words: "+0.271, CI [...], n=812 ..."
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -169,18 +172,21 @@ def rebuild(registry: ModelRegistry, name: str) -> list[AliasMove]:
     for at, _, item in events:
         if isinstance(item, VersionInfo):
             move(at, ALIAS_CHALLENGER, item.version, actor="controller", kind="training",
-                 outcome="trained", cycle_id=item.tags[TAG_PREFIX + "cycle_id"],
+                 outcome="trained", decision=f"{name} v{item.version} trained as challenger",
+                 cycle_id=item.tags[TAG_PREFIX + "cycle_id"],
                  run_id=item.run_id, why=item.tags.get(TAG_PREFIX + "trigger", "retrain"))
             continue
         r: DecisionRecord = item
         how = {"actor": r.actor, "kind": r.kind, "outcome": r.outcome, "cycle_id": r.cycle_id,
-               "run_id": r.run_id, "numbers": _numbers(r),
+               "run_id": r.run_id, "numbers": _numbers(r), "decision": decision_title(r),
+               "said": numbers(r, title=True),
                "why": (r.reasons[-1] if r.reasons else "")[:500]}
         if ALIAS_CHAMPION not in current and r.champion_version is not None \
                 and not any(m.alias == ALIAS_CHAMPION for m in moves):
             first = by_version.get(r.champion_version)
             move(first.created_at if first is not None else None, ALIAS_CHAMPION,
                  r.champion_version, actor="driftloop train", kind="bootstrap", outcome="set",
+                 decision=f"{name} v{r.champion_version} -> champion (bootstrap)",
                  why="first champion (train --alias champion); no decision recorded")
         moved = r.new_champion_version != r.champion_version
         if r.outcome in ("promoted", "rolled_back") and moved:
@@ -197,12 +203,15 @@ def rebuild(registry: ModelRegistry, name: str) -> list[AliasMove]:
         first = by_version.get(now[ALIAS_CHAMPION])
         move(first.created_at if first is not None else None, ALIAS_CHAMPION,
              now[ALIAS_CHAMPION], actor="driftloop train", kind="bootstrap", outcome="set",
+             decision=f"{name} v{now[ALIAS_CHAMPION]} -> champion (bootstrap)",
              why="first champion (train --alias champion); no decision recorded")
     for alias in sorted(set(now) | set(current)):
         if now.get(alias) != current.get(alias):
             move(None, alias, now.get(alias), actor="unknown", kind="foreign", outcome="moved",
+                 decision=f"{name}@{alias} moved outside driftloop",
                  why="moved outside driftloop (time unknown: seen when the history was read)")
-    return moves
+    never = datetime.min.replace(tzinfo=UTC)
+    return sorted(moves, key=lambda m: (m.at is None, m.at or never))  # stable: replay order
 
 
 def champion_at(moves: list[AliasMove], at: datetime) -> int | None:
@@ -217,17 +226,15 @@ def champion_at(moves: list[AliasMove], at: datetime) -> int | None:
 def format_move(m: AliasMove) -> str:
     when = "time unknown       " if m.at is None else \
         m.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    said = ", ".join(f"{k} {v:+.4f}" if k in ("difference", "ci_low", "ci_high")
-                     else f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in m.numbers.items())
-    line = (f"{when}  @{m.alias:<10} {version_label(m.from_version):>5} -> "
-            f"{version_label(m.to_version):<5} by {m.actor}: {m.kind} {m.outcome}")
-    if said:
-        line += f" ({said})"
+    line = (f"{when}  @{m.alias:<10} {version_label(m.from_version):>4} -> "
+            f"{version_label(m.to_version):<4}  by {m.actor}: "
+            f"{m.decision or (m.kind + ' ' + m.outcome)}")
+    if m.said:
+        line += f" [{m.said}]"
     if m.why:
         line += f"; why: {m.why}"
     if m.cycle_id:
-        line += f" [cycle {m.cycle_id}]"
+        line += f" (cycle {m.cycle_id})"
     return line
 
 
@@ -235,7 +242,7 @@ def describe(d: dict[str, Any]) -> str:
     """One stored decision (a ``DecisionRecord`` as JSON) as one readable line."""
     with contextlib.suppress(ValueError, TypeError, KeyError):
         r = DecisionRecord.from_json(json.dumps(d))
-        said = numbers(r)
+        said = numbers(r, title=True)
         return (f"{r.decided_at.isoformat(timespec='seconds')[:19]} {decision_title(r)}"
                 + (f" [{said}]" if said else "") + f" by {r.actor}"
                 + (f"; {r.reasons[-1]}" if r.reasons else ""))

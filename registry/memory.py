@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pickle
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,8 @@ class InMemoryRegistry:
         self.decisions: list[DecisionRecord] = []
         self.runs: list[dict[str, Any]] = []
         self.down = False  # set True to simulate an outage
+        #: when versions are made (the backtest and tests may hand it their simulated clock)
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def _check_up(self) -> None:
         if self.down:
@@ -51,7 +53,7 @@ class InMemoryRegistry:
             version = 1 + max((v for (n, v) in self._versions if n == new.name), default=0)
             info = VersionInfo(new.name, version, run_id=f"run-{new.name}-{version}",
                                source=f"memory://{new.name}/{version}", tags=dict(new.tags),
-                               created_at=datetime.now(UTC))
+                               created_at=self.clock())
             self._versions[(new.name, version)] = info
             self._payload[(new.name, version)] = new
         return self._with_aliases(info)
