@@ -31,6 +31,7 @@ from registry.port import (
     MODEL_DIR,
     TAG_PREFIX,
     TRAINING_EXPERIMENT,
+    UI_TRAINING_VIEW,
     AliasConflict,
     DecisionRecord,
     NewVersion,
@@ -479,7 +480,8 @@ def _decision_note(r: DecisionRecord, tags: Mapping[str, str]) -> str:
     trigger = ", ".join(r.triggers) or "none"
     if r.trigger_run_id and tags.get(TAG_PREFIX + "trigger_experiment_id"):
         exp = tags[TAG_PREFIX + "trigger_experiment_id"]
-        trigger += f" ([verdict run](#/experiments/{exp}/runs/{r.trigger_run_id}))"
+        trigger += (f" ([verdict run](#/experiments/{exp}/runs/{r.trigger_run_id}"
+                    f"{UI_TRAINING_VIEW}))")
     lines.append(f"- triggered by: {trigger}")
     lines += [f"- reason: {reason}" for reason in r.reasons]
     return "\n".join(lines) + "\n"

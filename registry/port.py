@@ -39,6 +39,9 @@ TRAINING_EXPERIMENT: Final = "driftloop-training"
 #: carries this tag with this value (the UI's CUSTOM_MODEL_DEVELOPMENT kind).
 EXPERIMENT_KIND_TAG: Final = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING: Final = "custom_model_development"
+#: MLflow 3.17's UI takes its view from a "workflow type" instead (the header's switch, kept in
+#: the URL and the browser's storage); links into the UI carry this to open on runs.
+UI_TRAINING_VIEW: Final = "?workflowType=machine_learning"
 
 BUNDLE_DIR: Final = "driftloop"
 MODEL_DIR: Final = "model"
