@@ -31,7 +31,6 @@ from training.pipeline import build_pipeline
 log = logging.getLogger(__name__)
 
 MIN_ROWS_PER_CLASS = 5
-STRATUM_ROWS = 20        # rows per time block of the validation draw
 CHANCE_AUC = 0.55        # at or below: a useless model (warned, refused as challenger)
 
 
@@ -66,26 +65,22 @@ class TrainResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def validation_rows(data: pd.DataFrame, fraction: float, *, seed: int = 0) -> np.ndarray:
-    """Time-stratified: in every block of consecutive rows (by time, ``STRATUM_ROWS`` rows),
-    ``fraction`` of them at random validate. Every part of the window, the newest recent
-    rows included, keeps ``1 - fraction`` of its rows for training (docs/controller.md,
-    "Retraining data")."""
-    rng = np.random.default_rng(seed)
-    picked: list[np.ndarray] = []
-    for block in np.array_split(np.arange(len(data)), max(1, len(data) // STRATUM_ROWS)):
-        take = int(round(len(block) * fraction))
-        picked.append(rng.choice(block, size=take, replace=False))
-    return np.sort(np.concatenate(picked)) if picked else np.arange(0)
+def validation_rows(n: int, fraction: float) -> np.ndarray:
+    """Systematic, time-stratified: rows ``i`` (in time order) where ``floor((i + 1) * fraction)``
+    steps up validate (every fifth row for 0.2). Every stretch of the window, the newest recent
+    rows included, keeps ``1 - fraction`` of its rows (give or take one) for training
+    (docs/controller.md, "Retraining data")."""
+    i = np.arange(n)
+    return np.flatnonzero(np.floor((i + 1) * fraction) > np.floor(i * fraction))
 
 
-def split(data: pd.DataFrame, spec: DatasetSpec, *, seed: int = 0) -> Split:
+def split(data: pd.DataFrame, spec: DatasetSpec) -> Split:
     """Training and validation rows, both in time order (:func:`validation_rows`)."""
     y = labels_of(data, spec)
     if len(np.unique(y)) < 2:
         raise DataError(f"target {spec.target!r} has one class only "
                         f"(positive label {spec.positive_label!r}): cannot train")
-    chosen = validation_rows(data, spec.validation_fraction, seed=seed)
+    chosen = validation_rows(len(data), spec.validation_fraction)
     is_val = np.zeros(len(data), dtype=bool)
     is_val[chosen] = True
     n_val = int(is_val.sum())
@@ -182,7 +177,7 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
         TAG + "train_rows_recent": str(recent),
         TAG + "validation_rows": str(len(parts.validation)),
         TAG + "validation_rows_recent": str(_source_counts(parts.validation)[1]),
-        TAG + "split": "time_stratified",
+        TAG + "split": "systematic",
         TAG + "reference": reference_kind,
         TAG + "reference_rows": str(len(reference)),
         TAG + "train_window": f"{ts.min().isoformat()}/{ts.max().isoformat()}",
@@ -222,7 +217,7 @@ def train(spec: DatasetSpec, data_paths: Sequence[str | Path], registry: ModelRe
     started = time.perf_counter()
     loaded = load_inputs(data_paths, spec, since=since, until=until)
     data = loaded.data
-    parts = split(data, spec, seed=seed)
+    parts = split(data, spec)
     fitted = fit(parts, spec, seed=seed)
     evaluation = evaluate(fitted, parts, spec)
     bad = {k: v for k, v in evaluation.metrics.items() if not np.isfinite(v)}

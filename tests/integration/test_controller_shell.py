@@ -152,6 +152,9 @@ def test_training_without_data_fails_the_cycle_once(shell: dict, tmp_path: Path)
     spec = c.models["churn"].spec.model_copy(update={"history": []})
     c.models["churn"] = Managed(spec, tmp_path / "spec.yaml")
     c.settings = c.settings.model_copy(update={"controller_recent_days": 0})
+    # nor files recorded by the champion (a spec without history falls back to them)
+    registry.set_tags("churn", registry.aliases("churn")["champion"],
+                      {"driftloop.data_sources": "[]"})
     add(shell, "retrain", reason="go")
     state = c.step("churn")
     assert state.phase == "failed" and state.last_outcome == "failed"
