@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from controller.recent import history_of
+from controller.recent import history_of, write_retrain_rows
 from controller.reconcile import Managed
 from kernel.spec import DatasetSpec
 from registry import ALIAS_CHALLENGER, ALIAS_CHAMPION, TAG_PREFIX, NewVersion, VersionInfo
 from registry.memory import InMemoryRegistry
 from tests.unit.controller_harness import World, make_world
+from training.data import HISTORY, RECENT, SOURCE_COLUMN, load_inputs
 
 TAG = TAG_PREFIX
 
@@ -128,3 +129,36 @@ def test_a_useful_version_goes_to_the_gate(tmp_path: Path, churn_spec: DatasetSp
     assert decision["outcome"] == "rejected" and decision["challenger_version"] == v2
     assert "challenger is broken" in decision["reasons"][0]
     assert world.registry.get_version("churn", v2).tags.get(TAG + "decision") == "rejected"
+
+
+class _Log:
+    """The prediction log's reader: 200 labelled predictions, one a minute, before NOW."""
+
+    def __init__(self, spec: DatasetSpec) -> None:
+        ts = pd.date_range(NOW - pd.Timedelta(minutes=200), NOW, freq="1min", inclusive="left")
+        self.frame = pd.DataFrame({"ts": ts, "request_id": [f"r{i}" for i in range(200)],
+                                   "label": ["1", "0"] * 100, "label_received_at": ts})
+        for col in spec.features.numerical:
+            self.frame[col] = 1.0
+        for col in spec.features.categorical:
+            self.frame[col] = "a"
+
+    def window(self, model: str, since: datetime, until: datetime, version: int | None = None,
+               labels_as_of: datetime | None = None) -> pd.DataFrame:
+        return self.frame
+
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def test_the_cycles_file_marks_its_rows_recent_and_training_reads_them_so(
+        churn_spec: DatasetSpec, tmp_path: Path) -> None:
+    data = write_retrain_rows(_Log(churn_spec), churn_spec, now=NOW, days=1,
+                              holdout_fraction=0.25, dest=tmp_path / "cycle.parquet")
+    assert data.path is not None and data.rows == 150
+    history = tmp_path / "history.parquet"
+    pd.read_parquet(data.path).drop(columns=[SOURCE_COLUMN]).assign(
+        customer_id=lambda f: "h" + f["customer_id"]).to_parquet(history)
+    loaded = load_inputs([history, data.path], churn_spec)
+    assert loaded.history_paths == (str(history.resolve()),)
+    assert loaded.data[SOURCE_COLUMN].value_counts().to_dict() == {HISTORY: 150, RECENT: 150}
