@@ -66,6 +66,7 @@ def controller(
     from controller.app import create_app
     from controller.settings import ControllerSettings
     from kernel.errors import UsageError
+    from kernel.httpserver import HTTP_PROTOCOL
 
     settings = ControllerSettings()
     if spec:
@@ -76,7 +77,7 @@ def controller(
     if not settings.controller_token:
         echo("warning: DRIFTLOOP_CONTROLLER_TOKEN is not set: every mutating endpoint answers 401")
     uvicorn.run(create_app(settings), host=host or settings.controller_host,
-                port=port or settings.controller_port, log_level="warning")
+                port=port or settings.controller_port, log_level="warning", http=HTTP_PROTOCOL)
 
 
 def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from controller.parts import Parts
 from controller.reconcile import Controller
 from controller.settings import ControllerSettings
 from controller.store import Store
-from kernel.httpbody import BodyTooLarge, read_limited
+from kernel.httpbody import BodyTooLarge, BodyTooSlow, read_limited
 from registry import ModelRegistry
 
 
@@ -88,11 +88,14 @@ Authorized = Annotated[None, Depends(require_token)]
 
 async def read_body(request: Request, settings: SettingsDep, _: Authorized) -> bytes:
     """The body once the token is checked, refused with 413 past
-    ``controller_max_body_bytes`` (never read whole)."""
+    ``controller_max_body_bytes`` (never read whole) and 408 when the server cut it off
+    unfinished (``DRIFTLOOP_HTTP_BODY_TIMEOUT_SECONDS``)."""
     try:
         return await read_limited(request, settings.controller_max_body_bytes)
     except BodyTooLarge as exc:
         raise HTTPException(413, str(exc)) from None
+    except BodyTooSlow as exc:
+        raise HTTPException(408, str(exc)) from None
 
 
 RawBody = Annotated[bytes, Depends(read_body)]

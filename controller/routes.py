@@ -61,6 +61,7 @@ def _error(description: str) -> dict[str, Any]:
 
 REFUSED: dict[int | str, dict[str, Any]] = {
     401: _error("Missing or wrong bearer token: nothing was read."),
+    408: _error("The body did not arrive whole within DRIFTLOOP_HTTP_BODY_TIMEOUT_SECONDS."),
     413: _error("The body is over DRIFTLOOP_CONTROLLER_MAX_BODY_BYTES."),
 }
 INTAKE: dict[int | str, dict[str, Any]] = {

@@ -42,6 +42,15 @@ class CommonSettings(BaseSettings):
         description="Where the prediction and label logs live (a directory or an "
         "object-store URI such as s3://bucket/prefix); default <home>/log.",
     )
+    http_header_timeout_seconds: float = Field(
+        10.0, gt=0, description="Both HTTP apps: a connection that has not sent a request's "
+        "headers this long after connecting (or after starting the request) is answered 408 "
+        "and closed.",
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0, gt=0, description="Both HTTP apps: a request body not received whole within "
+        "this many seconds is refused with 408.",
+    )
 
     @property
     def home_dir(self) -> Path:

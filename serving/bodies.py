@@ -125,4 +125,5 @@ def problem(description: str) -> dict[str, Any]:
 
 UNREADABLE: dict[int | str, dict[str, Any]] = {
     400: problem("Empty body, malformed JSON, invalid UTF-8 or nesting too deep."),
+    408: problem("The body did not arrive whole within DRIFTLOOP_HTTP_BODY_TIMEOUT_SECONDS."),
     413: problem("The body is over DRIFTLOOP_SERVING_MAX_BODY_BYTES.")}

@@ -41,6 +41,7 @@ def serve(
     import uvicorn
 
     from kernel.errors import UsageError
+    from kernel.httpserver import HTTP_PROTOCOL
     from serving.settings import ServingSettings
 
     # Options become environment variables: every worker builds the same settings from them.
@@ -60,6 +61,7 @@ def serve(
     echo(f"serving {settings.model}@champion on http://{settings.serving_host}:"
          f"{settings.serving_port} ({settings.serving_workers} worker(s))")
     uvicorn.run("serving.app:app_from_env", factory=True, host=settings.serving_host,
+                http=HTTP_PROTOCOL,
                 port=settings.serving_port, workers=settings.serving_workers,
                 access_log=access_log, log_level=os.environ.get("DRIFTLOOP_LOG_LEVEL",
                                                                 "warning").lower())

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
-from kernel.httpbody import BodyTooLarge, read_limited
+from kernel.httpbody import BodyTooLarge, BodyTooSlow, read_limited
 
 JSON = "application/json"
 
@@ -41,11 +41,13 @@ async def problem_handler(request: Request, exc: Exception) -> Response:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body; 413 over ``limit`` bytes."""
+    """The raw body; 413 over ``limit`` bytes, 408 when it was cut off unfinished."""
     try:
         return await read_limited(request, limit)
     except BodyTooLarge as exc:
         raise HTTPProblem(413, str(exc)) from None
+    except BodyTooSlow as exc:
+        raise HTTPProblem(408, str(exc)) from None
 
 
 def parse_json(body: bytes) -> Any:
@@ -61,5 +63,5 @@ def parse_json(body: bytes) -> Any:
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON; 413 over ``limit`` bytes, 400 when it is not JSON."""
+    """The body as JSON; 413 over ``limit`` bytes, 408 when too slow, 400 when not JSON."""
     return parse_json(await read_body(request, limit))
