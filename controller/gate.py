@@ -209,7 +209,7 @@ def against_chain(decision: GateDecision, *, drawdown: float, superiority: bool)
             f"with CI low {low:+.4f} the total could exceed the margin {margin:.4f}: waiting",
             outcome="wait")
     if drawdown < 0:
-        return decision.with_reason(f"chain: cumulative bound {drawdown + min(low, 0):+.4f} "
+        return decision.with_reason(f"chain: cumulative bound {min(0.0, drawdown + low):+.4f} "
                                     f">= -margin {-margin:+.4f}")
     return decision
 

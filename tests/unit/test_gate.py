@@ -1,11 +1,19 @@
-"""The promotion gate from a table: paired bootstrap CI, minimum pairs, broken challengers."""
+"""The promotion gate from a table: a confidence sequence on the paired difference, minimum
+pairs, broken challengers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from controller.gate import GatePolicy, bootstrap_differences, evaluate
+from controller.gate import (
+    GatePolicy,
+    bootstrap_differences,
+    cs_radius,
+    evaluate,
+    fixed_horizon_bootstrap,
+    paired_variance,
+)
 from controller.machine import broken
 
 N = 2000
@@ -130,3 +138,54 @@ def test_broken_helper() -> None:
     decision = broken("roc_auc", "v3 failed to load: boom")
     assert decision.outcome == "reject" and decision.broken
     assert decision.reasons == ("challenger is broken: v3 failed to load: boom",)
+
+
+def test_the_interval_is_a_confidence_sequence_wider_than_one_look() -> None:
+    """Wider than the fixed-horizon normal interval at every n (the price of looking at
+    every n), shrinking as pairs accrue, tightest relative to it near ``tuning_pairs``."""
+    ratios = [cs_radius(n, 1.0, 0.05, 2000) / (1.96 / np.sqrt(n)) for n in (200, 2000, 20_000)]
+    assert all(r > 1 for r in ratios)
+    assert ratios[1] < ratios[0] and ratios[1] < ratios[2]
+    radii = [cs_radius(n, 1.0, 0.05, 2000) for n in (200, 2000, 20_000, 200_000)]
+    assert radii == sorted(radii, reverse=True)
+
+
+def test_time_uniform_coverage_on_simulated_paths() -> None:
+    """Over 400 paths of 5,000 observations each, looked at after every one: the share of paths
+    whose sequence ever excludes the true mean stays within alpha (the fixed-horizon interval,
+    looked at as often, does not)."""
+    rng = np.random.default_rng(0)
+    x = rng.exponential(size=(400, 5000)) - 1.0           # skewed, mean 0, sd 1
+    n = np.arange(1, 5001)
+    mean = np.cumsum(x, axis=1) / n
+    sd = np.sqrt(np.maximum(np.cumsum(x ** 2, axis=1) / n - mean ** 2, 1e-12))
+    radius = np.array([cs_radius(int(k), 1.0, 0.05, 500) for k in n])
+    looks = slice(199, None)                              # from min_pairs on
+    ever_cs = (np.abs(mean) > sd * radius)[:, looks].any(axis=1).mean()
+    ever_fixed = (np.abs(mean) > 1.96 * sd / np.sqrt(n))[:, looks].any(axis=1).mean()
+    assert ever_cs <= 0.05
+    assert ever_fixed > 0.15
+
+
+@pytest.mark.parametrize("metric", ["f1", "average_precision", "accuracy"])
+def test_every_metric_has_a_sequence(metric: str) -> None:
+    y, a, b = _challenger("better")
+    decision = evaluate(y, a, b, metric=metric)
+    assert decision.outcome == "promote", decision.reasons
+    assert decision.ci_low is not None and decision.ci_low < decision.difference
+    assert "confidence sequence" in decision.reasons[-2]
+
+
+def test_variance_matches_the_bootstrap() -> None:
+    """The per-pair (DeLong) variance of the AUC difference agrees with the bootstrap's."""
+    y, a, b = _challenger("slightly_worse")
+    boot = np.var(bootstrap_differences("roc_auc", y, a, b, n_boot=1000, seed=1), ddof=1)
+    assert paired_variance("roc_auc", y, a, b) == pytest.approx(boot, rel=0.25)
+
+
+def test_the_old_fixed_horizon_interval_is_kept() -> None:
+    y, a, b = _challenger("slightly_worse")
+    low, high = fixed_horizon_bootstrap("roc_auc", y, a, b, n_boot=500)
+    decision = evaluate(y, a, b, metric="roc_auc")
+    assert low < decision.difference < high
+    assert decision.ci_low < low and high < decision.ci_high   # one look vs every look
