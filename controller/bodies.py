@@ -25,7 +25,8 @@ class RetrainRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=2000, description="Kept in the audit trail.")
     model: str | None = Field(None, max_length=200, description="Registered model (default: "
                               "the only one the controller manages).")
-    actor: str = Field("human", min_length=1, max_length=200, description="Who asks.")
+    actor: str = Field("human", min_length=1, max_length=200, description="Who asks: a person's "
+                       "name (the CLI sends --actor, default $USER); the decision run's user.")
 
 
 class RollbackRequest(RetrainRequest):

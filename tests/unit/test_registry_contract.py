@@ -113,6 +113,13 @@ class RegistryContract:
         assert [v.version for v in found] == [2]
         assert registry.find_versions(name, {"driftloop.cycle_id": "zzz"}) == []
 
+    def test_description_replaced(self, registry: ModelRegistry, name, new_version_factory):
+        registry.register(new_version_factory(name))
+        registry.set_description(name, 1, "**Latest decision**: promoted")
+        assert registry.get_version(name, 1).description == "**Latest decision**: promoted"
+        with pytest.raises(VersionNotFound):
+            registry.set_description(name, 9, "x")
+
     def test_download_bundle_and_load(self, registry: ModelRegistry, name, new_version_factory,
                                       tmp_path: Path, churn_spec):
         new = new_version_factory(name)
@@ -143,6 +150,14 @@ class RegistryContract:
         assert len(listed) == 1
         assert listed[0].challenger_metric == pytest.approx(0.78)
         assert listed[0].triggers == ("alertmanager:DriftShareHigh",)
+        assert listed[0].title == f"{name} v2 -> champion (promoted, +0.070)"
+        rollback = registry.record_decision(DecisionRecord(
+            model=name, kind="rollback", outcome="rolled_back", cycle_id="cyc-2",
+            decided_at=datetime(2026, 1, 3, tzinfo=UTC), champion_version=2,
+            challenger_version=1, new_champion_version=1, evidence="realised",
+            extra={"realised_metric": 0.61}))
+        (latest, _) = registry.list_decisions(name)
+        assert latest.run_id == rollback.run_id and latest.extra == {"realised_metric": 0.61}
 
     def test_log_run_returns_an_id(self, registry: ModelRegistry, name, tmp_path: Path):
         report = tmp_path / "verdict.json"
