@@ -166,8 +166,10 @@ def drift_check(
                               out_dir=out, post_to=post_to, report=report, renderer=renderer)
     verdict = outcome.verdict
     share = "n/a" if verdict.drift_share is None else f"{verdict.drift_share:.2f}"
+    unmatched = (f", {verdict.labels_unmatched} labels match no prediction"
+                 if verdict.labels_unmatched else "")
     echo(f"{verdict.model} v{verdict.version}: {verdict.status} ({verdict.rows} rows, "
-         f"{verdict.labelled_rows} labelled, drift share {share})")
+         f"{verdict.labelled_rows} labelled, drift share {share}{unmatched})")
     for reason in verdict.reasons:
         echo(f"  - {reason}")
     echo(f"verdict: {outcome.json_path}")

@@ -129,6 +129,11 @@ def verdict_registry(verdict: Verdict) -> CollectorRegistry:
     for name in STATUSES:
         status.labels(verdict.model, name).set(1 if verdict.status == name else 0)
     stamp.labels(verdict.model).set(verdict.created_at.timestamp())
+    if verdict.labels_unmatched is not None:
+        Gauge("driftloop_drift_labels_unmatched",
+              "Labels of the last verdict's window whose request id matches no prediction "
+              "(made in the window or DRIFTLOOP_LABEL_MATCH_DAYS before).",
+              ["model"], registry=registry).labels(verdict.model).set(verdict.labels_unmatched)
     return registry
 
 
@@ -159,6 +164,8 @@ def _mlflow_metrics(verdict: Verdict) -> dict[str, float]:
            "quality_flagged_columns": float(sum(q.flagged for q in verdict.data_quality))}
     if verdict.drift_share is not None:
         out["drift_share"] = verdict.drift_share
+    if verdict.labels_unmatched is not None:
+        out["labels_unmatched"] = float(verdict.labels_unmatched)
     if verdict.prediction_drift is not None:
         out["prediction_drift_score"] = verdict.prediction_drift.score
     if verdict.performance is not None and verdict.performance.value is not None:
@@ -219,6 +226,11 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
             current = _read_window(settings, reference, model, number, since, until)
             source = "prediction_log"
         progress("read %d rows from %s", len(current), current_file or "the prediction log")
+        unmatched: int | None = None
+        if current_file is None:
+            assert since is not None
+            unmatched = _count_unmatched(settings, model, since, until)
+            progress("counted %d labels that match no prediction", unmatched)
         if current_file is None and not len(current):
             log.warning("no logged predictions for %s v%s in [%s, %s)", model, number, since,
                         until)
@@ -241,6 +253,7 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
                                    window_end=until, now=now, source=source)
         except KeyError as exc:
             raise DataError(f"current data lacks column {exc}") from None
+        verdict = verdict.model_copy(update={"labels_unmatched": unmatched})
         progress("verdict %s", verdict.status)
         directory.mkdir(parents=True, exist_ok=True)
         if renderer is not None and verdict.status != "insufficient_data":
@@ -283,6 +296,24 @@ def _read_window(settings: MonitoringSettings, reference: Reference, model: str,
                              categorical=features.categorical)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise LogReadError(f"cannot read the prediction log at {uri}: {exc}") from None
+
+
+def _count_unmatched(settings: MonitoringSettings, model: str, since: datetime,
+                     until: datetime) -> int:
+    """The window's labels whose request id matches no prediction of ``model`` made in the
+    window or ``label_match_days`` before it (``PredictionLogReader.unmatched_labels``)."""
+    import pyarrow as pa
+
+    from monitoring.predlog import open_log
+    from monitoring.predlog.reader import LogReadError
+
+    uri = settings.resolved_log_uri
+    try:
+        _, reader = open_log(uri)
+        return reader.unmatched_labels(model, since, until,
+                                       lookback=timedelta(days=settings.label_match_days))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise LogReadError(f"cannot read the label log at {uri}: {exc}") from None
 
 
 def _submit_report(renderer: ReportRenderer, reference: Reference, current: pd.DataFrame,

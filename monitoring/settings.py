@@ -22,6 +22,11 @@ class MonitoringSettings(CommonSettings):
         None, ge=1, description="`driftloop log expire` deletes log partitions (predictions and "
         "labels) dated more than N days ago (DRIFTLOOP_LOG_RETENTION_DAYS); unset: keep "
         "everything.")
+    label_match_days: int = Field(
+        7, ge=0, description="How many days before a label's window its prediction may have "
+        "been made: drift-check counts a label of the window whose request id matches no "
+        "prediction of the model in that window or the N days before as never matched "
+        "(`labels_unmatched`) (DRIFTLOOP_LABEL_MATCH_DAYS).")
     log_compact_after_seconds: float = Field(
         600.0, gt=0, description="`driftloop log compact` merges only flush files written more "
         "than this many seconds ago (files still being written are never touched).")

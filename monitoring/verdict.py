@@ -70,6 +70,9 @@ class Verdict(_Model):
     report_path: str | None = None
     report_sampled_rows: int | None = None    # set when the HTML report used a capped sample
     run_id: str | None = None
+    # labels received in the window whose request id matches no prediction of the model
+    # made in the window or DRIFTLOOP_LABEL_MATCH_DAYS before it (prediction-log source only)
+    labels_unmatched: int | None = None
     source: str = "prediction_log"            # or the --current file
 
     @property

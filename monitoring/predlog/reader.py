@@ -331,6 +331,48 @@ class PredictionLogReader:
         frame = frame.drop_duplicates("request_id", keep="last").drop(columns=[FILE_COLUMN])
         return frame.reset_index(drop=True)
 
+    def unmatched_labels(self, model: str, since: datetime, until: datetime, *,
+                         lookback: timedelta) -> int:
+        """How many request ids labelled for ``model`` (``labels/model=<m>/``; the legacy
+        partitions name no model and are not counted) with ``since <= received_at < until``
+        match no prediction of ``model`` with ``since - lookback <= ts < until``.
+
+        Predictions are read only when there is a label to match, newest day first, and
+        only their ``request_id`` (and ``ts`` on a day the bounds cut); the count stops
+        reading once every label has matched. Unreadable files are skipped: their labels
+        count as unmatched."""
+        base = self.store.path("labels", f"model={model}")
+        ids: list[pa.Array] = []
+        for day in _days(since, until):
+            table = self._partition(f"{base}/date={day}", ["request_id", "received_at"], _LABELS)
+            if table is not None and table.num_rows:
+                at = table["received_at"]
+                keep = pc.and_(pc.greater_equal(at, pa.scalar(since, at.type)),
+                               pc.less(at, pa.scalar(until, at.type)))
+                ids += table.filter(keep)["request_id"].chunks
+        if not ids:
+            return 0
+        pending = pc.drop_null(pc.unique(pa.chunked_array(ids, pa.string()).combine_chunks()))
+        start = since - lookback
+        base = self.store.path("predictions", f"model={model}")
+        for day in reversed(_days(start, until)):
+            if not len(pending):
+                break
+            first = datetime.fromisoformat(day).replace(tzinfo=since.tzinfo)
+            whole = start <= first and first + timedelta(days=1) <= until
+            table = self._partition(f"{base}/date={day}",
+                                    ["request_id"] if whole else ["request_id", "ts"],
+                                    _PREDICTIONS)
+            if table is None or not table.num_rows:
+                continue
+            if not whole:
+                ts = table["ts"]
+                table = table.filter(pc.and_(pc.greater_equal(ts, pa.scalar(start, ts.type)),
+                                             pc.less(ts, pa.scalar(until, ts.type))))
+            seen = table["request_id"].combine_chunks()
+            pending = pending.filter(pc.invert(pc.is_in(pending, value_set=seen)))
+        return len(pending)
+
     # -- the window ---------------------------------------------------------------------------
     def window(self, model: str, since: datetime, until: datetime, *, version: int | None = None,
                labels_as_of: datetime | None = None, columns: list[str] | None = None,
