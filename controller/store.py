@@ -182,7 +182,11 @@ class Store:
         # fairer and faster than SQLite's sleep-and-retry busy handler (kept for other processes).
         self._lock: Any = threading.Lock() if url.startswith("sqlite") else contextlib.nullcontext()
         self._purged_at: datetime | None = None
-        self.migrate()
+        try:
+            self.migrate()
+        except BaseException:
+            self.engine.dispose()   # a store that cannot start holds no connections
+            raise
 
     def migrate(self) -> str | None:
         """Bring the schema to the newest revision, in one transaction; returns the revision

@@ -3,7 +3,7 @@
 ``upgrade(connection)`` brings a database to the newest revision through Alembic's API, on
 the connection and inside the transaction the store opened (``Store.migrate()``, at
 start-up); nobody runs a CLI. A database made by the release before migrations (its tables,
-no ``alembic_version``) is stamped at the baseline first, then upgraded.
+no revision table) is stamped at the baseline first, then upgraded.
 
 To add a revision: a module in ``versions/`` whose ``down_revision`` is the current head
 (``alembic revision`` with ``script_location`` pointing here renders ``script.py.mako``), and
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 BASELINE = "0001"   # the schema the release before migrations made with create_all
+# Not Alembic's default "alembic_version": MLflow keeps its own revision there, and the two
+# may share one database (they did before migrations, with distinct table names).
+VERSION_TABLE = "controller_alembic_version"
 BASELINE_TABLES = frozenset({"model_state", "notifications", "triggers", "cycles", "decisions",
                              "leases"})
 
@@ -59,7 +62,8 @@ def head() -> str:
 
 
 def current(connection: sa.Connection) -> str | None:
-    return MigrationContext.configure(connection).get_current_revision()
+    return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}
+                                      ).get_current_revision()
 
 
 def upgrade(connection: sa.Connection) -> str | None:
@@ -82,7 +86,7 @@ def upgrade(connection: sa.Connection) -> str | None:
         elif tables:
             raise SchemaError("the controller's database has some of its tables but not all "
                               f"(missing: {', '.join(sorted(BASELINE_TABLES - tables))}) and no "
-                              "alembic_version: not a schema any release made")
+                              f"{VERSION_TABLE}: not a schema any release made")
     log.info("controller database: schema %s -> %s", found or "none", head())
     command.upgrade(config, "head")
     return found

@@ -33,6 +33,7 @@ except pytest.skip.Exception:   # psycopg not installed: the PostgreSQL cases sk
     cluster = None
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+_OPTS = {"version_table": migrations.VERSION_TABLE}
 
 
 def _previous_release_metadata() -> sa.MetaData:
@@ -100,12 +101,12 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
 
 def _schema_diff(engine: sa.Engine) -> list[object]:
     with engine.connect() as conn:
-        return list(compare_metadata(MigrationContext.configure(conn), metadata))
+        return list(compare_metadata(MigrationContext.configure(conn, opts=_OPTS), metadata))
 
 
 def _version(engine: sa.Engine) -> list[str]:
     with engine.connect() as conn:
-        return [r[0] for r in conn.execute(sa.text("SELECT version_num FROM alembic_version"))]
+        return [r[0] for r in conn.execute(sa.text(f"SELECT version_num FROM {migrations.VERSION_TABLE}"))]
 
 
 def _indexes(engine: sa.Engine, table: str) -> set[str]:
@@ -128,7 +129,7 @@ def test_the_baseline_revision_is_the_previous_release_schema(engine: sa.Engine)
     with engine.begin() as conn:
         command.upgrade(migrations.alembic_config(conn), migrations.BASELINE)
     with engine.connect() as conn:
-        assert list(compare_metadata(MigrationContext.configure(conn),
+        assert list(compare_metadata(MigrationContext.configure(conn, opts=_OPTS),
                                      _previous_release_metadata())) == []
     assert _version(engine) == [migrations.BASELINE]
 
@@ -161,7 +162,7 @@ def _fill_previous_release(engine: sa.Engine) -> None:
 def test_a_database_of_the_previous_release_is_stamped_then_upgraded(db_url: str,
                                                                     engine: sa.Engine) -> None:
     _fill_previous_release(engine)
-    assert "alembic_version" not in sa.inspect(engine).get_table_names()
+    assert migrations.VERSION_TABLE not in sa.inspect(engine).get_table_names()
     store = Store(db_url)
     try:
         assert _version(engine) == ["0002"] and _schema_diff(engine) == []
@@ -206,9 +207,26 @@ def test_a_database_migrated_by_a_newer_release_is_refused(db_url: str,
                                                            engine: sa.Engine) -> None:
     Store(db_url).close()
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0999'"))
+        conn.execute(sa.text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0999'"))
     with pytest.raises(migrations.SchemaError, match="revision 0999, which this release does not"):
         Store(db_url)
+
+
+def test_a_database_shared_with_mlflow_keeps_both_revisions(db_url: str,
+                                                            engine: sa.Engine) -> None:
+    """MLflow keeps its revision in alembic_version; the controller's is its own table."""
+    _fill_previous_release(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('1b5f0d9ad7c1')"))
+    store = Store(db_url)
+    try:
+        assert _version(engine) == ["0002"] and store.load("churn")[1] == 4
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")
+                                ).scalars().all() == ["1b5f0d9ad7c1"]
+    finally:
+        store.close()
 
 
 def test_a_partial_schema_without_a_revision_is_refused(db_url: str, engine: sa.Engine) -> None:

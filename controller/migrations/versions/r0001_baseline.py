@@ -1,6 +1,6 @@
 """Baseline: the schema the release before migrations made with ``metadata.create_all``.
 
-A database made by that release (its tables, no ``alembic_version``) is stamped at this
+A database made by that release (its tables, no revision table) is stamped at this
 revision rather than upgraded through it. Frozen: later changes are later revisions.
 
 Revision ID: 0001
