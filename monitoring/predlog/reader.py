@@ -34,7 +34,7 @@ from monitoring.predlog.store import FileEntry, LogStore, decode_manifest
 log = logging.getLogger(__name__)
 
 FILE_COLUMN = "_file"  # labels: the flush file a row came from (ties on received_at)
-_RELISTS = 8
+_RELISTS = 32
 
 
 class LogReadError(DataError):
@@ -230,23 +230,30 @@ class PredictionLogReader:
     def _partition(self, directory: str, columns: list[str] | None,
                    kind: _Kind) -> pa.Table | None:
         """A partition's rows: its compacted files, then the flush files no manifest names."""
+        opened: dict[str, tuple[pa.Table | None, frozenset[str]]] = {}  # kept across relists
         for _ in range(_RELISTS):
             entries = self._list(directory)
             try:
                 got: dict[str, pa.Table] = {}
                 replaced: set[str] = set()
                 for entry in (e for e in entries if e.compacted):
-                    table, manifest = self._open(entry, columns, kind)
+                    if entry.name not in opened:
+                        opened[entry.name] = self._open(entry, columns, kind)
+                    table, manifest = opened[entry.name]
                     replaced |= manifest
                     if table is not None:
                         got[entry.name] = table
                 for entry in (e for e in entries if not e.compacted):
                     if entry.name in replaced:
                         continue
-                    table, _ = self._open(entry, columns, kind)
+                    if entry.name not in opened:
+                        opened[entry.name] = self._open(entry, columns, kind)
+                    table, _ = opened[entry.name]
                     if table is not None:
                         got[entry.name] = table
             except _Vanished:
+                # A compaction replaced what we listed: list again; what was opened is kept
+                # (files never change), so each relist only opens what is new.
                 self.stats.relists += 1
                 continue
             self.stats.files_superseded += len(replaced & {e.name for e in entries})

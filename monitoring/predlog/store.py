@@ -121,11 +121,18 @@ class LogStore:
             self.fs.move(target, final)
         return final
 
+    def _listing(self, directory: str) -> list[pafs.FileInfo]:
+        """A directory's entries; none when it does not exist, including when it appears or
+        goes while being listed (a first flush creating it, a cleanup removing it)."""
+        try:
+            return self.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+        except FileNotFoundError:
+            return []
+
     def entries(self, directory: str) -> list[FileEntry]:
         """The visible ``.parquet`` files of one directory, sorted by name."""
-        selector = pafs.FileSelector(directory, allow_not_found=True)
         return sorted((FileEntry(i.path, i.base_name, i.size or 0, _written(i))
-                       for i in self.fs.get_file_info(selector)
+                       for i in self._listing(directory)
                        if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
                        and not i.base_name.startswith(".")), key=lambda e: e.name)
 
@@ -133,8 +140,7 @@ class LogStore:
         return [e.path for e in self.entries(directory)]
 
     def partitions(self, directory: str) -> list[str]:
-        selector = pafs.FileSelector(directory, allow_not_found=True)
-        return sorted(i.base_name for i in self.fs.get_file_info(selector)
+        return sorted(i.base_name for i in self._listing(directory)
                       if i.type == pafs.FileType.Directory)
 
     def delete(self, path: str) -> bool:
