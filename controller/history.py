@@ -145,73 +145,84 @@ def _numbers(r: DecisionRecord) -> dict[str, Any]:
     return {**out, **r.extra}
 
 
+class _Replay:
+    """Aliases as the recorded events move them, one event at a time."""
+
+    def __init__(self, name: str, by_version: dict[int, VersionInfo]) -> None:
+        self.name, self.by_version = name, by_version
+        self.current: dict[str, int] = {}
+        self.moves: list[AliasMove] = []
+
+    def move(self, at: datetime | None, alias: str, to: int | None, **how: Any) -> None:
+        before = self.current.get(alias)
+        if before == to:
+            return
+        if to is None:
+            self.current.pop(alias, None)
+        else:
+            self.current[alias] = to
+        self.moves.append(AliasMove(at, alias, before, to, **how))
+
+    def bootstrap(self, version: int) -> None:
+        first = self.by_version.get(version)
+        self.move(first.created_at if first is not None else None, ALIAS_CHAMPION, version,
+                  actor="driftloop train", kind="bootstrap", outcome="set",
+                  decision=f"{self.name} v{version} -> champion (bootstrap)",
+                  why="first champion (train --alias champion); no decision recorded")
+
+    def trained(self, at: datetime, item: VersionInfo) -> None:
+        self.move(at, ALIAS_CHALLENGER, item.version, actor="controller", kind="training",
+                  outcome="trained", decision=f"{self.name} v{item.version} trained as challenger",
+                  cycle_id=item.tags[TAG_PREFIX + "cycle_id"],
+                  run_id=item.run_id, why=item.tags.get(TAG_PREFIX + "trigger", "retrain"))
+
+    def decided(self, r: DecisionRecord) -> None:
+        how = {"actor": r.actor, "kind": r.kind, "outcome": r.outcome, "cycle_id": r.cycle_id,
+               "run_id": r.run_id, "numbers": _numbers(r), "decision": decision_title(r),
+               "said": numbers(r, title=True),
+               "why": (r.reasons[-1] if r.reasons else "")[:500]}
+        if ALIAS_CHAMPION not in self.current and r.champion_version is not None \
+                and not any(m.alias == ALIAS_CHAMPION for m in self.moves):
+            self.bootstrap(r.champion_version)
+        if r.outcome in ("promoted", "rolled_back") and r.new_champion_version != r.champion_version:
+            self.move(r.decided_at, ALIAS_CHAMPION, r.new_champion_version, **how)
+            if r.champion_version is not None:
+                self.move(r.decided_at, ALIAS_PREVIOUS, r.champion_version, **how)
+        if r.kind == "gate" and r.challenger_version is not None \
+                and self.current.get(ALIAS_CHALLENGER) == r.challenger_version \
+                and r.outcome in ("promoted", "rejected"):
+            self.move(r.decided_at, ALIAS_CHALLENGER, None, **how)
+
+    def reconcile(self, now: dict[str, int]) -> None:
+        """Moves the records do not explain: the first champion, moves made outside."""
+        if not self.moves and ALIAS_CHAMPION in now:
+            self.bootstrap(now[ALIAS_CHAMPION])
+        for alias in sorted(set(now) | set(self.current)):
+            if now.get(alias) != self.current.get(alias):
+                self.move(None, alias, now.get(alias), actor="unknown", kind="foreign",
+                          outcome="moved", decision=f"{self.name}@{alias} moved outside driftloop",
+                          why="moved outside driftloop (time unknown: seen when the history "
+                          "was read)")
+
+
 def rebuild(registry: ModelRegistry, name: str) -> list[AliasMove]:
     """Every alias move of ``name``, oldest first (moves of unknown time last)."""
     versions = registry.find_versions(name, {})
-    by_version = {v.version: v for v in versions}
     events: list[tuple[datetime, int, Any]] = []
     for info in versions:
         if info.created_at is not None and TAG_PREFIX + "cycle_id" in info.tags:
             events.append((info.created_at, 0, info))      # a retrain's version: @challenger
     events += [(r.decided_at, 1, r) for r in decisions(registry, name, versions)]
     events.sort(key=lambda e: (e[0], e[1]))
-
-    current: dict[str, int] = {}
-    moves: list[AliasMove] = []
-
-    def move(at: datetime | None, alias: str, to: int | None, **how: Any) -> None:
-        before = current.get(alias)
-        if before == to:
-            return
-        if to is None:
-            current.pop(alias, None)
-        else:
-            current[alias] = to
-        moves.append(AliasMove(at, alias, before, to, **how))
-
+    replay = _Replay(name, {v.version: v for v in versions})
     for at, _, item in events:
         if isinstance(item, VersionInfo):
-            move(at, ALIAS_CHALLENGER, item.version, actor="controller", kind="training",
-                 outcome="trained", decision=f"{name} v{item.version} trained as challenger",
-                 cycle_id=item.tags[TAG_PREFIX + "cycle_id"],
-                 run_id=item.run_id, why=item.tags.get(TAG_PREFIX + "trigger", "retrain"))
-            continue
-        r: DecisionRecord = item
-        how = {"actor": r.actor, "kind": r.kind, "outcome": r.outcome, "cycle_id": r.cycle_id,
-               "run_id": r.run_id, "numbers": _numbers(r), "decision": decision_title(r),
-               "said": numbers(r, title=True),
-               "why": (r.reasons[-1] if r.reasons else "")[:500]}
-        if ALIAS_CHAMPION not in current and r.champion_version is not None \
-                and not any(m.alias == ALIAS_CHAMPION for m in moves):
-            first = by_version.get(r.champion_version)
-            move(first.created_at if first is not None else None, ALIAS_CHAMPION,
-                 r.champion_version, actor="driftloop train", kind="bootstrap", outcome="set",
-                 decision=f"{name} v{r.champion_version} -> champion (bootstrap)",
-                 why="first champion (train --alias champion); no decision recorded")
-        moved = r.new_champion_version != r.champion_version
-        if r.outcome in ("promoted", "rolled_back") and moved:
-            move(r.decided_at, ALIAS_CHAMPION, r.new_champion_version, **how)
-            if r.champion_version is not None:
-                move(r.decided_at, ALIAS_PREVIOUS, r.champion_version, **how)
-        if r.kind == "gate" and r.challenger_version is not None \
-                and current.get(ALIAS_CHALLENGER) == r.challenger_version \
-                and r.outcome in ("promoted", "rejected"):
-            move(r.decided_at, ALIAS_CHALLENGER, None, **how)
-
-    now = registry.aliases(name)
-    if not moves and ALIAS_CHAMPION in now:
-        first = by_version.get(now[ALIAS_CHAMPION])
-        move(first.created_at if first is not None else None, ALIAS_CHAMPION,
-             now[ALIAS_CHAMPION], actor="driftloop train", kind="bootstrap", outcome="set",
-             decision=f"{name} v{now[ALIAS_CHAMPION]} -> champion (bootstrap)",
-             why="first champion (train --alias champion); no decision recorded")
-    for alias in sorted(set(now) | set(current)):
-        if now.get(alias) != current.get(alias):
-            move(None, alias, now.get(alias), actor="unknown", kind="foreign", outcome="moved",
-                 decision=f"{name}@{alias} moved outside driftloop",
-                 why="moved outside driftloop (time unknown: seen when the history was read)")
+            replay.trained(at, item)
+        else:
+            replay.decided(item)
+    replay.reconcile(registry.aliases(name))
     never = datetime.min.replace(tzinfo=UTC)
-    return sorted(moves, key=lambda m: (m.at is None, m.at or never))  # stable: replay order
+    return sorted(replay.moves, key=lambda m: (m.at is None, m.at or never))  # stable
 
 
 def champion_at(moves: list[AliasMove], at: datetime) -> int | None:
