@@ -116,7 +116,8 @@ def test_backtest_decisions_match_the_live_controller(tmp_path: Path) -> None:
                     arrived = arrived[arrived < int((rows["ts"] < nxt).sum())]
                     for i in arrived[labelled:]:
                         writer.append_label(rows.at[i, "customer_id"], rows.at[i, "churned"],
-                                            model=live_spec.model_name, received_at=arrives[i].to_pydatetime())
+                                            model=live_spec.model_name,
+                                            received_at=arrives[i].to_pydatetime())
                     labelled = len(arrived)
                     writer.flush()
                     clock.advance(nxt)
