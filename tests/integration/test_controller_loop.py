@@ -215,9 +215,10 @@ def test_storm_starts_one_retrain_and_a_better_challenger_is_promoted(
 
 
 def test_a_worse_challenger_is_never_promoted(tmp_path: Path, churn_spec: DatasetSpec) -> None:
-    # The champion knows the new world with every feature; the retrain sees one weak feature.
+    # The champion knows the new world with every feature; the retrain sees one of them
+    # (tenure: better than chance, so not refused as useless, but clearly worse).
     world = build_world(tmp_path, churn_spec, champion_world="concept",
-                        controller_features=["support_tickets"])
+                        controller_features=["tenure_months"])
     ctl = ControllerProcess(world, tmp_path)
     try:
         answer = httpx.post(ctl.url + "/retrain", json={"reason": "try it", "actor": "test"},
