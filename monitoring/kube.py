@@ -5,6 +5,9 @@ files promtool and Grafana read today, so the cluster and docker-compose can nev
   rule groups of ``monitoring/prometheus/rules/*.yml``, unchanged;
 - ``dashboard_configmap()``: a ConfigMap carrying ``monitoring/grafana/dashboards/*.json``,
   labelled for the Grafana sidecar, with the datasource uid rewritten to the cluster's;
+- ``scrape_configs()``: for a Prometheus without the operator, the scrape jobs of
+  ``monitoring/prometheus/prometheus.yml`` by Kubernetes service discovery, with the same job
+  names and ``model`` label, so the same rules apply;
 - ``alertmanager_config()``: an ``AlertmanagerConfig`` (monitoring.coreos.com/v1alpha1) with
   the route and receiver of ``monitoring/alertmanager/alertmanager.yml``, pointed at the
   controller's Service and its token Secret.
@@ -134,6 +137,31 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
+def scrape_configs(namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """One job per Service (serving, controller), each endpoint a target; serving's targets
+    get ``model`` from the Service label ``driftloop.io/model`` (as ``labels: {model: churn}``
+    in prometheus.yml)."""
+    jobs = []
+    for job, service, extra in (
+            (alerting.SERVING_JOB, "driftloop-serving",
+             {"honor_labels": True}),
+            (alerting.CONTROLLER_JOB, "driftloop-controller", {})):
+        relabel: list[dict[str, Any]] = [
+            {"source_labels": ["__meta_kubernetes_service_name",
+                               "__meta_kubernetes_endpoint_port_name"],
+             "regex": f"{service};http", "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        ]
+        if job == alerting.SERVING_JOB:
+            relabel.append({"source_labels": ["__meta_kubernetes_service_label_driftloop_io_model"],
+                            "regex": "(.+)", "target_label": "model"})
+        jobs.append({"job_name": job, **extra,
+                     "kubernetes_sd_configs": [{"role": "endpoints",
+                                                "namespaces": {"names": [namespace]}}],
+                     "relabel_configs": relabel})
+    return jobs
+
+
 def render(obj: dict[str, Any], source: str) -> str:
     """One YAML document with the do-not-edit header."""
     return HEADER.format(source=source) + yaml.dump(obj, Dumper=_Dumper, sort_keys=False,
@@ -147,6 +175,9 @@ def manifests() -> dict[str, str]:
             render(prometheus_rule(), "monitoring/prometheus/rules/*.yml"),
         "components/grafana-dashboards/dashboards-configmap.yaml":
             render(dashboard_configmap(), "monitoring/grafana/dashboards/*.json"),
+        "components/scrape-annotations/prometheus-scrape-configs.yaml":
+            render({"scrape_configs": scrape_configs()},
+                   "monitoring/kube.py (the jobs of monitoring/prometheus/prometheus.yml)"),
         "components/prometheus-operator/alertmanagerconfig.yaml":
             render(alertmanager_config(), "monitoring/alertmanager/alertmanager.yml"),
     }

@@ -12,6 +12,7 @@ policies, quotas, a missing StorageClass); docs/deploy.md says what was verified
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -207,6 +208,28 @@ def test_prometheus_rule_holds_exactly_the_rules_promtool_tests(
     assert done.stdout.count("SUCCESS") == len(tests)
 
 
+def test_plain_prometheus_scrape_jobs_match_prometheus_yml(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    shipped = {j["job_name"]: j for j in
+               yaml.safe_load((alerting.PROMETHEUS_DIR / "prometheus.yml").read_text())
+               ["scrape_configs"]}
+    jobs = kube.scrape_configs()
+    for job in jobs:
+        assert job.get("honor_labels") == shipped[job["job_name"]].get("honor_labels")
+        keep = job["relabel_configs"][0]["regex"].split(";")
+        service = one(rendered["minimal"], "Service", keep[0])
+        assert keep[1] in {p["name"] for p in service["spec"]["ports"]}
+        assert service["metadata"]["labels"]["driftloop.io/job"] == job["job_name"]
+    serving = one(rendered["minimal"], "Service", "driftloop-serving")
+    assert serving["metadata"]["labels"]["driftloop.io/model"] == \
+        shipped[alerting.SERVING_JOB]["static_configs"][0]["labels"]["model"]
+    # Not run through promtool: Debian's Prometheus is built without Kubernetes service
+    # discovery ("field kubernetes_sd_configs not found"), so only the shape is checked here.
+    for job in jobs:
+        assert job["kubernetes_sd_configs"] == [{"role": "endpoints",
+                                                 "namespaces": {"names": [kube.NAMESPACE]}}]
+
+
 def test_dashboard_configmap_carries_every_dashboard_for_the_cluster_datasource(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
     configmap = one(rendered["default"], "ConfigMap", "driftloop-dashboards")
@@ -375,6 +398,20 @@ def test_pods_run_the_dockerfile_image_as_its_user(
                 context = container["securityContext"]
                 assert context["allowPrivilegeEscalation"] is False
                 assert context["capabilities"]["drop"] == ["ALL"]
+
+
+def test_an_operator_overlay_sets_the_image_everywhere(tmp_path: Path) -> None:
+    """docs/deploy.md's step 1: an overlay of one's own with an `images:` entry."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    base = os.path.relpath(KUBE / "overlays" / "default", mine)
+    mine.joinpath("kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [base],
+        "images": [{"name": "driftloop", "newName": "registry.example.com/driftloop",
+                    "newTag": "0.1.0"}]}))
+    images = [c["image"] for _, pod in pod_specs(render(mine)) for c in pod["containers"]]
+    assert images == ["registry.example.com/driftloop:0.1.0"] * 6
 
 
 def _known_settings() -> set[str]:
