@@ -171,9 +171,9 @@ async def test_openapi_documents_bodies_and_statuses(home: Path,
     async with running(app) as client:
         schema = (await client.get("/openapi.json")).json()
     paths = schema["paths"]
-    expected = {"/predict": {"200", "400", "413", "422", "503"},
-                "/predict/batch": {"200", "400", "413", "422", "503"},
-                "/feedback": {"202", "400", "401", "413", "422", "503"},
+    expected = {"/predict": {"200", "400", "408", "413", "422", "503"},
+                "/predict/batch": {"200", "400", "408", "413", "422", "503"},
+                "/feedback": {"202", "400", "401", "408", "413", "422", "503"},
                 "/admin/reload": {"200", "401", "409", "503"}}
     for path, statuses in expected.items():
         op = paths[path]["post"]
