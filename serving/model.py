@@ -3,7 +3,8 @@
 ``load_version`` is the only way a version gets into the app. It scores the version's
 reference sample with the fitted pipeline (shape and finite scores in [0, 1]) and refuses
 the version otherwise (``VersionRejected``); it then compiles the fast path and keeps it
-only when it matches ``predict_proba`` within ``FAST_PATH_TOLERANCE`` on that sample.
+only when it matches ``predict_proba`` within ``FAST_PATH_TOLERANCE`` on that sample and
+its probes (missing values and unseen categories; see serving/fastpath/check.py).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class LoadedModel:
     spec: DatasetSpec
     schema: RecordSchema
     fast: FastPath | None
-    fast_path: str                  # linear | arrays | sklearn
+    fast_path: str                  # linear | trees | arrays | sklearn
     fast_path_reason: str
     loaded_at: datetime
     source: str                     # registry | cache
@@ -122,10 +123,11 @@ def build(name: str, version: int, alias: str, estimator: Any, bundle: Bundle, *
     if fast_path:
         try:
             candidate = compile_pipeline(estimator)
-            diff = verify(candidate, estimator, sample, features)
+            diff = verify(candidate, estimator, sample, features, spec.features.categorical)
             if diff <= FAST_PATH_TOLERANCE:
                 fast, kind = candidate, candidate.kind
-                reason = f"matches predict_proba within {diff:.1e} on {len(sample)} reference rows"
+                reason = (f"matches predict_proba within {diff:.1e} on {len(sample)} reference rows "
+                          "and their missing-value and unseen-category probes")
             else:
                 reason = f"compiled path differs from predict_proba by {diff:.3g}"
         except NotCompilable as exc:

@@ -28,7 +28,7 @@ def fitted(spec: DatasetSpec, frame: pd.DataFrame, kind: str) -> Pipeline:
 
 
 @pytest.mark.parametrize("kind,compiled", [("logistic_regression", "linear"),
-                                           ("hist_gradient_boosting", "arrays")])
+                                           ("hist_gradient_boosting", "trees")])
 def test_fast_path_matches_predict_proba(churn_spec: DatasetSpec, churn_frame: pd.DataFrame,
                                          kind: str, compiled: str) -> None:
     pipeline = fitted(churn_spec, churn_frame, kind)

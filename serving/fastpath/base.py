@@ -1,0 +1,24 @@
+"""What every compiled scorer shares: the record type, the refusal, the result."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Record = Mapping[str, Any]
+
+
+class NotCompilable(Exception):
+    """The fitted pipeline has a shape this compiler does not know."""
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@dataclass(frozen=True)
+class FastPath:
+    kind: str                                 # "linear", "trees" (pure Python) or "arrays"
+    score: Callable[[Record], float]

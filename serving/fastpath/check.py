@@ -1,0 +1,66 @@
+"""The load-time comparison of a compiled scorer with the pipeline's ``predict_proba``.
+
+The version's reference rows are scored both ways, together with copies of some of them
+that have missing values in every column and unseen categories, so the paths a request
+can take that the reference rows may not exercise are compared as well.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kernel.frames import none_for_missing_array
+from serving.fastpath.base import FastPath
+
+UNSEEN = "\x00driftloop-unseen-category"
+PROBE_ROWS = 50
+
+
+def records_of(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows as plain dicts with ``None`` for missing values (what a JSON request carries)."""
+    names = [str(c) for c in columns]
+    return [dict(zip(names, row, strict=True))
+            for row in none_for_missing_array(frame[list(columns)]).tolist()]
+
+
+def with_probes(sample: pd.DataFrame, columns: Sequence[str], categorical: Sequence[str],
+                rows: int = PROBE_ROWS) -> pd.DataFrame:
+    """``sample`` plus three copies of its first ``rows`` rows in which every third value
+    of each column is missing (numeric and categorical) or an unseen category. Columns
+    named in ``categorical``, or not of a numeric dtype, get the unseen values."""
+    head = sample[list(columns)].head(rows).reset_index(drop=True)
+    kinds = set(categorical)
+    copies = []
+    for shift in range(3):
+        frame = head.copy()
+        for k, name in enumerate(columns):
+            mask = (np.arange(len(frame)) + k + shift) % 3 == 0
+            if name in kinds or not pd.api.types.is_numeric_dtype(frame[name]):
+                frame[name] = frame[name].astype(object)
+                frame.loc[mask, name] = UNSEEN if shift == 2 else np.nan
+            else:
+                frame[name] = frame[name].astype(float)
+                frame.loc[mask, name] = np.nan
+        copies.append(frame)
+    return pd.concat([sample[list(columns)].reset_index(drop=True), *copies],
+                     ignore_index=True)
+
+
+def verify(fast: FastPath, pipeline: Any, sample: pd.DataFrame, columns: Sequence[str],
+           categorical: Sequence[str] = ()) -> float:
+    """Largest absolute difference between the fast path and ``predict_proba`` on
+    ``sample`` and its probes (``categorical`` names the columns that get unseen values)."""
+    rows = with_probes(sample, columns, categorical)
+    expected = pipeline.predict_proba(rows)[:, 1]
+    got = np.array([fast.score(r) for r in records_of(rows, columns)])
+    if got.shape != expected.shape:
+        return math.inf
+    diff = np.abs(got - expected)
+    if np.any(np.isnan(diff)):
+        return math.inf
+    return float(np.max(diff)) if len(diff) else 0.0
