@@ -40,15 +40,24 @@ def with_probes(sample: pd.DataFrame, columns: Sequence[str], categorical: Seque
         frame = head.copy()
         for k, name in enumerate(columns):
             mask = (np.arange(len(frame)) + k + shift) % 3 == 0
-            if name in kinds or not pd.api.types.is_numeric_dtype(frame[name]):
+            numeric = pd.api.types.is_numeric_dtype(frame[name])
+            if name in kinds or not numeric:
+                unseen = _unseen_number(sample[name]) if numeric else UNSEEN
                 frame[name] = frame[name].astype(object)
-                frame.loc[mask, name] = UNSEEN if shift == 2 else np.nan
+                frame.loc[mask, name] = unseen if shift == 2 else np.nan
             else:
                 frame[name] = frame[name].astype(float)
                 frame.loc[mask, name] = np.nan
         copies.append(frame)
     return pd.concat([sample[list(columns)].reset_index(drop=True), *copies],
                      ignore_index=True)
+
+
+def _unseen_number(column: pd.Series) -> float:
+    """A value a numeric categorical column never takes (a string would mix types, which
+    the encoder refuses)."""
+    values = column.dropna()
+    return float(values.max()) + 1.0 if len(values) else -1.0
 
 
 def verify(fast: FastPath, pipeline: Any, sample: pd.DataFrame, columns: Sequence[str],

@@ -117,6 +117,14 @@ def test_probes_hold_missing_values_and_unseen_categories(churn_spec: DatasetSpe
         assert (probes[name] == UNSEEN).any()
 
 
+def test_numeric_categories_get_an_unseen_number() -> None:
+    sample = pd.DataFrame({"x": [1.0, 2.0, 3.0] * 20, "code": [3, 7, 7] * 20})
+    rows = with_probes(sample, ["x", "code"], ["code"])
+    probes = rows.iloc[60:]
+    assert (probes["code"] == 8).any() and probes["code"].isna().any()
+    assert not (probes["code"] == UNSEEN).any()
+
+
 @dataclass
 class ReferenceBundle:
     spec: DatasetSpec
