@@ -1,6 +1,6 @@
 """Serving speed: driftloop /predict (metrics + log + shadow on) against
 ``mlflow models serve`` on the same model version, and driftloop with monitoring on vs
-off, in one run. One worker each, loopback, 16 connections, ``--duration`` seconds each
+off, in one run, for one pipeline of each estimator kind (``--kinds``). One worker each, loopback, 16 connections, ``--duration`` seconds each
 (20 by default), one server at a time. Load generator: wrk with a Lua POST script, or an
 httpx async loop when wrk is not installed. Writes docs/bench/serving.md."""
 
@@ -140,6 +140,9 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
 
 
+KINDS = ("logistic_regression", "hist_gradient_boosting")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_serving", description=__doc__)
     parser.add_argument("--duration", type=int, default=20, help="seconds per measurement")
@@ -148,22 +151,56 @@ def main(argv: list[str] | None = None) -> int:
                         help="alternating slices per driftloop configuration")
     parser.add_argument("--no-wrk", action="store_true", help="use the httpx load generator")
     parser.add_argument("--skip-mlflow", action="store_true", help="driftloop only (quick)")
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help="estimator kinds, one pipeline each, measured in this order")
     args = parser.parse_args(argv)
+
+    from training.generate import generate
+
+    load_before = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    frame = generate(10, rows_per_day=1000, seed=3)
+    data = work / "churn.parquet"
+    frame.to_parquet(data, index=False)
+    use_wrk = shutil.which("wrk") is not None and not args.no_wrk
+    runs = [measure_kind(kind, work, data, frame, args, use_wrk)
+            for kind in args.kinds.split(",") if kind]
+    for run in runs:
+        for r in run.results:
+            print(f"{run.kind} / {r.name}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, "
+                  f"p99 {r.p99_ms:.2f} ms, {r.errors} errors")
+    load = (load_before, os.getloadavg()[0])
+    write_report(runs, args, argv or [], use_wrk, load)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(r.errors == 0 for run in runs for r in run.results) else 1
+
+
+@dataclass
+class KindRun:
+    kind: str
+    champion: int
+    challenger: int
+    fast_path: str                  # what the champion's GET /model says is live
+    results: list[Result]
+
+
+def measure_kind(kind: str, work: Path, data: Path, frame: Any, args: argparse.Namespace,
+                 use_wrk: bool) -> KindRun:
+    """Train a champion and a challenger of ``kind`` and measure driftloop (monitoring on
+    and off, alternating slices) and then ``mlflow models serve`` on that champion."""
+    import httpx
 
     from kernel.settings import CommonSettings
     from kernel.spec import load_spec
     from registry import open_registry
-    from training.generate import generate
     from training.train import train
 
-    load_before = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    home = work / "home"
+    home = work / f"home-{kind}"
     spec = load_spec(ROOT / "examples" / "churn" / "spec.yaml")
+    if kind != spec.estimator.kind:
+        spec = spec.model_copy(update={"estimator": spec.estimator.model_copy(
+            update={"kind": kind, "params": {}})})
     spec = spec.model_copy(update={"model_name": f"bench-{uuid.uuid4().hex[:6]}"})
-    frame = generate(10, rows_per_day=1000, seed=3)
-    data = work / "churn.parquet"
-    frame.to_parquet(data, index=False)
     settings = CommonSettings(home=home)
     registry = open_registry(settings)
     champion = train(spec, [data], registry, alias="champion", seed=0).version.version
@@ -172,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, Any] = {c: float(row[c]) for c in spec.features.numerical}
     record.update({c: str(row[c]) for c in spec.features.categorical})
 
-    use_wrk = shutil.which("wrk") is not None and not args.no_wrk
     load = run_wrk if use_wrk else run_httpx
     env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR",)}
     env.update({"DRIFTLOOP_HOME": str(home), "DRIFTLOOP_MODEL": spec.model_name,
@@ -189,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[tuple[str, str, subprocess.Popen[bytes]]] = []
     slices: dict[str, list[Result]] = {name: [] for name, _ in runs}
     rounds = max(1, args.rounds)
+    fast_path = "?"
     try:
         for name, extra in runs:
             port = free_port()
@@ -197,9 +234,10 @@ def main(argv: list[str] | None = None) -> int:
                              str(port)], {**env, **extra}, log)
             servers.append((name, f"http://127.0.0.1:{port}", process))
             wait_ready(f"http://127.0.0.1:{port}/readyz", process, log)
+        fast_path = httpx.get(servers[0][1] + "/model", timeout=5).json()["champion"]["fast_path"]
         for i in range(rounds):
             for name, base, _ in servers:
-                print(f"-- {name} (slice {i + 1}/{rounds})", flush=True)
+                print(f"-- {kind}: {name} (slice {i + 1}/{rounds})", flush=True)
                 slices[name].append(load(name, base + "/predict", driftloop_body,
                                          max(1, args.duration // rounds), args.connections))
     finally:
@@ -221,40 +259,34 @@ def main(argv: list[str] | None = None) -> int:
         try:
             base = f"http://127.0.0.1:{port}"
             wait_ready(base + "/ping", process, log)
-            print("-- mlflow models serve", flush=True)
+            print(f"-- {kind}: mlflow models serve", flush=True)
             results.append(load("mlflow models serve", base + "/invocations",
                                 json.dumps({"dataframe_records": [record]}), args.duration,
                                 args.connections))
         finally:
             stop(process)
-    for r in results:
-        print(f"{r.name}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
-              f"{r.errors} errors")
-    load = (load_before, os.getloadavg()[0])
-    write_report(results, args, argv or [], champion, challenger, use_wrk, load)
-    shutil.rmtree(work, ignore_errors=True)
-    return 0 if all(r.errors == 0 for r in results) else 1
+    return KindRun(kind, champion, challenger, fast_path, results)
 
 
-def write_report(results: list[Result], args: argparse.Namespace, argv: list[str],
-                 champion: int, challenger: int, use_wrk: bool,
+def write_report(runs: list[KindRun], args: argparse.Namespace, argv: list[str],
+                 use_wrk: bool,
                  load: tuple[float, float] = (float("nan"), float("nan"))) -> None:
-    by = {r.name: r for r in results}
-    on, off = by["driftloop, metrics + log + shadow on"], by["driftloop, monitoring off"]
-    peer = by.get("mlflow models serve")
     flags = " ".join(argv)
     command = ("python -m bench --only serving" if not argv
                else f"python -m bench.bench_serving {flags}")
     tool = (f"wrk -t1 -c{args.connections} -d{args.duration}s --latency (Lua POST script)"
             if use_wrk else f"httpx async loop, {args.connections} concurrent requests")
+    pipelines = "; ".join(f"{run.kind} (champion v{run.champion}, challenger "
+                          f"v{run.challenger}, fast path `{run.fast_path}`)" for run in runs)
     lines = [
-        "## Serving (issue 3)", "",
+        "## Serving (issue 3, both estimator kinds: issue 21)", "",
         f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, mlflow {metadata.version('mlflow')}, fastapi "
         f"{metadata.version('fastapi')}, uvicorn {metadata.version('uvicorn')}, scikit-learn "
         f"{metadata.version('scikit-learn')}; {datetime.now(UTC):%Y-%m-%d}.", "",
-        "Same registered model (logistic-regression churn pipeline, champion "
-        f"v{champion}, challenger v{challenger} for shadow scoring), one worker per server, "
+        f"One churn pipeline per estimator kind, measured one kind after the other: {pipelines}. "
+        "For each, the same registered model for every server (the challenger for shadow "
+        "scoring), one worker per server, "
         f"loopback, one record per request, load by {tool}, after a 2 s warm-up; one server "
         "at a time on the same 2 cores as the load generator. driftloop answers `POST "
         "/predict`; MLflow answers `POST /invocations` with `{\"dataframe_records\": [...]}` "
@@ -265,24 +297,32 @@ def write_report(results: list[Result], args: argparse.Namespace, argv: list[str
         "measured after them in one piece. Load average (1 min) of the shared machine "
         f"before and after the run: {load[0]:.2f} and {load[1]:.2f} (the benchmark itself "
         "keeps about 1.5 busy).", "",
-        "| server | requests/s | p50 | p99 | requests | errors |", "|---|---:|---:|---:|---:|---:|",
+        "| estimator | server | requests/s | p50 | p99 | requests | errors |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        lines.append(f"| {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} ms | {r.p99_ms:.2f} ms | "
-                     f"{r.requests:,} | {r.errors} |")
+    for run in runs:
+        for r in run.results:
+            lines.append(f"| {run.kind} | {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} ms | "
+                         f"{r.p99_ms:.2f} ms | {r.requests:,} | {r.errors} |")
     lines.append("")
-    overhead = 1 - on.rps / off.rps
-    lines.append(f"- Monitoring overhead (metrics + log + shadow on vs off, same app): "
-                 f"{overhead:.1%} fewer requests/s, p99 {on.p99_ms:.2f} vs {off.p99_ms:.2f} ms "
-                 f"(target at most 15%: {'met' if overhead <= 0.15 else 'MISSED'}).")
-    if peer is not None:
-        ratio, p99 = on.rps / peer.rps, on.p99_ms / peer.p99_ms
-        lines.append(f"- driftloop (monitoring on) vs mlflow models serve: {ratio:.1f}x the "
-                     f"requests/s (target at least 20x: {'met' if ratio >= 20 else 'MISSED'}), "
-                     f"p99 {p99:.3f} of MLflow's (target at most 0.1: "
-                     f"{'met' if p99 <= 0.1 else 'MISSED'}).")
-    else:
-        lines.append("- mlflow models serve was skipped in this run (--skip-mlflow).")
+    for run in runs:
+        by = {r.name: r for r in run.results}
+        on, off = by["driftloop, metrics + log + shadow on"], by["driftloop, monitoring off"]
+        peer = by.get("mlflow models serve")
+        overhead = 1 - on.rps / off.rps
+        lines.append(f"- {run.kind}: monitoring overhead (metrics + log + shadow on vs off, "
+                     f"same app): {overhead:.1%} fewer requests/s, p99 {on.p99_ms:.2f} vs "
+                     f"{off.p99_ms:.2f} ms (target at most 15%: "
+                     f"{'met' if overhead <= 0.15 else 'MISSED'}).")
+        if peer is not None:
+            ratio, p99 = on.rps / peer.rps, on.p99_ms / peer.p99_ms
+            lines.append(f"- {run.kind}: driftloop (monitoring on) vs mlflow models serve: "
+                         f"{ratio:.1f}x the requests/s (target at least 20x: "
+                         f"{'met' if ratio >= 20 else 'MISSED'}), p99 {p99:.3f} of MLflow's "
+                         f"(target at most 0.1: {'met' if p99 <= 0.1 else 'MISSED'}).")
+        else:
+            lines.append(f"- {run.kind}: mlflow models serve was skipped in this run "
+                         "(--skip-mlflow).")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
