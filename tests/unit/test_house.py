@@ -109,12 +109,24 @@ def test_the_walk_sees_every_package() -> None:
     assert seen == set(PACKAGES)
 
 
+# The one accepted exception, with its reason: scikit-learn has no public way to read a
+# fitted HistGradientBoosting model's trees, and the exact tree fast path needs them. It is
+# read in one function; a version is served on that path only when its scores equal
+# scikit-learn's within 1e-6 on the reference rows at load, so a release that changes the
+# attribute makes the version fall back to scikit-learn, never serve wrong scores.
+EXCEPTIONS = frozenset({"serving/fastpath/trees.py: ._predictors"})
+
+
 def test_no_private_names_of_dependencies() -> None:
     """``from x import _y``, ``import x._y``, ``obj._y`` or ``getattr(obj, "_y")`` where
     ``_y`` is nothing driftloop defines: a dependency's internals, which a release may
     change without notice. Use its public API (or define the name here)."""
     found = [use for path, tree in _modules().items() for use in _private_uses(path, tree)]
-    assert found == []
+    unexcused = [use for use in found
+                 if f"{use.split(':')[0]}: {use.rsplit(': ', 1)[1]}" not in EXCEPTIONS]
+    assert unexcused == []
+    excused = {f"{use.split(':')[0]}: {use.rsplit(': ', 1)[1]}" for use in found}
+    assert excused == EXCEPTIONS  # an exception no longer needed is removed from the list
 
 
 def test_the_private_name_check_catches_what_it_should() -> None:
