@@ -2,7 +2,7 @@
 
 Imputation, scaling, one-hot encoding (unknown categories ignored) and the
 estimator. The structure is deliberately plain so that serving can compile an
-exact array-only fast path from the fitted pipeline (see serving/fastpath.py).
+exact array-only fast path from the fitted pipeline (see serving/fastpath/).
 """
 
 from __future__ import annotations
