@@ -37,6 +37,14 @@ class PromoteRequest(RetrainRequest):
     """``POST /promote``: point @champion at ``version`` (the old one kept as @previous)."""
 
     version: int = Field(ge=1, le=MAX_VERSION, description="Version to make champion.")
+    allow_schema_change: str | None = Field(
+        None, min_length=1, max_length=2000, description="Promote a version whose input schema "
+        "would refuse requests the champion accepts: name every change, comma-separated, as "
+        "the refusal names them (e.g. 'dropped:support_tickets' or "
+        "'renamed:plan->plan_name,added:region'). Kept in the decision's reasons.")
+
+    def allowed_changes(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in (self.allow_schema_change or "").split(",") if n.strip())
 
 
 # Backwards-compatible names (the bodies were called this before they had their own module).

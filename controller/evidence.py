@@ -7,7 +7,10 @@
   not trained on (at or after the cycle's holdout cut, or after the cycle started).
 
 Before any of it, the challenger must load and return finite probabilities on the
-champion's reference rows: otherwise it is rejected at once as broken.
+champion's reference rows: otherwise it is rejected at once as broken. Its input schema must
+accept every request the champion accepts (controller/compat.py): otherwise it is rejected
+with the changes named, before any pairs are counted (only ``POST /promote`` with
+``allow_schema_change`` naming them can promote it).
 
 The source is chosen at the cycle's first look, from the configuration alone (offline replay
 when it is allowed, else shadow), never from which source would decide: the choice is recorded
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from controller import gate, machine
+from controller import compat, gate, machine
 from controller.gate import GatePolicy
 from controller.machine import GateDecision
 from controller.recent import label_array, labelled_rows
@@ -105,6 +108,15 @@ class Evaluator:
         if champion == challenger:
             return GateDecision("reject", (f"v{challenger} is already the champion",),
                                 metric, 0), champion
+        bundles = self.cache.bundle(name, champion), self.cache.bundle(name, challenger)
+        try:
+            schema = compat.check(*bundles)
+        except Exception as exc:  # a spec or reference sample that cannot be read
+            return machine.broken(metric, f"the input schemas of v{champion} and v{challenger} "
+                                  f"cannot be compared: {exc}"), champion
+        if not schema.compatible:  # before any pairs: clients would see 422s (controller/compat.py)
+            return GateDecision("reject", (schema.reason(challenger, champion),), metric, 0,
+                                evidence=evidence or self.source()), champion
         probe = self.cache.bundle(name, champion).reference.head(200)
         try:
             probe_scores = _scores(candidate, probe, self.cache.features(name, challenger))

@@ -8,6 +8,7 @@ happen is refused (404, 409; 503 when the registry cannot say), never recorded.
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controller import compat
 from controller.bodies import (
     ErrorAnswer,
     HealthAnswer,
@@ -38,6 +40,7 @@ from controller.deps import (
     RawBody,
     RegistryDep,
 )
+from controller.evidence import ModelCache
 from controller.intake import (
     AlertmanagerPayload,
     IntakeError,
@@ -53,6 +56,7 @@ from monitoring.verdict import Verdict
 from registry import ALIAS_CHAMPION, ALIAS_PREVIOUS, ModelRegistry, RegistryError, VersionNotFound
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -147,11 +151,43 @@ async def ask_registry(fn: Callable[[], T]) -> T:
                             headers={"Retry-After": "30"}) from None
 
 
-async def check_promote(registry: ModelRegistry, model: str, version: int) -> None:
+async def check_promote(registry: ModelRegistry, model: str, version: int) -> int | None:
+    """The current champion, once ``version`` is known to exist and not to be it."""
     await ask_registry(lambda: registry.get_version(model, version))
     champion = (await ask_registry(lambda: registry.aliases(model))).get(ALIAS_CHAMPION)
     if champion == version:
         raise HTTPException(409, f"v{version} is already champion of {model}")
+    return champion
+
+
+async def check_schema(cache: ModelCache, model: str, champion: int | None, version: int,
+                       allowed: tuple[str, ...]) -> str:
+    """409 unless ``version`` accepts every request the champion accepts, or the operator's
+    ``allow_schema_change`` names each change (controller/compat.py); what the decision's
+    reason records about it ("" when there is nothing to say)."""
+    if champion is None:
+        return ""
+    try:
+        schema = await ask_registry(lambda: compat.check(cache.bundle(model, champion),
+                                                         cache.bundle(model, version)))
+    except HTTPException:
+        raise
+    except Exception as exc:  # a version without a readable spec: the human decides, noted
+        log.warning("schema of %s v%s vs v%s not checked: %s", model, version, champion, exc)
+        return f" [schema not checked: {str(exc)[:200]}]"
+    missing = schema.unacknowledged(allowed)
+    unknown = sorted(set(allowed) - set(schema.names))
+    if missing or unknown:
+        problems = [f"allow_schema_change does not name {', '.join(c.name for c in missing)}"
+                    ] if allowed and missing else []
+        if unknown:
+            problems.append(f"allow_schema_change names {', '.join(unknown)}, which "
+                            f"v{version} does not change")
+        problems.append(schema.reason(version, champion) if schema.changes else
+                        f"v{version} accepts every request champion v{champion} accepts")
+        raise HTTPException(409, "; ".join(problems))
+    return (f" [schema change allowed by the operator: {', '.join(schema.names)}]"
+            if schema.changes else "")
 
 
 async def check_rollback(registry: ModelRegistry, model: str) -> None:
@@ -203,10 +239,17 @@ async def retrain(raw: RawBody, p: PartsDep, wait: ManualWaitDep) -> JSONRespons
                 openapi_extra=request_body(PromoteRequest))
 async def promote(raw: RawBody, p: PartsDep, registry: RegistryDep,
                   wait: ManualWaitDep) -> JSONResponse:
-    """Audited override: point @champion at ``version`` (the old one kept as @previous)."""
+    """Audited override: point @champion at ``version`` (the old one kept as @previous).
+    A version that would refuse requests the champion accepts is refused (409, the changes
+    named) unless ``allow_schema_change`` names every change; the decision's reason then
+    records them."""
     body = validate(PromoteRequest, raw)
     model = pick_model(p.controller.models, body.model)
-    await check_promote(registry, model, body.version)
+    champion = await check_promote(registry, model, body.version)
+    note = await check_schema(p.controller.evaluator.cache, model, champion, body.version,
+                              body.allowed_changes())
+    if note:
+        body = body.model_copy(update={"reason": body.reason + note})
     return await manual(p, wait, model=model, action="promote", body=body,
                         version=body.version)
 

@@ -235,6 +235,10 @@ class ServingMetrics:
         self.shadow_scored_child = self.shadow_scored.labels(model)
         self.shadow_dropped_child = self.shadow_dropped.labels(model)
         self.shadow_agreed_child = self.shadow_agreed.labels(model)
+        self.shadow_offered_child = self.shadow_offered.labels(model)
+        self.shadow_refused_child = self.shadow_refused.labels(model)
+        self.shadow_sample_rate_child = self.shadow_sample_rate.labels(model)
+        self.shadow_target_rate_child = self.shadow_target_rate.labels(model)
         for outcome in ("loaded", "unchanged", "rejected", "error"):
             self.reloads.labels(model, outcome)
         self.tally = fold_first.tally = Tally(self, buffered=not self.multiprocess)
@@ -281,8 +285,22 @@ class ServingMetrics:
         self.shadow_scored = Counter(
             "driftloop_shadow_scored", "Requests scored by the challenger.", ["model"], registry=r)
         self.shadow_dropped = Counter(
-            "driftloop_shadow_dropped", "Shadow samples dropped because the queue was full.",
-            ["model"], registry=r)
+            "driftloop_shadow_dropped", "Sampled shadow requests dropped because the queue was "
+            "still full.", ["model"], registry=r)
+        self.shadow_offered = Counter(
+            "driftloop_shadow_offered", "Requests answered while a challenger was loaded (the "
+            "population shadow samples are drawn from).", ["model"], registry=r)
+        self.shadow_refused = Counter(
+            "driftloop_shadow_refused", "Shadowed requests the challenger's schema would have "
+            "refused (a dropped, added or retyped feature).", ["model"], registry=r)
+        self.shadow_sample_rate = Gauge(
+            "driftloop_shadow_sample_rate", "Share of offered requests actually queued for "
+            "shadow scoring (averaged over the shadow horizon).", ["model"], registry=r,
+            multiprocess_mode="livemin")
+        self.shadow_target_rate = Gauge(
+            "driftloop_shadow_target_rate", "Sample rate (by request-id hash) derived from the "
+            "challenger's cost and the offered load.", ["model"], registry=r,
+            multiprocess_mode="livemin")
         self.shadow_agreed = Counter(
             "driftloop_shadow_agreed", "Shadow-scored requests where the challenger predicted the "
             "same class as the champion.", ["model"], registry=r)

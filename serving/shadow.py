@@ -1,49 +1,102 @@
 """Shadow scoring and the hand-off of answered predictions to the prediction log.
 
 Every answered prediction's row goes to the log exactly once. Without a challenger it is
-appended at once. With one, the row goes through a bounded queue to a worker thread that
-scores the challenger on the same validated features, fills ``shadow_version`` and
-``shadow_score`` and then appends it; the response never waits for that. A full queue
-drops the shadow sample (counted) and logs the row without a shadow score. ``close``
-drains the queue, so rows answered before shutdown are all logged.
+appended at once. With one, a *uniform sample* of requests is shadowed: a request is shadowed
+when the hash of its request id falls under the current sample rate (the prediction log's own
+hash, ``keep_sample``, so a log sampled by request id keeps the shadowed rows). Those go
+through a bounded queue to a worker thread that scores the challenger on the same validated
+features, fills ``shadow_version`` and ``shadow_score`` and then appends the rows; the others
+are appended at once. The response never waits for the challenger.
+
+The rate is derived from capacity, never from whether the queue happens to have room (which
+shadowed quiet periods fully and bursts hardly at all, so the gate's pairs over-represented
+quiet traffic). Every ``adjust_every`` seconds the worker measures the challenger's cost per
+row and the offered load, and sets the rate to what the challenger can keep up with at
+``utilisation`` of one thread, against the load averaged over ``horizon`` seconds (a running
+mean until that much has been seen): slow enough that a burst and the quiet after it are
+sampled at the same rate, the queue absorbing the burst (a new challenger is measured
+afresh, from a rate of 1). The rate rises at most 25% per
+adjustment and halves while the queue is over half full (a safety valve, only hit when the
+load itself rose). A request that still finds the queue full is dropped from the sample
+(counted); ``driftloop_shadow_sample_rate`` is the share actually queued (averaged as the
+load is), ``driftloop_shadow_target_rate`` the rate requests are drawn at.
+
+A challenger whose schema refuses a request the champion accepted (serving/schema.py: a
+dropped, added or retyped feature) is not scored on it: the row is logged without a shadow
+score and counted in ``driftloop_shadow_refused_total``, the requests clients would see
+refused after a promotion. ``close`` drains the queue, so rows answered before shutdown are
+all logged.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from kernel.metrics import THRESHOLD
+from monitoring.predlog import keep_sample
 from serving.metrics import ServingMetrics
 from serving.model import LoadedModel
+from serving.schema import RecordError
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
+Item = tuple[list[Row], list[dict[str, Any]], Any]
 
 
 class ShadowLogger:
     """The queue is a deque polled by the worker every ``interval`` seconds: appending
-    takes no lock and wakes no thread, so the request path pays almost nothing for it."""
+    takes no lock and wakes no thread, so the request path pays almost nothing for it.
+    ``adaptive=False`` is the old behaviour (shadow everything the queue has room for),
+    kept for comparison. ``clock`` is injectable so a test can simulate a slow challenger."""
 
     def __init__(self, sink: Callable[[Row], Any] | None, metrics: ServingMetrics | None, *,
-                 queue_size: int = 10_000, interval: float = 0.02) -> None:
+                 queue_size: int = 10_000, interval: float = 0.02, adaptive: bool = True,
+                 utilisation: float = 0.5, horizon: float = 3600.0, adjust_every: float = 5.0,
+                 min_rate: float = 0.001, batch: int = 256,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.sink = sink
         self.metrics = metrics
         self.queue_size = queue_size
         self.interval = interval
-        self.items: collections.deque[tuple[list[Row], list[dict[str, Any]], Any]] = (
-            collections.deque())
-        self.scored = 0
-        self.dropped = 0
+        self.adaptive = adaptive
+        self.utilisation = utilisation
+        self.horizon = horizon
+        self.adjust_every = adjust_every
+        self.min_rate = min_rate
+        self.batch = batch
+        self.clock = clock
+        self.items: collections.deque[Item] = collections.deque()
+        self.rate = 1.0              # the share of requests shadowed (by request-id hash)
+        self.achieved: float | None = None  # the share queued, averaged over ``horizon``
+        self.load: float | None = None  # offered rows per second, averaged over ``horizon``
+        self.cost: float | None = None  # challenger seconds per row
+        # running totals: the request path adds (one thread: the event loop), the worker reads
+        self.offered = self.selected = self.dropped = 0
+        self.scored = self.refused = 0
+        self._busy = 0.0
+        self._busy_rows = 0
+        self._queued = 0.0  # queued rows per second, averaged as ``load``
+        self._seen = 0.0
+        self._last: float | None = None
+        self._marks = (0, 0, 0, 0.0, 0)  # offered, selected, dropped, busy, busy rows
+        self._challenger: Any = None  # the one submitted last; the one measured:
+        self._measured: Any = None
+        self._manual = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> ShadowLogger:
-        if self._thread is None:
+    def start(self, *, thread: bool = True) -> ShadowLogger:
+        """Start the worker; ``thread=False``: the caller drives it with :meth:`step`."""
+        if not thread:
+            self._manual = True
+        elif self._thread is None:
             self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
             self._thread.start()
         return self
@@ -51,13 +104,27 @@ class ShadowLogger:
     def submit(self, rows: list[Row], records: list[dict[str, Any]],
                challenger: LoadedModel | None) -> None:
         """Called on the request path: never blocks."""
-        if challenger is not None and self._thread is not None:
-            if len(self.items) < self.queue_size:
-                self.items.append((rows, records, challenger))
-                return
-            self.dropped += len(rows)
-            if self.metrics:
-                self.metrics.shadow_dropped_child.inc(len(rows))
+        if challenger is None or (self._thread is None and not self._manual):
+            self._emit(rows)
+            return
+        self.offered += len(rows)
+        self._challenger = challenger
+        rate = self.rate
+        if rate < 1.0:
+            keep = [i for i, r in enumerate(rows) if keep_sample(r["request_id"], rate)]
+            if len(keep) < len(rows):
+                kept = set(keep)
+                self._emit([r for i, r in enumerate(rows) if i not in kept])
+                if not keep:
+                    return
+                rows, records = [rows[i] for i in keep], [records[i] for i in keep]
+        self.selected += len(rows)
+        if len(self.items) < self.queue_size:
+            self.items.append((rows, records, challenger))
+            return
+        self.dropped += len(rows)
+        if self.metrics:
+            self.metrics.shadow_dropped_child.inc(len(rows))
         self._emit(rows)
 
     def _emit(self, rows: list[Row]) -> None:
@@ -65,10 +132,74 @@ class ShadowLogger:
             for row in rows:
                 self.sink(row)
 
+    def adapt(self) -> None:
+        """Every ``adjust_every`` seconds (the worker calls it each turn): measure the offered
+        load and the challenger's cost, set the rate from them, publish the rates."""
+        now = self.clock()
+        if self._challenger is not self._measured:  # a new challenger: measure afresh
+            self._measured = self._challenger
+            self.rate, self.achieved, self.load, self.cost = 1.0, None, None, None
+            self._seen, self._queued, self._last = 0.0, 0.0, None
+        if self._last is None:
+            self._last = now
+            self._marks = (self.offered, self.selected, self.dropped, self._busy, self._busy_rows)
+            return
+        dt = now - self._last
+        if dt < self.adjust_every:
+            return
+        offered, selected, dropped, busy, busy_rows = self._marks
+        n = self.offered - offered
+        queued = self.selected - selected - (self.dropped - dropped)
+        self._seen += dt
+        alpha = max(1.0 - math.exp(-dt / self.horizon), dt / self._seen)
+        self.load = n / dt if self.load is None else self.load + alpha * (n / dt - self.load)
+        self._queued = self._queued + alpha * (queued / dt - self._queued)
+        if self.load > 0:
+            self.achieved = self._queued / self.load
+        if self._busy_rows > busy_rows:
+            cost = (self._busy - busy) / (self._busy_rows - busy_rows)
+            self.cost = cost if self.cost is None else self.cost + alpha * (cost - self.cost)
+        self._last = now
+        self._marks = (self.offered, self.selected, self.dropped, self._busy, self._busy_rows)
+        if self.adaptive:
+            self.rate = self._next_rate()
+        if self.metrics:
+            self.metrics.shadow_offered_child.inc(n)
+            self.metrics.shadow_target_rate_child.set(self.rate)
+            if self.achieved is not None:
+                self.metrics.shadow_sample_rate_child.set(self.achieved)
+
+    def _next_rate(self) -> float:
+        target = 1.0
+        if self.cost is not None and self.cost > 0 and self.load:
+            target = min(1.0, self.utilisation / (self.cost * self.load))
+        depth = len(self.items) / self.queue_size
+        if depth > 0.5:
+            target = min(target, self.rate / 2)
+        return max(self.min_rate, min(target, self.rate * 1.25))
+
     def _score(self, rows: list[Row], records: list[dict[str, Any]],
-               challenger: LoadedModel) -> int:
-        """Fill the rows' shadow columns; returns how many agree with the champion's class,
-        or -1 (rows left without a shadow score) when the challenger's answer is unusable."""
+               challenger: LoadedModel) -> tuple[int, int]:
+        """Fill the rows' shadow columns for the records the challenger's schema accepts;
+        returns (rows scored, how many agree with the champion's class). A challenger whose
+        answer is unusable leaves the rows without a shadow score: (0, 0)."""
+        schema = getattr(challenger, "schema", None)
+        if schema is not None:
+            accepted = []
+            for i, record in enumerate(records):
+                try:
+                    schema.parse(record, allow_request_id=False)
+                except RecordError:
+                    continue
+                accepted.append(i)
+            refused = len(records) - len(accepted)
+            if refused:
+                self.refused += refused
+                if self.metrics:
+                    self.metrics.shadow_refused_child.inc(refused)
+                rows, records = [rows[i] for i in accepted], [records[i] for i in accepted]
+                if not rows:
+                    return 0, 0
         try:
             if len(records) == 1:
                 scores = [float(challenger.score_one(records[0]))]
@@ -80,26 +211,31 @@ class ShadowLogger:
                          for row, score in zip(rows, scores, strict=True))
         except Exception:
             log.exception("shadow scoring with %s v%s failed", challenger.name, challenger.version)
-            return -1
+            return 0, 0
         for row, score in zip(rows, scores, strict=True):
             row["shadow_version"] = challenger.version
             row["shadow_score"] = score
-        return agreed
+        return len(rows), agreed
 
-    def _drain(self) -> int:
-        """Score and log everything queued now, counting the metrics once per batch. Every
-        item taken is logged, whatever scoring or the sink does with another."""
-        batch = [self.items.popleft() for _ in range(len(self.items))]
+    def step(self, limit: int | None = None) -> int:
+        """One turn of the worker: adapt the rate, then score and log up to ``limit`` queued
+        items (all of them: ``None``), counting the metrics once per turn. Every item taken
+        is logged, whatever scoring or the sink does with another."""
+        self.adapt()
+        count = len(self.items) if limit is None else min(limit, len(self.items))
+        batch = [self.items.popleft() for _ in range(count)]
         scored = agreed = 0
         for rows, records, challenger in batch:
+            started = self.clock()
             try:
-                agreeing = self._score(rows, records, challenger)
+                done, agreeing = self._score(rows, records, challenger)
             except Exception:  # _score catches its own; this keeps the batch going regardless
                 log.exception("shadow worker: scoring %d rows failed", len(rows))
-                agreeing = -1
-            if agreeing >= 0:
-                scored += len(rows)
-                agreed += agreeing
+                done = agreeing = 0
+            self._busy += self.clock() - started
+            self._busy_rows += len(rows)
+            scored += done
+            agreed += agreeing
             try:
                 self._emit(rows)
             except Exception:  # the writer counts its own losses; keep the rest
@@ -115,7 +251,7 @@ class ShadowLogger:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if not self._drain():
+                if not self.step(self.batch):
                     self._stop.wait(self.interval)
             except Exception:  # the sink failed: keep going, the writer counts its own losses
                 log.exception("shadow worker error")
@@ -126,4 +262,5 @@ class ShadowLogger:
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None
-        self._drain()
+        self._manual = False
+        self.step()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from serving.metrics import ServingMetrics
+from serving.schema import RecordSchema
 from serving.shadow import ShadowLogger
 
 
@@ -85,3 +87,89 @@ def test_a_bad_challenger_answer_never_loses_the_rows_queued_behind_it() -> None
     scores = {r["request_id"]: r["shadow_score"] for r in logged}
     assert scores == {"r0": 0.7, "r1": None, "r2": None, "r3": 0.7, "r10": None, "r11": None}
     assert shadow.scored == 2
+
+
+class NarrowChallenger:
+    """A challenger trained without ``support_tickets``: its schema refuses requests carrying
+    it (an unknown field), as serving would."""
+
+    name, version = "m", 9
+
+    def __init__(self) -> None:
+        self.schema = RecordSchema(("tenure_months",), ())
+        self.seen: list[dict[str, Any]] = []
+
+    def score_one(self, record: dict[str, Any]) -> float:
+        self.seen.append(record)
+        return 0.8
+
+    def score_many(self, records: list[dict[str, Any]]) -> list[float]:
+        return [self.score_one(r) for r in records]
+
+
+def test_requests_the_challenger_would_refuse_are_counted_not_scored() -> None:
+    logged: list[dict[str, Any]] = []
+    reg = CollectorRegistry()
+    shadow = ShadowLogger(logged.append, ServingMetrics(reg, "m")).start(thread=False)
+    challenger = NarrowChallenger()
+    shadow.submit([row(0), row(1)], [{"tenure_months": 3.0, "support_tickets": 1.0},
+                                     {"tenure_months": 4.0, "support_tickets": None}], challenger)
+    shadow.submit([row(2)], [{"tenure_months": 5.0}], challenger)
+    shadow.close()
+    scores = {r["request_id"]: r["shadow_score"] for r in logged}
+    assert scores == {"r0": None, "r1": None, "r2": 0.8}
+    assert challenger.seen == [{"tenure_months": 5.0}]
+    assert reg.get_sample_value("driftloop_shadow_refused_total", {"model": "m"}) == 2
+    assert reg.get_sample_value("driftloop_shadow_scored_total", {"model": "m"}) == 1
+
+
+def test_below_full_rate_requests_are_chosen_by_their_id_and_the_rest_logged_at_once() -> None:
+    def shadowed(ids: list[str]) -> set[str]:
+        logged: list[dict[str, Any]] = []
+        shadow = ShadowLogger(logged.append, None).start(thread=False)
+        shadow.rate = 0.25
+        shadow.submit([{**row(0), "request_id": rid} for rid in ids],
+                      [{"kind": "ok"}] * len(ids), OddChallenger())
+        unsampled = {r["request_id"] for r in logged}
+        shadow.close()
+        assert sorted(r["request_id"] for r in logged) == sorted(ids)  # every row, once
+        return set(ids) - unsampled
+
+    ids = [f"req-{i}" for i in range(2000)]
+    first = shadowed(ids)
+    assert first == shadowed(list(reversed(ids)))  # by id, not by arrival or queue room
+    assert 0.2 < len(first) / len(ids) < 0.3
+
+
+class TickingChallenger:
+    """Takes 0.1 s a row on the given clock."""
+
+    name, version = "m", 10
+
+    def __init__(self, now: list[float]) -> None:
+        self.now = now
+
+    def score_one(self, record: dict[str, Any]) -> float:
+        self.now[0] += 0.1
+        return 0.5
+
+    def score_many(self, records: list[dict[str, Any]]) -> list[float]:
+        return [self.score_one(r) for r in records]
+
+
+def test_the_rate_follows_capacity_and_a_new_challenger_is_measured_afresh() -> None:
+    now = [0.0]
+    shadow = ShadowLogger(None, None, adjust_every=5, clock=lambda: now[0]).start(thread=False)
+    slow = TickingChallenger(now)
+    for n in range(40):  # 100 requests every 10 s, then the worker's turn
+        now[0] = max(now[0], 10.0 * n)
+        shadow.submit([{**row(0), "request_id": f"{n}-{i}"} for i in range(100)],
+                      [{"kind": "ok"}] * 100, slow)
+        shadow.step()
+    # half of one thread at 0.1 s a row scores 5 rows a second of the ~10 offered
+    assert shadow.cost == pytest.approx(0.1)
+    assert 0.3 < shadow.rate < 0.7
+    shadow.submit([row(1)], [{"kind": "ok"}], TickingChallenger(now))
+    now[0] += 5
+    shadow.adapt()
+    assert (shadow.rate, shadow.load, shadow.cost) == (1.0, None, None)
