@@ -64,6 +64,7 @@ def controller(
     import uvicorn
 
     from controller.app import create_app
+    from controller.parts import check_startup
     from controller.settings import ControllerSettings
     from kernel.errors import UsageError
     from kernel.httpserver import HTTP_PROTOCOL
@@ -74,6 +75,7 @@ def controller(
         settings = settings.model_copy(update={"controller_specs": joined})
     if not settings.spec_paths():
         raise UsageError("no models to manage: set DRIFTLOOP_CONTROLLER_SPECS or pass --spec")
+    check_startup(settings)  # a bad spec or launcher: one line and exit 2, not a traceback
     if not settings.controller_token:
         echo("warning: DRIFTLOOP_CONTROLLER_TOKEN is not set: every mutating endpoint answers 401")
     uvicorn.run(create_app(settings), host=host or settings.controller_host,

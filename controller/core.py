@@ -105,7 +105,7 @@ def decide(state: ModelState, event: Event, now: datetime,
         case DecisionRecorded():
             return _recorded(state, event, now, policy)
         case StepFailed():
-            return _step_failed(state, event.reason, now, policy)
+            return _step_failed(state, event, now, policy)
     return state, ()  # stale or unknown: events of a cycle that is no longer current
 
 
@@ -265,13 +265,19 @@ def _training_failed(state: ModelState, reason: str, retryable: bool, now: datet
     return _plan(state, "fail", (*cycle.plan_reasons, f"training failed: {why}"), now)
 
 
-def _step_failed(state: ModelState, reason: str, now: datetime,
+def _step_failed(state: ModelState, event: StepFailed, now: datetime,
                  policy: Policy) -> tuple[ModelState, tuple[Action, ...]]:
-    """End the current cycle as failed. Training or shadow: plan ``fail`` (recorded like any
+    """End the failed cycle or override. Training or shadow: plan ``fail`` (recorded like any
     decision). Deciding with its outcome known, where recording itself keeps failing: give up
-    the record (the reason is notified and kept in the state) rather than fail forever."""
-    cycle = state.cycle
-    if cycle is None or state.phase not in ACTIVE:
+    the record (the reason is notified and kept in the state) rather than fail forever. An
+    override the same way: not carried out yet, it fails (recorded); carried out, its record
+    is given up."""
+    reason, cycle = event.reason, state.cycle
+    o = state.override
+    active = cycle is not None and state.phase in ACTIVE
+    if o is not None and (event.cycle_id == o.id or (event.cycle_id is None and not active)):
+        return _override_failed(state, o, reason)
+    if cycle is None or not active or event.cycle_id not in (None, cycle.id):
         return state, ()
     why = f"failed: {reason}"
     if state.phase in ("training", "shadow"):
@@ -282,8 +288,25 @@ def _step_failed(state: ModelState, reason: str, now: datetime,
         return state, _phase_actions(state)
     state = replace(state, phase="failed", since=now, until=now + policy.failed_backoff,
                     last_cycle_id=cycle.id, last_outcome="failed")
-    return state, (Notify(state.model, f"{state.model}: cycle {cycle.id} ended failed, its "
-                          f"decision was not recorded: {reason}"),)
+    moved = cycle.result.new_champion not in (None, cycle.champion)
+    note = Notify(state.model, f"{state.model}: cycle {cycle.id} ended failed, its decision "
+                  f"was not recorded: {reason}")
+    return state, ((ReloadServing(state.model),) if moved else ()) + (note,)
+
+
+def _override_failed(state: ModelState, o: Override,
+                     reason: str) -> tuple[ModelState, tuple[Action, ...]]:
+    if o.result is None:  # not carried out: it fails (the champion as requested), recorded
+        state = replace(state, override=replace(o, result=Result("failed", o.from_version,
+                                                                 (f"failed: {reason}",))))
+        return state, _override_actions(state)
+    state = replace(state, override=None, last_outcome=f"{o.kind}:failed")
+    moved = o.result.new_champion is not None and o.result.new_champion != o.from_version
+    return state, (((ReloadServing(state.model),) if moved else ())
+                   + (Notify(state.model, f"{state.model}: {o.kind.replace('_', ' ')} {o.id} "
+                             f"{o.result.outcome} (champion v{o.from_version} -> "
+                             f"v{o.result.new_champion}), its decision was not recorded: "
+                             f"{reason}"),))
 
 
 def _evidence(state: ModelState, event: ShadowEvidence, now: datetime,
@@ -376,7 +399,8 @@ def _recorded(state: ModelState, event: DecisionRecorded, now: datetime,
             f" (champion v{cycle.champion}, challenger v{cycle.challenger}); "
             + "; ".join((*cycle.plan_reasons, *result.reasons)[-2:]))
     actions: tuple[Action, ...] = (Notify(state.model, text),)
-    if result.outcome == "promoted":
+    if result.outcome == "promoted" or (failed and result.new_champion not in (None,
+                                                                              cycle.champion)):
         actions = (ReloadServing(state.model), *actions)
     return state, actions
 

@@ -226,9 +226,12 @@ class DecisionRecorded:
 @dataclass(frozen=True)
 class StepFailed:
     """A permanent error in one model's step (not retryable, not caught by an action's own
-    guard): the model's cycle ends failed with the reason; other models go on."""
+    guard): the model's cycle ends failed with the reason; other models go on. ``cycle_id``
+    names the cycle or override whose action failed (None: the step itself, outside an
+    action: the current cycle, else the pending override)."""
 
     reason: str
+    cycle_id: str | None = None
 
 
 Event = (Tick | Trigger | RollbackRequested | PromoteRequested | PerformanceObserved | TrainingLaunched

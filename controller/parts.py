@@ -49,6 +49,15 @@ def load_models(settings: ControllerSettings) -> dict[str, Managed]:
     return models
 
 
+def check_startup(settings: ControllerSettings) -> None:
+    """What start-up needs, checked before the service binds its port: every spec file
+    readable and valid, the launcher settings complete (the schedule is checked when the
+    settings are built). A bad one raises a one-line UsageError (the CLI exits 2)."""
+    load_models(settings)
+    with httpx.Client() as client:
+        make_launcher(settings, client)
+
+
 @dataclass
 class Parts:
     controller: Controller

@@ -82,6 +82,15 @@ TAG = TAG_PREFIX
 CRASH_ENV = "DRIFTLOOP_CONTROLLER_CRASH_AT"
 
 
+class ActionFailed(Exception):
+    """A permanent error in one action, tagged with the cycle (or override) it was for, so
+    that the failure ends that one (``StepFailed.cycle_id``) and not whichever is current."""
+
+    def __init__(self, cycle_id: str | None, cause: Exception) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cycle_id = cycle_id
+
+
 @dataclass(frozen=True)
 class Managed:
     spec: DatasetSpec
@@ -201,8 +210,9 @@ class Controller:
         sees the same state and tries again."""
         try:
             state, revision = self.load(model)
-            new, actions = decide(state, StepFailed(f"{type(exc).__name__}: {exc}"),
-                                  self.clock(), self.policy(model))
+            failed = (StepFailed(str(exc), exc.cycle_id) if isinstance(exc, ActionFailed)
+                      else StepFailed(f"{type(exc).__name__}: {exc}"))
+            new, actions = decide(state, failed, self.clock(), self.policy(model))
             if new != state:
                 revision = self._save(new, revision)
             self._run(new, revision, actions)
@@ -247,7 +257,12 @@ class Controller:
             if not pending:
                 break
             action = pending.pop(0)
-            event = self._execute(state, action)
+            try:
+                event = self._execute(state, action)
+            except (RetryableError, StaleState):
+                raise
+            except Exception as exc:  # permanent: it ends the cycle this action was for
+                raise ActionFailed(getattr(action, "cycle_id", None), exc) from exc
             if event is None:
                 continue
             new, more = decide(state, event, self.clock(), self.policy(state.model))
@@ -332,11 +347,11 @@ class Controller:
             case Evaluate():
                 return self._evaluate(action)
             case Promote():
-                return self._guard(action.cycle_id, lambda: self._promote(action))
+                return self._guard(action.model, action.cycle_id, lambda: self._promote(action))
             case Reject():
-                return self._guard(action.cycle_id, lambda: self._reject(action))
+                return self._guard(action.model, action.cycle_id, lambda: self._reject(action))
             case Rollback():
-                return self._guard(action.cycle_id, lambda: self._rollback(action))
+                return self._guard(action.model, action.cycle_id, lambda: self._rollback(action))
             case RecordDecision():
                 return self._record(action)
             case Notify():
@@ -349,14 +364,20 @@ class Controller:
                 return None
         return None
 
-    def _guard(self, cycle_id: str, fn: Callable[[], Event]) -> Event:
+    def _guard(self, model: str, cycle_id: str, fn: Callable[[], Event]) -> Event:
         try:
             return fn()
         except RetryableError:
             raise
         except Exception as exc:  # permanent: the step fails with its reason recorded
             log.exception("%s failed permanently", cycle_id)
-            return PromotionDone(cycle_id, "failed", None, (f"failed: {exc}",))
+            # the record names the champion as it is, also when the move was half done
+            try:
+                current = self.registry.aliases(model).get(ALIAS_CHAMPION)
+            except Exception:
+                log.warning("%s: champion unknown after the failure", cycle_id, exc_info=True)
+                current = None
+            return PromotionDone(cycle_id, "failed", current, (f"failed: {exc}",))
 
     def _launch(self, a: LaunchTraining) -> Event:
         managed = self.models[a.model]
@@ -576,7 +597,12 @@ class Controller:
                              challenger_metric=realised["challenger_metric"],
                              difference=realised["difference"], margin=realised["margin"])
         saved = self.registry.record_decision(record)
-        record_on_versions(self.registry, saved)
+        try:
+            record_on_versions(self.registry, saved)
+        except RetryableError:
+            raise
+        except Exception:  # the decision run holds it: the versions' copies are not worth a
+            log.exception("%s: decision tags on the versions not written", a.cycle_id)  # fail
         if self.store.save_decision(cycle_id=a.cycle_id, kind=a.kind, model=a.model,
                                     outcome=a.outcome, record=saved.to_json(), now=self.clock()):
             self.metrics.cycles.labels(model=a.model, outcome=a.outcome).inc()
