@@ -58,6 +58,18 @@ def parse_duration(value: str | float | int, *, option: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2) or "s"])
 
 
+def parse_period(value: str, *, option: str = "--period") -> tuple[timedelta, int]:
+    """A period: a fixed length (:func:`parse_duration`) or calendar months (``1mo``,
+    ``3mo``); returns (length, months), months 0 for a fixed length."""
+    match = re.fullmatch(r"\s*(\d+)\s*mo\s*", str(value))
+    if match is None:
+        return parse_duration(value, option=option), 0
+    months = int(match.group(1))
+    if months < 1:
+        raise UsageError(f"{option}: months must be at least 1, got {value!r}")
+    return timedelta(days=30 * months), months
+
+
 @dataclass(frozen=True)
 class BacktestPolicy:
     settings: ControllerSettings

@@ -29,7 +29,8 @@ def backtest(
                                                 "see docs/backtest.md). Default: the live "
                                                 "controller's settings.")] = None,
     period: Annotated[str, typer.Option(help="Length of a period: one drift check per "
-                                        "period (e.g. 1d, 12h, 1w).")] = "1d",
+                                        "period (e.g. 1d, 12h, 1w, or calendar months: 1mo, "
+                                        "3mo).")] = "1d",
     initial_periods: Annotated[int, typer.Option(min=1, help="Periods that train the first "
                                                  "champion before the replay starts.")] = 3,
     label_delay: Annotated[str, typer.Option(help="How long after a row its label arrives; "
@@ -58,7 +59,7 @@ def backtest(
     import tempfile
     from datetime import UTC, datetime
 
-    from backtest.adapters import load_policy, parse_duration
+    from backtest.adapters import load_policy, parse_duration, parse_period
     from backtest.engine import BacktestConfig, run_backtest
     from backtest.report import log_runs, render_text, write_outputs
     from kernel.errors import UsageError
@@ -69,8 +70,9 @@ def backtest(
     if missing:
         raise UsageError(f"file not found: {', '.join(missing)}")
     dataset = load_spec(spec)
+    length, months = parse_period(period, option="--period")
     config = BacktestConfig(
-        period=parse_duration(period, option="--period"), initial_periods=initial_periods,
+        period=length, months=months, initial_periods=initial_periods,
         label_delay=parse_duration(label_delay, option="--label-delay"),
         tick=parse_duration(tick, option="--tick"),
         stable_until=parse_time(stable_until, option="--stable-until"),

@@ -64,6 +64,7 @@ NEVER_VISIBLE = pd.Timestamp.max.tz_localize("UTC").floor("D")
 @dataclass(frozen=True)
 class BacktestConfig:
     period: timedelta = timedelta(days=1)
+    months: int = 0                   # > 0: periods are this many calendar months (not period)
     initial_periods: int = 3
     label_delay: timedelta = timedelta(days=1)
     tick: timedelta = timedelta(hours=1)
@@ -126,6 +127,7 @@ class BacktestResult:
     label_reads: int
     label_violations: int
     seconds: float = 0.0
+    version_tags: dict[int, dict[str, str]] = field(default_factory=dict)  # each version's tags
 
     def summary(self) -> dict[str, Any]:
         outcomes = [d["outcome"] for d in self.decisions if d["kind"] == "gate"]
@@ -146,7 +148,8 @@ class BacktestResult:
             "lower_is_better": self.spec.lower_is_better,
             "periods": len(self.periods), "rows": int(sum(p.rows for p in self.periods)),
             "retrains": len(self.cycles), "promotions": outcomes.count("promoted"),
-            "rejections": outcomes.count("rejected"), "failed": outcomes.count("failed"),
+            "rejections": outcomes.count("rejected"), "no_change": outcomes.count("no_change"),
+            "failed": outcomes.count("failed"),
             "rollbacks": sum(d["outcome"] == "rolled_back" for d in self.decisions),
             "stable_periods": len(stable),
             "false_alarms": sum(p.alarm for p in stable),
@@ -206,6 +209,14 @@ def load_history(spec: DatasetSpec, data_paths: Sequence[Path], labels_path: Pat
     return History(frame, y, arrives.reset_index(drop=True), ids.reset_index(drop=True))
 
 
+def _month_start(when: pd.Timestamp) -> pd.Timestamp:
+    return when.normalize().replace(day=1)
+
+
+def _months_between(origin: pd.Timestamp, when: pd.Timestamp) -> int:
+    return (when.year - origin.year) * 12 + when.month - origin.month
+
+
 def _floor(when: pd.Timestamp, period: timedelta) -> pd.Timestamp:
     day = when.normalize()
     if period >= timedelta(days=1) or (timedelta(days=1) % period):
@@ -255,13 +266,20 @@ class Replay:
         self.workdir = workdir
         self.progress = progress
         ts = history.frame[spec.timestamp_column]
-        self.origin = _floor(ts.iloc[0], config.period).to_pydatetime()
-        span = (ts.iloc[-1] - pd.Timestamp(self.origin)) / pd.Timedelta(config.period)
-        self.n_periods = int(math.floor(span)) + 1
+        if config.months:
+            first = _month_start(ts.iloc[0])
+            self.origin = first.to_pydatetime()
+            self.n_periods = _months_between(first, ts.iloc[-1]) // config.months + 1
+            unit = f"{config.months} calendar month(s)"
+        else:
+            self.origin = _floor(ts.iloc[0], config.period).to_pydatetime()
+            span = (ts.iloc[-1] - pd.Timestamp(self.origin)) / pd.Timedelta(config.period)
+            self.n_periods = int(math.floor(span)) + 1
+            unit = str(config.period)
         if self.n_periods <= config.initial_periods:
-            raise UsageError(f"the data spans {self.n_periods} periods of {config.period}; "
+            raise UsageError(f"the data spans {self.n_periods} periods of {unit}; "
                              f"--initial-periods {config.initial_periods} leaves none to replay")
-        self.replay_start = self.origin + config.initial_periods * config.period
+        self.replay_start = self.bound(config.initial_periods)
         cut = int((ts < pd.Timestamp(self.replay_start)).sum())  # rows are sorted by time
         self.initial = history.frame.iloc[:cut]
         self.initial_y = history.y[:cut]
@@ -296,6 +314,14 @@ class Replay:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def bound(self, index: int) -> datetime:
+        """Where period ``index`` starts (and ``index - 1`` ends): a multiple of the fixed
+        length after the origin, or a calendar-month boundary with ``months``."""
+        if self.config.months:
+            offset = pd.DateOffset(months=index * self.config.months)
+            return (pd.Timestamp(self.origin) + offset).to_pydatetime()
+        return self.origin + index * self.config.period
+
     def scores(self, version: int) -> np.ndarray:
         """The version's scores on every replayed row (computed once; rows are independent)."""
         if version not in self._scores:
@@ -319,7 +345,7 @@ class Replay:
     def check(self, start: datetime, end: datetime) -> Verdict:
         version = self.registry.aliases(self.spec.model_name)[ALIAS_CHAMPION]
         return period_verdict(self.log, self.reference(version), version, start, end,
-                              lookback=self.config.period + self.config.label_delay)
+                              lookback=(end - start) + self.config.label_delay)
 
     def _intake(self, verdict: Verdict, now: datetime) -> None:
         """Into the controller through its own intake, with the policy's trigger switches."""
@@ -347,8 +373,7 @@ class Replay:
         seen_trigger = 0
         seen_decision = 0
         for index in range(self.config.initial_periods, self.n_periods):
-            start = self.origin + index * self.config.period
-            end = start + self.config.period
+            start, end = self.bound(index), self.bound(index + 1)
             part_start = self.log.index_before(start)
             served: list[int] = []
             shadow_seen: int | None = None
@@ -419,8 +444,7 @@ class Replay:
         model = self.cache.model(spec.model_name, 1)
         ts = self.rows[spec.timestamp_column]
         for index in range(self.config.initial_periods, self.n_periods):
-            start = self.origin + index * self.config.period
-            end = start + self.config.period
+            start, end = self.bound(index), self.bound(index + 1)
             if index > self.config.initial_periods:
                 cut = pd.Timestamp(start)
                 visible = self.log.labelled_by(cut)
@@ -452,7 +476,7 @@ def _decision(d: Any) -> dict[str, Any]:
             "evidence": d.evidence, "n": d.n, "champion_metric": d.champion_metric,
             "challenger_metric": d.challenger_metric, "difference": d.difference,
             "ci_low": d.ci_low, "ci_high": d.ci_high, "margin": d.margin,
-            "triggers": list(d.triggers), "reasons": list(d.reasons)}
+            "triggers": list(d.triggers), "reasons": list(d.reasons), "extra": dict(d.extra)}
 
 
 def _fmt(value: float | None) -> str:
@@ -504,12 +528,14 @@ def run_backtest(spec: DatasetSpec, spec_path: Path, data_paths: Sequence[Path],
             audit = replay.log.audit
             violations = sum(r.newest_label is not None and r.newest_label > r.now
                              for r in audit)
-            versions = len(replay.registry.find_versions(spec.model_name, {}))
+            found = replay.registry.find_versions(spec.model_name, {})
+            versions = len(found)
+            tags = {v.version: dict(v.tags) for v in found}
         finally:
             replay.store.close()
     return BacktestResult(spec, config, policy, replay.origin, replay.replay_start, periods,
                           overall, decisions, cycles, versions, len(audit), violations,
-                          time.perf_counter() - started)
+                          time.perf_counter() - started, tags)
 
 
 def _overall(replay: Replay, per_policy: dict[str, np.ndarray], config: BacktestConfig,

@@ -61,7 +61,7 @@ def as_dict(result: BacktestResult) -> dict[str, Any]:
             "reasons": p.reasons})
     return _clean({
         "schema_version": 1, "model": result.spec.model_name, "metric": result.spec.metric,
-        "config": {"period_seconds": c.period.total_seconds(),
+        "config": {"period_seconds": c.period.total_seconds(), "period_months": c.months,
                    "initial_periods": c.initial_periods,
                    "label_delay_seconds": c.label_delay.total_seconds(),
                    "tick_seconds": c.tick.total_seconds(), "stable_until": c.stable_until,
@@ -96,7 +96,8 @@ def render_text(result: BacktestResult) -> str:
         parts = ", ".join(f"{k} {_f(v)}" for k, v in values.items())
         lines.append(f"  {LABELS.get(name, name):<22} {parts}")
     lines.append(f"retrains {s['retrains']}, promotions {s['promotions']}, rejections "
-                 f"{s['rejections']}, failed {s['failed']}, rollbacks {s['rollbacks']}")
+                 f"{s['rejections']}, no change {s['no_change']}, failed {s['failed']}, "
+                 f"rollbacks {s['rollbacks']}")
     if result.config.stable_until is not None:
         lines.append(f"false alarms in {s['stable_periods']} stable periods: {s['false_alarms']} "
                      f"(retrains started: {s['false_retrains']})")
@@ -209,7 +210,8 @@ def log_runs(result: BacktestResult, registry: ModelRegistry, files: list[Path])
     c = result.config
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
     group = f"{result.spec.model_name}-{stamp}"
-    common = {"period_seconds": c.period.total_seconds(), "initial_periods": c.initial_periods,
+    common = {"period_seconds": c.period.total_seconds(), "period_months": c.months,
+              "initial_periods": c.initial_periods,
               "label_delay_seconds": c.label_delay.total_seconds(),
               "tick_seconds": c.tick.total_seconds(), "onset": c.onset, "stable_until": c.stable_until,
               "replay_start": result.replay_start.isoformat(), "rows": s["rows"],
@@ -221,7 +223,8 @@ def log_runs(result: BacktestResult, registry: ModelRegistry, files: list[Path])
         if name == "configured":
             params.update({f"policy.{k}": v for k, v in result.policy.describe().items()})
             metrics.update({k: float(s[k]) for k in ("retrains", "promotions", "rejections",
-                                                     "failed", "rollbacks", "false_alarms")})
+                                                     "no_change", "failed", "rollbacks",
+                                                     "false_alarms")})
             for key in ("detection_delay_seconds", "promotion_delay_seconds"):
                 if s[key] is not None:
                     metrics[key] = float(s[key])

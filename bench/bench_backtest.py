@@ -2,7 +2,11 @@
 peak memory of `driftloop backtest` (configured policy through the live controller, plus the
 never-retrain and retrain-every-period references, MLflow logging included), side by side
 with the naive way of getting only the retrain-every-period curve: one `driftloop train`
-process per period."""
+process per period.
+
+Then (issue 20) a covariate shift replayed in process: the drift alarm per period before and
+after the retrains, with each live version's drift reference (version tags), written into
+docs/backtest.md between the ``covariate`` markers."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from bench.common import BIN, ROOT, machine, measure, write_section
 
@@ -22,7 +27,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--periods", type=int, default=20)
     parser.add_argument("--initial", type=int, default=3)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--covariate-only", action="store_true",
+                        help="only the covariate-shift section of docs/backtest.md")
     args = parser.parse_args(argv)
+    print(covariate_section())
+    if args.covariate_only:
+        return 0
     spec = ROOT / "examples" / "churn" / "spec.yaml"
     days, per_day = args.periods, args.rows // args.periods
     onset = days // 2
@@ -95,6 +105,115 @@ statistics (monitoring/stats.py), and the controller's state store is a local SQ
 """
     print(write_section("backtest", text))
     return 0
+
+
+START, COV_DAYS, COV_ONSET, COV_ROWS, COV_INITIAL = (datetime(2026, 1, 1, tzinfo=UTC), 30, 15,
+                                                       2000, 5)
+COV_POLICIES = {"live defaults": "{}\n", "retrain_window_days: 3": "retrain_window_days: 3\n",
+                "retrain_window_days: 3, cooldown: 3d": "retrain_window_days: 3\ncooldown: 3d\n"}
+BEGIN, END = "<!-- bench:covariate:begin -->", "<!-- bench:covariate:end -->"
+
+
+def _covariate(policy_text: str, work: Path) -> Any:
+    from backtest.adapters import load_policy
+    from backtest.engine import BacktestConfig, run_backtest
+    from kernel.spec import load_spec
+    from kernel.tables import write_table
+    from training.generate import Scenario, generate
+
+    work.mkdir(parents=True)
+    data = work / "covariate.parquet"
+    write_table(generate(COV_DAYS, scenario=Scenario("covariate", COV_ONSET),
+                         rows_per_day=COV_ROWS, seed=3), data)
+    policy = work / "policy.yaml"
+    policy.write_text(policy_text)
+    onset = START + timedelta(days=COV_ONSET)
+    spec = ROOT / "examples" / "churn" / "spec.yaml"
+    return run_backtest(load_spec(spec), spec, [data],
+                        config=BacktestConfig(initial_periods=COV_INITIAL, onset=onset,
+                                              stable_until=onset, baselines=False),
+                        policy=load_policy(policy, home=work / "home"), workdir=work / "w")
+
+
+def _trained_after(tags: dict[str, str], when: datetime) -> bool:
+    """Whether the version's training rows reach past ``when`` (its holdout cut is later)."""
+    until = tags.get("driftloop.data_until")
+    return until is not None and datetime.fromisoformat(until) > when
+
+
+def _covariate_table(result: Any) -> tuple[str, str]:
+    onset = START + timedelta(days=COV_ONSET)
+    lines = ["| period | drift status | drift share | live | its reference | its recent "
+             "training rows | its training rows | decisions |",
+             "|---|---|---:|---|---|---:|---|---|"]
+    new_world = [d for d in result.decisions if d["outcome"] == "promoted"
+                 and _trained_after(result.version_tags.get(d["challenger"], {}), onset)]
+    live_from = new_world[0]["decided_at"] if new_world else None
+    before = after = pre = post = 0
+    for p in result.periods:
+        if p.end <= onset:
+            continue
+        tags = result.version_tags.get(p.live_version, {})
+        window = "/".join(tags.get(k, "")[5:16].replace("T", " ") or "..."
+                          for k in ("driftloop.data_since", "driftloop.data_until"))
+        decided = ", ".join(d["outcome"] + (f" v{d['challenger']}" if d["challenger"] else "") + (
+            "" if d["outcome"] == "promoted" else f" ({d['reasons'][-1][:70]})")
+            for d in p.decisions) or "-"
+        share = "-" if p.drift_share is None else f"{p.drift_share:.2f}"
+        lines.append(f"| {p.start:%m-%d} | {p.status} | {share} | v{p.live_version} | "
+                     f"{tags.get('driftloop.reference', '-')} "
+                     f"({tags.get('driftloop.reference_rows', '-')} rows) | "
+                     f"{tags.get('driftloop.train_rows_recent', '-')} | {window} | {decided} |")
+        if live_from is None or p.end <= live_from:
+            before, pre = before + 1, pre + p.alarm
+        else:
+            after, post = after + 1, post + p.alarm
+    s = result.summary()
+    promoted = (f"v{new_world[0]['challenger']}, promoted {live_from:%m-%d %H:%M}" if new_world
+                else "none")
+    summary = (f"{s['retrains']} retrains, {s['promotions']} promotions, {s['rejections']} "
+               f"rejections, {s['no_change']} no_change, {s['failed']} failed. First promoted "
+               f"version trained on rows after the onset: {promoted}. Drift alarms in the "
+               f"{before} period(s) from the onset until then: {pre}; in the {after} period(s) "
+               f"after it: **{post}**. False alarms before the onset: {s['false_alarms']} of "
+               f"{s['stable_periods']}")
+    return "\n".join(lines), summary
+
+
+def covariate_section() -> Path:
+    """The covariate-shift replay per policy, written into docs/backtest.md (between the
+    markers): figures from the run, never typed."""
+    import tempfile
+
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (label, text) in enumerate(COV_POLICIES.items()):
+            result = _covariate(text, Path(tmp) / str(i))
+            table, summary = _covariate_table(result)
+            parts.append(f"**Policy: {label}.** {summary}.\n\n{table}\n")
+    onset = START + timedelta(days=COV_ONSET)
+    body = f"""{BEGIN}
+_Written by `python -m bench --only backtest` (`bench/bench_backtest.py`, `--covariate-only` for
+this part alone) on {machine()}._
+
+`driftloop generate --scenario covariate` ({COV_ROWS:,} rows a day, {COV_DAYS} days, seed 3),
+the shift from {onset:%Y-%m-%d} (day {COV_ONSET}); the first {COV_INITIAL} days train the first
+champion; daily periods, labels one day late, hourly ticks. Rows from the onset on, per period:
+the verdict on the live version, and that version's drift reference and training data from its
+version tags (`driftloop.reference`, `driftloop.train_rows_recent`, and its training rows
+`driftloop.data_since`/`driftloop.data_until`, times UTC: `data_until` is the cycle's holdout
+cut, no row after it was trained on; `...` = no window).
+
+{chr(10).join(parts)}
+{END}"""
+    doc = ROOT / "docs" / "backtest.md"
+    text = doc.read_text()
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + body + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n## After a covariate shift: does the alarm end?\n\n" + body + "\n"
+    doc.write_text(text)
+    return doc
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ Per model, phases::
     idle -> training -> shadow -> deciding -> cooldown -> idle
                 \\-> deciding (failed) -> failed -> idle
 
+A decision ends promoted, rejected or ``no_change`` (the challenger's training data hash or
+its scores on every evaluation pair equal the champion's: nothing to promote; the alias
+stays and the cooldown applies, as after a rejection).
+
 ``deciding`` is durable: the planned outcome (promote, reject, fail) is persisted before the
 registry is touched and re-emitted on every ``Tick`` until it is done and recorded, so a
 crash anywhere resumes cleanly (every action is idempotent, keyed by the cycle id).
@@ -88,7 +92,10 @@ def decide(state: ModelState, event: Event, now: datetime,
         case TrainingLaunched() if (current := _current(state, event.cycle_id, "training")):
             cycle = replace(current, attempt=event.attempt, launched_at=now,
                             holdout_from=event.holdout_from or current.holdout_from)
-            return replace(state, cycle=cycle), ()
+            state = replace(state, cycle=cycle)
+            # check at once: a launch that finished already (in process, or an earlier attempt
+            # found registered) is taken now, not after a tick that may outlast the timeout
+            return state, _phase_actions(state)
         case TrainingSucceeded() if (current := _current(state, event.cycle_id, "training")):
             cycle = replace(current, challenger=event.version, shadow_since=now)
             state = replace(state, phase="shadow", since=now, cycle=cycle, last_trained_at=now)
@@ -225,8 +232,9 @@ def _phase_actions(state: ModelState) -> tuple[Action, ...]:
         if cycle.result is None:
             if cycle.plan == "promote" and cycle.challenger is not None:
                 return (Promote(state.model, cycle.id, cycle.challenger, cycle.champion),)
+            outcome = "no_change" if cycle.plan == "no_change" else "rejected"
             return (Reject(state.model, cycle.id, cycle.challenger, cycle.champion,
-                           cycle.plan_reasons),)
+                           cycle.plan_reasons, outcome),)
         return (_record(state.model, cycle),)
     return ()
 
@@ -238,8 +246,9 @@ def _record(model: str, cycle: Cycle) -> RecordDecision:
                           (*cycle.plan_reasons, *cycle.result.reasons), cycle.gate)
 
 
-def _plan(state: ModelState, plan: Literal["promote", "reject", "fail"], reasons: tuple[str, ...],
-          now: datetime, **changes: Any) -> tuple[ModelState, tuple[Action, ...]]:
+def _plan(state: ModelState, plan: Literal["promote", "reject", "no_change", "fail"],
+          reasons: tuple[str, ...], now: datetime,
+          **changes: Any) -> tuple[ModelState, tuple[Action, ...]]:
     assert state.cycle is not None
     cycle = replace(state.cycle, plan=plan, plan_reasons=reasons, **changes)
     if plan == "fail":  # nothing to undo in the registry: the outcome is known now
@@ -321,6 +330,9 @@ def _evidence(state: ModelState, event: ShadowEvidence, now: datetime,
                      evidence=evidence)
     if gate.outcome == "reject":
         return _plan(state, "reject", gate.reasons, now, gate=gate, champion=event.champion,
+                     evidence=evidence)
+    if gate.outcome == "no_change":  # nothing to promote: the alias stays, the cooldown applies
+        return _plan(state, "no_change", gate.reasons, now, gate=gate, champion=event.champion,
                      evidence=evidence)
     state = replace(state, cycle=replace(cycle, gate=gate, champion=event.champion,
                                          evidence=evidence))

@@ -6,6 +6,10 @@
 - *offline_replay*: both models scored here on recent labelled rows that the challenger was
   not trained on (at or after the cycle's holdout cut, or after the cycle started).
 
+A challenger trained on the champion's data (equal ``driftloop.data_hash`` tags) is
+``no_change`` before any evidence is read; one whose scores equal the champion's on every pair
+is ``no_change`` from the gate (``controller.gate.same_scores``): neither is a promotion.
+
 Before any of it, the challenger must load and return finite probabilities on the
 champion's reference rows: otherwise it is rejected at once as broken. Its input schema must
 accept every request the champion accepts (controller/compat.py): otherwise it is rejected
@@ -37,7 +41,7 @@ from controller.machine import GateDecision
 from controller.recent import label_array, labelled_rows
 from kernel.spec import DatasetSpec
 from monitoring.predlog import WindowReader
-from registry import ALIAS_CHAMPION, ModelRegistry
+from registry import ALIAS_CHAMPION, TAG_PREFIX, ModelRegistry
 from registry.bundle import Bundle
 
 log = logging.getLogger(__name__)
@@ -98,6 +102,10 @@ class Evaluator:
         name = spec.model_name
         champion_info = self.registry.get_alias(name, ALIAS_CHAMPION)
         champion = None if champion_info is None else champion_info.version
+        if champion is not None and champion != challenger:
+            same = self._same_data(name, champion, challenger)
+            if same is not None:
+                return GateDecision("no_change", (same,), metric, 0), champion
         try:
             candidate = self.cache.model(name, challenger)
         except Exception as exc:  # a challenger that does not load is broken, whatever the cause
@@ -129,6 +137,17 @@ class Evaluator:
             return self._replay(spec, champion, challenger, holdout_from or shadow_since,
                                 now), champion
         return self._shadow(spec, champion, challenger, shadow_since, now), champion
+
+    def _same_data(self, name: str, champion: int, challenger: int) -> str | None:
+        """Why the challenger changes nothing, when it was trained on the champion's data
+        (equal ``driftloop.data_hash`` tags); ``None`` otherwise or when either has none."""
+        tag = TAG_PREFIX + "data_hash"
+        ours = self.registry.get_version(name, challenger).tags.get(tag)
+        theirs = self.registry.get_version(name, champion).tags.get(tag)
+        if not ours or ours != theirs:
+            return None
+        return (f"no_change: v{challenger} was trained on the same data as champion "
+                f"v{champion} (data hash {ours[:12]}): nothing to promote")
 
     def _shadow(self, spec: DatasetSpec, champion: int, challenger: int, since: datetime,
                 now: datetime) -> GateDecision:

@@ -22,6 +22,8 @@ better. With ``margin`` (metric units, default 0.01):
 
 - a challenger whose scores are not all finite in [0, 1] is rejected at once (broken);
 - fewer than ``min_pairs`` labelled pairs, or the metric undefined (one class): wait;
+- challenger scores equal to the champion's on every pair (max abs difference below
+  ``SAME_SCORES``): ``no_change``, nothing to promote (a retrain that reproduced the champion);
 - ``ci_low >= -margin``: promote (not worse by more than the margin, at every look);
 - ``ci_high < -margin``: reject (clearly worse);
 - otherwise inconclusive: wait (the caller rejects when its evaluation times out).
@@ -43,6 +45,7 @@ from kernel.metrics import THRESHOLD, weighted_metric
 from kernel.spec import LOWER_IS_BETTER
 
 _EPS = 1e-15
+SAME_SCORES = 1e-9   # max |challenger - champion| on every pair below this: the same model
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,12 @@ def evaluate(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, met
                                       f"{policy.min_pairs}: waiting for more evidence"))
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     m_a, m_b = point_metric(metric, y, a), point_metric(metric, y, b)
+    if same_scores(a, b):
+        return replace(base, outcome="no_change", champion_metric=m_a, challenger_metric=m_b,
+                       difference=0.0, reasons=(*reasons, (
+                           f"no_change: challenger scores equal the champion's on all {n} "
+                           f"{evidence} pairs (max |difference| {_max_diff(a, b):.1e} < "
+                           f"{SAME_SCORES:.0e}): nothing to promote")))
     if not (np.isfinite(m_a) and np.isfinite(m_b)):
         return replace(base, reasons=(*reasons, f"{metric} is undefined on these {n} pairs "
                                       f"(labels: {int(y.sum())} positive): waiting"))
@@ -121,6 +130,16 @@ def _clean(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, policy: 
         y, a, b = y[-policy.max_pairs:], a[-policy.max_pairs:], b[-policy.max_pairs:]
         reasons = (*reasons, f"only the last {policy.max_pairs} pairs used")
     return y, a, b, reasons
+
+
+def same_scores(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two models' scores on the same rows are equal (a challenger that changes
+    nothing): every pair within ``SAME_SCORES``."""
+    return len(a) > 0 and _max_diff(a, b) < SAME_SCORES
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, float) - np.asarray(b, float)))) if len(a) else 0.0
 
 
 def cs_radius(n: int, sd: float, alpha: float, tuning_pairs: int) -> float:

@@ -13,7 +13,7 @@ from typing import Literal
 Phase = Literal["idle", "training", "shadow", "deciding", "cooldown", "failed"]
 PHASES: tuple[Phase, ...] = ("idle", "training", "shadow", "deciding", "cooldown", "failed")
 ACTIVE: frozenset[str] = frozenset({"training", "shadow", "deciding"})
-Outcome = Literal["promote", "reject", "wait"]
+Outcome = Literal["promote", "reject", "wait", "no_change"]  # no_change: same data or scores
 MAX_REASONS = 50                         # reasons kept per cycle; more are only counted
 SOURCES = ("alertmanager", "verdict", "manual", "schedule", "labels", "performance")
 EVIDENCE = ("shadow", "offline_replay")  # the gate's evidence sources
@@ -64,7 +64,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class Result:
-    outcome: str                         # promoted | rejected | rolled_back | failed
+    outcome: str                         # promoted | rejected | no_change | rolled_back | failed
     new_champion: int | None = None
     reasons: tuple[str, ...] = ()
 
@@ -84,7 +84,7 @@ class Cycle:
     champion: int | None = None           # the champion the gate compared against
     evidence: str | None = None           # shadow | offline_replay: chosen at the first look, kept
     gate: GateDecision | None = None
-    plan: Literal["promote", "reject", "fail"] | None = None
+    plan: Literal["promote", "reject", "no_change", "fail"] | None = None
     plan_reasons: tuple[str, ...] = ()
     result: Result | None = None
     merged: int = 0                      # triggers merged in (reasons keep the first MAX_REASONS)
@@ -291,6 +291,7 @@ class Reject:
     challenger: int | None
     champion: int | None
     reasons: tuple[str, ...]
+    outcome: str = "rejected"            # rejected | no_change: the alias stays either way
 
 
 @dataclass(frozen=True)

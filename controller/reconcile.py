@@ -75,6 +75,7 @@ from registry import (
     AliasConflict,
     DecisionRecord,
     ModelRegistry,
+    VersionNotFound,
 )
 
 log = logging.getLogger(__name__)
@@ -525,14 +526,14 @@ class Controller:
                     reg.delete_alias(name, ALIAS_CHALLENGER, expected=a.challenger)
             gate = self._cycle_gate(name, a.cycle_id)
             reg.set_tags(name, a.challenger, {
-                TAG + "decision": "rejected", TAG + "decision_cycle_id": a.cycle_id,
+                TAG + "decision": a.outcome, TAG + "decision_cycle_id": a.cycle_id,
                 TAG + "decided_at": now, TAG + "compared_with": str(a.champion),
                 TAG + "decision_reason": "; ".join(a.reasons)[-500:], **self._gate_tags(gate)})
         if a.champion is not None:
-            reg.set_tags(name, a.champion, {TAG + "last_challenge": f"v{a.challenger} rejected",
+            reg.set_tags(name, a.champion, {TAG + "last_challenge": f"v{a.challenger} {a.outcome}",
                                             TAG + "last_challenge_cycle_id": a.cycle_id})
         current = reg.aliases(name).get(ALIAS_CHAMPION)
-        return PromotionDone(a.cycle_id, "rejected", current)
+        return PromotionDone(a.cycle_id, a.outcome, current)
 
     def _rollback(self, a: Rollback) -> Event:
         reg, name = self.registry, a.model
@@ -571,6 +572,22 @@ class Controller:
                 "difference": None if now is None or baseline is None else sign * (baseline - now),
                 "margin": self.policy(a.model).rollback_margin if a.kind == "rollback" else None}
 
+    def _train_rows(self, model: str, version: int | None) -> dict[str, float]:
+        """The challenger's training rows per source, from its version tags (what an auditor
+        reads in the decision: how many recent rows it learned from); none known: empty."""
+        if version is None:
+            return {}
+        try:
+            tags = self.registry.get_version(model, version).tags
+        except VersionNotFound:
+            return {}
+        out = {}
+        for source in ("history", "recent"):
+            value = tags.get(f"{TAG}train_rows_{source}", "")
+            if value.isdigit():
+                out[f"challenger_train_rows_{source}"] = float(value)
+        return out
+
     def _record(self, a: RecordDecision) -> Event:
         spec = self.models[a.model].spec
         g = a.gate
@@ -578,6 +595,8 @@ class Controller:
         extra = {k: v for k, v in (("realised_metric", realised.get("champion_metric")),
                                    ("realised_baseline", realised.get("challenger_metric")))
                  if v is not None}
+        if a.kind == "gate":
+            extra.update(self._train_rows(a.model, a.challenger))
         run_ids = [m.group(1) for t in a.triggers
                    if (m := re.search(r"\brun[ =]([0-9a-f]{32})\b", t))]
         record = DecisionRecord(

@@ -190,3 +190,25 @@ def test_cli_on_a_dataset_nobody_here_generated(home: Path, tmp_path: Path) -> N
     assert "average_precision_all" in configured.data.metrics
     artifacts = {a.path for a in client.list_artifacts(configured.info.run_id)}
     assert {"table.csv", "backtest.json", "backtest.png", "backtest.html"} <= artifacts
+
+
+def test_monthly_periods_end_on_calendar_month_boundaries(tmp_path: Path) -> None:
+    from kernel.spec import load_spec
+
+    data = tmp_path / "months.parquet"
+    frame = generate(120, scenario=Scenario("none", 200), rows_per_day=60, seed=3)  # Jan-Apr
+    write_table(frame, data)
+    result = run_backtest(load_spec(CHURN_SPEC), CHURN_SPEC, [data],
+                          config=BacktestConfig(months=1, initial_periods=2, tick=timedelta(
+                              days=1), baselines=False),
+                          policy=load_policy(None, home=tmp_path / "home"),
+                          workdir=tmp_path / "work")
+    months = [datetime(2026, m, 1, tzinfo=UTC) for m in (3, 4, 5)]
+    assert [(p.start, p.end) for p in result.periods] == list(zip(months, months[1:], strict=False))
+    ts = frame["ts"]
+    # March has 31 days, April 30: each period holds exactly its calendar month's rows
+    assert [p.rows for p in result.periods] == [
+        int(((ts >= pd.Timestamp(a)) & (ts < pd.Timestamp(b))).sum())
+        for a, b in zip(months, months[1:], strict=False)] == [31 * 60, 30 * 60]
+    assert result.replay_start == months[0]
+

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtest.adapters import load_policy, parse_duration, policy_overrides
+from backtest.adapters import load_policy, parse_duration, parse_period, policy_overrides
 from backtest.replay import ReplayLog, SimClock
 from controller.settings import ControllerSettings
 from kernel.errors import UsageError
@@ -25,6 +25,17 @@ def test_durations() -> None:
     assert parse_duration(30, option="x") == timedelta(seconds=30)
     with pytest.raises(UsageError, match="not a duration"):
         parse_duration("soon", option="x")
+
+
+def test_periods_are_fixed_lengths_or_calendar_months() -> None:
+    assert parse_period("1mo") == (timedelta(days=30), 1)
+    assert parse_period(" 3mo ") == (timedelta(days=90), 3)
+    assert parse_period("1w") == (timedelta(weeks=1), 0)
+    assert parse_period("30m") == (timedelta(minutes=30), 0)     # minutes, not months
+    with pytest.raises(UsageError, match="at least 1"):
+        parse_period("0mo")
+    with pytest.raises(UsageError, match="not a duration"):
+        parse_period("1month")
 
 
 def test_default_policy_is_the_live_default(tmp_path: Path,

@@ -302,3 +302,22 @@ def test_reasons_are_bounded_but_every_trigger_counts() -> None:
         state, _ = decide(state, Trigger("alertmanager", f"alert {i}"), T0, POLICY)
         assert trigger_outcome(before, state) == "merged"
     assert len(state.cycle.reasons) == MAX_REASONS and state.cycle.merged == MAX_REASONS + 20
+
+
+def test_a_challenger_that_reproduces_the_champion_is_no_change() -> None:
+    clock = Clock()
+    state, cid = to_shadow(clock)
+    same = GateDecision("no_change", ("no_change: challenger scores equal the champion's on "
+                                      "all 500 offline_replay pairs",), "roc_auc", 500,
+                        evidence="offline_replay", champion_metric=0.7,
+                        challenger_metric=0.7, difference=0.0)
+    state, actions = decide(state, ShadowEvidence(cid, same, 3), clock.now, POLICY)
+    assert state.phase == "deciding" and state.cycle.plan == "no_change"
+    # the alias does not move: the challenger is set aside like a rejection, never promoted
+    assert actions == (Reject("churn", cid, 7, 3, same.reasons, "no_change"),)
+    state, actions = finish(state, cid, "no_change", clock, 3)
+    assert state.phase == "cooldown" and state.last_outcome == "no_change"
+    assert state.until == clock.now + POLICY.cooldown
+    assert kinds(actions) == ["Notify"]          # no reload: nothing changed
+    assert state.probation is None and state.chain_drawdown == 0.0
+    assert "no_change" in actions[0].text

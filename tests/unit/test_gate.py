@@ -32,8 +32,8 @@ def _challenger(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(9)
     if kind == "better":
         return y, champion, 1 / (1 + np.exp(-(signal + rng.normal(scale=0.3, size=N))))
-    if kind == "equal":
-        return y, champion, champion.copy()
+    if kind == "equal":   # other scores, the same ranking: the same AUC
+        return y, champion, champion ** 2
     if kind == "slightly_worse":
         return y, champion, np.clip(champion + rng.normal(scale=0.05, size=N), 0, 1)
     if kind == "much_worse":
@@ -72,6 +72,21 @@ def test_gate_table(kind: str, outcome: str, sign: int | None) -> None:
     assert f"{decision.ci_low:+.4f}" in decision.reasons[-2]
     if kind == "equal":
         assert decision.ci_low == decision.ci_high == 0.0
+
+
+@pytest.mark.parametrize(("noise", "outcome"), [(0.0, "no_change"), (1e-12, "no_change"),
+                                                (1e-6, "promote")])
+def test_a_challenger_with_the_champions_scores_is_no_change(noise: float, outcome: str) -> None:
+    y, a, _ = _data()
+    b = np.clip(a + noise * np.random.default_rng(1).standard_normal(N), 0, 1)
+    decision = evaluate(y, a, b, metric="roc_auc", policy=GatePolicy(min_pairs=200))
+    assert decision.outcome == outcome, decision.reasons
+    if outcome == "no_change":
+        assert decision.difference == 0.0 and decision.ci_low is None
+        assert decision.reasons[-1].startswith("no_change: challenger scores equal")
+        assert f"all {N}" in decision.reasons[-1]
+    # too few pairs: waiting, even when equal (no conclusion from a handful of rows)
+    assert evaluate(y[:50], a[:50], a[:50], metric="roc_auc").outcome == "wait"
 
 
 def test_too_few_pairs_waits() -> None:
