@@ -137,10 +137,16 @@ def retrain(reason: Reason, model: Model = None, actor: Actor = None) -> None:
 
 
 def promote(version: Annotated[int, typer.Argument(help="Version to make champion.")],
-            reason: Reason, model: Model = None, actor: Actor = None) -> None:
+            reason: Reason, model: Model = None, actor: Actor = None,
+            allow_schema_change: Annotated[str | None, typer.Option(
+                help="Promote a version whose input schema differs from the champion's: name "
+                "every change the controller reported (e.g. dropped:support_tickets), "
+                "comma-separated.")] = None) -> None:
     """Audited human override: point @champion at VERSION (the old one kept as @previous)."""
-    _report(_call("POST", "/promote", {"reason": reason, "model": model, "version": version,
-                                       "actor": _actor(actor)}))
+    body = {"reason": reason, "model": model, "version": version, "actor": _actor(actor)}
+    if allow_schema_change:
+        body["allow_schema_change"] = allow_schema_change
+    _report(_call("POST", "/promote", body))
 
 
 def rollback(reason: Reason, model: Model = None, actor: Actor = None) -> None:
