@@ -4,9 +4,10 @@ The test reads the recipe's ``bash`` block from README.md and runs its commands 
 a fresh directory (the embedded default home ``./.driftloop``, no ``DRIFTLOOP_*`` or
 ``MLFLOW_*`` variables from the outside), with real processes on 127.0.0.1: ``driftloop
 serve`` and ``driftloop controller`` in the background, the rest in the foreground. What the
-test adds: free ports instead of 8000/8001, a shorter controller tick and evaluation timeout
-(no labelled traffic reaches the gate, so the challenger is rejected when that runs out), a
-wait for the cycle's decision before ``driftloop status``. The last line, ``driftloop ui``
+test adds: free ports instead of 8000/8001, a shorter controller tick and evaluation timeout,
+a wait for the cycle's decision before ``driftloop status``. No labelled traffic reaches the
+log in the recipe, so the retrain learns from exactly the champion's data: the decision is
+``no_change`` (a version registered, judged, not promoted). The last line, ``driftloop ui``
 (interactive), is not run.
 """
 
@@ -111,13 +112,13 @@ def test_the_readme_recipe_retrains_and_ends_with_a_gate_decision(tmp_path: Path
     assert v2.version == 2 and registry.aliases("churn")["champion"] == 1
     # it trained on the data the champion recorded: the recipe's own file
     assert v2.tags[TAG + "data_sources"] == f'["{(work / "data" / "churn.parquet").resolve()}"]'
-    assert v2.tags[TAG + "decision"] == "rejected"
+    assert v2.tags[TAG + "decision"] == "no_change"
     assert v2.tags[TAG + "decision_cycle_id"] == cycle_id
     [decision] = [d for d in info["last_decisions"] if d["cycle_id"] == cycle_id]
-    assert decision["outcome"] == "rejected" and decision["challenger_version"] == 2
-    assert any("evaluation timed out" in r for r in decision["reasons"]), decision
+    assert decision["outcome"] == "no_change" and decision["challenger_version"] == 2
+    assert any("same data" in r for r in decision["reasons"]), decision
     runs = registry.list_decisions("churn")
-    assert [(d.cycle_id, d.outcome) for d in runs] == [(cycle_id, "rejected")]
+    assert [(d.cycle_id, d.outcome) for d in runs] == [(cycle_id, "no_change")]
 
 
 def _decided(controller: str) -> bool:
