@@ -17,34 +17,43 @@ from training.train import evaluate, fit, package, split
 START = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
-def test_replay_decides_unless_only_shadow_pairs_may(tmp_path: Path, churn_spec):
-    spec = churn_spec
+def champion_challenger_and_traffic(tmp_path: Path, spec, *, seed: int, rows: int,
+                                    start: datetime) -> tuple[InMemoryRegistry, LogStore]:
+    """v1 (champion) and v2 (trained on slightly other rows), and ``rows`` labelled requests
+    answered by the champion from ``start`` on, labels an hour later: no shadow scores."""
     registry = InMemoryRegistry()
-    data = conform(generate(3, rows_per_day=800, seed=5), spec)
+    data = conform(generate(3, rows_per_day=800, seed=seed), spec)
     # the challenger learns from other rows (same data would be no_change, not a promotion)
-    for seed, rows in ((1, data), (2, data.iloc[10:].reset_index(drop=True))):
-        parts = split(rows, spec)
-        fitted = fit(parts, spec, seed=seed)
-        registry.register(package(spec, rows, parts, fitted, evaluate(fitted, parts, spec),
+    for fit_seed, part in ((1, data), (2, data.iloc[10:].reset_index(drop=True))):
+        parts = split(part, spec)
+        fitted = fit(parts, spec, seed=fit_seed)
+        registry.register(package(spec, part, parts, fitted, evaluate(fitted, parts, spec),
                                   tags={}))
     registry.set_alias(spec.model_name, "champion", 1)
-    registry.set_alias(spec.model_name, "challenger", 2)
-    # Labelled traffic since the cycle began, answered by the champion before serving had
-    # loaded the challenger: no shadow scores.
     store = LogStore(tmp_path / "log")
     writer = PredictionLogWriter(store)
     champion = registry.load_model(registry.download(spec.model_name, 1, tmp_path / "b1"))
-    live = data.tail(400)
+    live = data.tail(rows)
     scores = champion.predict_proba(live[spec.features.all])[:, 1]
     for i, (row, score) in enumerate(zip(live.to_dict("records"), scores, strict=True)):
-        writer.append({"ts": START + timedelta(seconds=i), "request_id": f"r{i}",
+        writer.append({"ts": start + timedelta(seconds=i), "request_id": f"r{i}",
                        "model_name": spec.model_name, "model_version": 1, "score": float(score),
                        "prediction": int(score > 0.5), "shadow_version": None,
                        "shadow_score": None, "latency_ms": 1.0,
                        **{f: row[f] for f in spec.features.all}})
         writer.append_label(f"r{i}", row["churned"], model=spec.model_name,
-                            received_at=START + timedelta(hours=1))
+                            received_at=start + timedelta(hours=1))
     writer.close()
+    return registry, store
+
+
+def test_replay_decides_unless_only_shadow_pairs_may(tmp_path: Path, churn_spec):
+    spec = churn_spec
+    registry, store = champion_challenger_and_traffic(tmp_path, spec, seed=5, rows=400,
+                                                      start=START)
+    registry.set_alias(spec.model_name, "challenger", 2)
+    # Labelled traffic since the cycle began, answered by the champion before serving had
+    # loaded the challenger: no shadow scores.
     reader = PredictionLogReader(store)
     policy = GatePolicy(min_pairs=200, margin=0.5)  # two near-identical models: promote
 
