@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,9 +22,9 @@ import pytest
 
 from driftloop.cli import main
 from kernel.settings import CommonSettings
-from kernel.spec import DatasetSpec, load_spec
+from kernel.spec import DatasetSpec
 from monitoring.predlog import LogStore, PredictionLogReader, open_log
-from registry import open_registry
+from tests.integration.test_predlog_serving import champion_home
 from tests.integration.test_serving_http import (
     FEEDBACK_TOKEN,
     Server,
@@ -33,8 +32,6 @@ from tests.integration.test_serving_http import (
     stop,
     wait_for,
 )
-from training.generate import generate
-from training.train import train
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,19 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Server, DatasetSpec, list[dict], Path]]:
-    home = tmp_path / "home"
-    spec = load_spec(ROOT / "examples" / "churn" / "spec.yaml")
-    spec = spec.model_copy(update={"model_name": f"churn-{uuid.uuid4().hex[:8]}"})
-    frame = generate(4, rows_per_day=300, seed=11)
-    data = tmp_path / "churn.parquet"
-    frame.to_parquet(data, index=False)
-    train(spec, [data], open_registry(CommonSettings(home=home)), alias="champion", seed=0)
-    records = []
-    for i in range(len(frame)):
-        row = frame.iloc[i]
-        record = {c: float(row[c]) for c in spec.features.numerical}
-        record.update({c: str(row[c]) for c in spec.features.categorical})
-        records.append(record)
+    home, spec, records = champion_home(tmp_path, days=4, seed=11)
     server = start_server(home, spec.model_name)
     try:
         yield server, spec, records, home

@@ -36,12 +36,14 @@ class Served:
     records: list[dict]
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def champion_home(tmp_path: Path, *, days: int = 3,
+                  seed: int = 7) -> tuple[Path, DatasetSpec, list[dict]]:
+    """A home with a trained churn champion (a unique model name) and request records drawn
+    from its own data."""
     home = tmp_path / "home"
     spec = load_spec(ROOT / "examples" / "churn" / "spec.yaml")
     spec = spec.model_copy(update={"model_name": f"churn-{uuid.uuid4().hex[:8]}"})
-    frame = generate(3, rows_per_day=300, seed=7)
+    frame = generate(days, rows_per_day=300, seed=seed)
     data = tmp_path / "churn.parquet"
     frame.to_parquet(data, index=False)
     train(spec, [data], open_registry(CommonSettings(home=home)), alias="champion", seed=0)
@@ -51,6 +53,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
         record = {c: float(row[c]) for c in spec.features.numerical}
         record.update({c: str(row[c]) for c in spec.features.categorical})
         records.append(record)
+    return home, spec, records
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    home, spec, records = champion_home(tmp_path)
     with tmpfs(tmp_path / "disk", "8m") as disk:
         (disk / "log").mkdir()
         yield Served(home, disk, spec, records)
