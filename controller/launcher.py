@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 import psutil
@@ -189,7 +189,7 @@ class GitHubActionsLauncher:
         url = f"{self.api.rstrip('/')}/repos/{self.repo}/actions/workflows/{self.workflow}/dispatches"
         inputs = {"model": request.model, "reason": request.reason[:1000],
                   "cycle_id": request.cycle_id}
-        data = self._upload(request)
+        data = upload_recent(request, self.data_uri, "DRIFTLOOP_CONTROLLER_GITHUB_DATA_URI")
         if data is not None:
             # Only with the rows: the window and holdout cut are theirs (the history files
             # alone, cut to a recent window, may hold nothing). Keys are sent only with a
@@ -217,29 +217,38 @@ class GitHubActionsLauncher:
     def status(self, cycle_id: str, attempt: int) -> LaunchStatus:
         return LaunchStatus("unknown", detail="outcome read from the registry")
 
-    def _upload(self, request: LaunchRequest) -> str | None:
-        """Copy the recent rows where the runner can fetch them; their URI (None if none)."""
-        if request.recent_path is None:
-            return None
-        if not self.data_uri:
-            log.warning("%s: the recent labelled rows stay on this machine (set "
-                        "DRIFTLOOP_CONTROLLER_GITHUB_DATA_URI so the workflow trains on them)",
-                        request.cycle_id)
-            return None
-        import pyarrow.fs as pafs
 
-        base, _, query = self.data_uri.partition("?")  # s3://b/p?endpoint_override=...
-        target = f"{base.rstrip('/')}/{request.model}/cycles/{request.cycle_id}.parquet"
-        if not target.startswith("s3://"):
-            log.warning("%s: the recent rows go to %s; the shipped retrain.yml fetches s3:// "
-                        "URIs only", request.cycle_id, target)
-        try:
-            if "://" in target:
-                fs, path = pafs.FileSystem.from_uri(target + (f"?{query}" if query else ""))
-            else:
-                fs, path = pafs.LocalFileSystem(), str(Path(target).resolve())
-            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            pafs.copy_files(str(request.recent_path), path, destination_filesystem=fs)
-        except (OSError, ValueError) as exc:  # pyarrow raises OSError subclasses for I/O
-            raise LaunchUnavailable(f"cannot copy the recent rows to {target}: {exc}") from exc
-        return target
+def object_path(uri: str) -> tuple[Any, str]:
+    """A pyarrow filesystem and path for ``uri``: an object-store URI (``s3://b/k``, with an
+    optional ``?endpoint_override=...`` query) or a plain path on this machine."""
+    import pyarrow.fs as pafs
+
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+
+
+def upload_recent(request: LaunchRequest, data_uri: str | None, setting: str) -> str | None:
+    """Copy the cycle's recent labelled rows to ``<data_uri>/<model>/cycles/<cycle id>.parquet``
+    where a remote runner (a workflow, a Job, a pipeline) can fetch them; their URI, or None
+    when there are none or ``data_uri`` (the setting named ``setting``) is unset."""
+    if request.recent_path is None:
+        return None
+    if not data_uri:
+        log.warning("%s: the recent labelled rows stay on this machine (set %s so the "
+                    "training run gets them)", request.cycle_id, setting)
+        return None
+    import pyarrow.fs as pafs
+
+    base, _, query = data_uri.partition("?")  # s3://b/p?endpoint_override=...
+    target = f"{base.rstrip('/')}/{request.model}/cycles/{request.cycle_id}.parquet"
+    if not target.startswith("s3://"):
+        log.warning("%s: the recent rows go to %s; the shipped runners fetch s3:// URIs only",
+                    request.cycle_id, target)
+    try:
+        fs, path = object_path(target + (f"?{query}" if query and "://" in target else ""))
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pafs.copy_files(str(request.recent_path), path, destination_filesystem=fs)
+    except (OSError, ValueError) as exc:  # pyarrow raises OSError subclasses for I/O
+        raise LaunchUnavailable(f"cannot copy the recent rows to {target}: {exc}") from exc
+    return target

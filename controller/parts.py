@@ -8,10 +8,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
 from controller.evidence import Evaluator, ModelCache
+from controller.launch_argo import ArgoLauncher
+from controller.launch_webhook import WebhookLauncher, check_template
 from controller.launcher import GitHubActionsLauncher, Launcher, LocalProcessLauncher
 from controller.metrics import ControllerMetrics
 from controller.notify import Notifier, ServingReloader
@@ -23,9 +26,15 @@ from kernel.spec import load_spec
 from monitoring.predlog import open_log
 from registry import ModelRegistry, open_registry
 
+LAUNCHERS = ("local", "github", "kubernetes", "argo", "webhook")
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
 
 def make_launcher(settings: ControllerSettings, client: httpx.Client) -> Launcher:
-    if settings.controller_launcher == "github":
+    """The launcher ``DRIFTLOOP_CONTROLLER_LAUNCHER`` names; incomplete settings are a
+    one-line UsageError (start-up checks this before binding its port)."""
+    kind = settings.controller_launcher
+    if kind == "github":
         if not settings.controller_github_repo or not settings.controller_github_token:
             raise UsageError("the github launcher needs DRIFTLOOP_CONTROLLER_GITHUB_REPO and "
                              "DRIFTLOOP_CONTROLLER_GITHUB_TOKEN (or GITHUB_TOKEN)")
@@ -35,10 +44,78 @@ def make_launcher(settings: ControllerSettings, client: httpx.Client) -> Launche
                                      ref=settings.controller_github_ref,
                                      api=settings.controller_github_api,
                                      data_uri=settings.controller_github_data_uri)
-    if settings.controller_launcher != "local":
-        raise UsageError(f"DRIFTLOOP_CONTROLLER_LAUNCHER: unknown {settings.controller_launcher!r}"
-                         " (local or github)")
+    if kind == "kubernetes":
+        return _kubernetes_launcher(settings)
+    if kind == "argo":
+        if not settings.controller_argo_server:
+            raise UsageError("the argo launcher needs DRIFTLOOP_CONTROLLER_ARGO_SERVER")
+        return ArgoLauncher(client, settings.controller_argo_server,
+                            settings.controller_argo_token, settings.controller_argo_namespace,
+                            settings.controller_argo_template,
+                            data_uri=settings.controller_launch_data_uri)
+    if kind == "webhook":
+        return _webhook_launcher(settings, client)
+    if kind != "local":
+        raise UsageError(f"DRIFTLOOP_CONTROLLER_LAUNCHER: unknown {kind!r} "
+                         f"({', '.join(LAUNCHERS)})")
     return LocalProcessLauncher(settings.home_dir / "logs")
+
+
+def _kubernetes_launcher(settings: ControllerSettings) -> Launcher:
+    from controller.launch_kubernetes import (
+        JobOverrides,
+        KubernetesJobLauncher,
+        api_client,
+        load_template,
+    )
+
+    s = settings
+    template = load_template(s.controller_kubernetes_job_template)
+    pod = template["spec"]["template"]["spec"]
+    if not s.controller_kubernetes_image and not any(c.get("image") for c in pod["containers"]):
+        raise UsageError("the kubernetes launcher needs DRIFTLOOP_CONTROLLER_KUBERNETES_IMAGE "
+                         "or an image in DRIFTLOOP_CONTROLLER_KUBERNETES_JOB_TEMPLATE")
+    in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
+    namespace = s.controller_kubernetes_namespace
+    if namespace is None:
+        namespace = (IN_CLUSTER_NAMESPACE.read_text().strip()
+                     if in_cluster and IN_CLUSTER_NAMESPACE.is_file() else "default")
+    overrides = JobOverrides(
+        image=s.controller_kubernetes_image, service_account=s.controller_kubernetes_service_account,
+        resources=s.controller_kubernetes_resources,
+        node_selector=s.controller_kubernetes_node_selector,
+        tolerations=s.controller_kubernetes_tolerations,
+        ttl_seconds=s.controller_kubernetes_ttl_seconds,
+        deadline_seconds=s.controller_kubernetes_deadline_seconds,
+        backoff_limit=s.controller_kubernetes_backoff_limit)
+    return KubernetesJobLauncher(api_client(s.controller_kubernetes_kubeconfig,
+                                            in_cluster=in_cluster),
+                                 namespace, template, overrides,
+                                 data_uri=s.controller_launch_data_uri)
+
+
+def _webhook_launcher(settings: ControllerSettings, client: httpx.Client) -> Launcher:
+    s = settings
+    if not s.controller_webhook_url:
+        raise UsageError("the webhook launcher needs DRIFTLOOP_CONTROLLER_WEBHOOK_URL")
+    check_template(s.controller_webhook_url, "DRIFTLOOP_CONTROLLER_WEBHOOK_URL")
+    check_template(s.controller_webhook_body, "DRIFTLOOP_CONTROLLER_WEBHOOK_BODY")
+    for name, value in s.controller_webhook_headers.items():
+        check_template(value, f"DRIFTLOOP_CONTROLLER_WEBHOOK_HEADERS[{name}]")
+    if (s.controller_webhook_user is None) != (s.controller_webhook_password is None):
+        raise UsageError("the webhook launcher's basic auth needs both "
+                         "DRIFTLOOP_CONTROLLER_WEBHOOK_USER and _PASSWORD")
+    auth = (s.controller_webhook_user, s.controller_webhook_password) \
+        if s.controller_webhook_user is not None and s.controller_webhook_password is not None \
+        else None
+    return WebhookLauncher(client, s.controller_webhook_url,
+                           method=s.controller_webhook_method.upper(),
+                           headers=dict(s.controller_webhook_headers),
+                           body=s.controller_webhook_body,
+                           content_type=s.controller_webhook_content_type,
+                           token=s.controller_webhook_token, auth=auth,
+                           crumb_url=s.controller_webhook_crumb_url,
+                           data_uri=s.controller_launch_data_uri)
 
 
 def load_models(settings: ControllerSettings) -> dict[str, Managed]:

@@ -103,7 +103,9 @@ class ControllerSettings(CommonSettings, ControllerPolicy):
     admin_token: str | None = Field(None, description="Bearer token for the serving app's "
                                     "/admin/reload.")
     controller_launcher: str = Field("local", description="How retraining runs: local (a "
-                                     "driftloop train process) or github (workflow_dispatch).")
+                                     "driftloop train process), github (workflow_dispatch), "
+                                     "kubernetes (a Job), argo (a WorkflowTemplate) or webhook "
+                                     "(Jenkins or any HTTP endpoint).")
     controller_github_repo: str | None = Field(None, description="owner/name for workflow_dispatch")
     controller_github_workflow: str = Field("retrain.yml", description="Workflow file that "
                                             "retrains (github launcher).")
@@ -117,6 +119,76 @@ class ControllerSettings(CommonSettings, ControllerPolicy):
         None, description="Where the github launcher copies each cycle's recent labelled rows "
         "for the workflow (an s3:// prefix the runner reads; files go to "
         "<uri>/<model>/cycles/<cycle id>.parquet). Unset: the workflow trains without them.")
+    controller_launch_data_uri: str | None = Field(
+        None, description="Where the kubernetes, argo and webhook launchers copy each cycle's "
+        "recent labelled rows (an s3:// prefix the training run reads; files go to "
+        "<uri>/<model>/cycles/<cycle id>.parquet). Unset: the rows stay on the controller.")
+    # kubernetes launcher (docs/deploy.md, "Retraining as a Kubernetes Job")
+    controller_kubernetes_job_template: Path | None = Field(
+        None, description="YAML file holding a Job (or a CronJob, whose jobTemplate is used) "
+        "that each training Job starts from: volumes, envFrom Secrets, security context.")
+    controller_kubernetes_image: str | None = Field(
+        None, description="Image of the training Job's container (the driftloop image); "
+        "overrides the template's.")
+    controller_kubernetes_namespace: str | None = Field(
+        None, description="Namespace of the training Jobs; unset: the controller's own "
+        "(in cluster), else default.")
+    controller_kubernetes_kubeconfig: Path | None = Field(
+        None, description="kubeconfig file to reach the API; unset: the in-cluster service "
+        "account, else $KUBECONFIG or ~/.kube/config.")
+    controller_kubernetes_service_account: str | None = Field(
+        None, description="ServiceAccount the training pods run as (overrides the template's).")
+    controller_kubernetes_resources: dict[str, dict[str, str]] | None = Field(
+        None, description='Training container resources as JSON, e.g. {"requests": {"cpu": '
+        '"1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}} (overrides the template\'s).')
+    controller_kubernetes_node_selector: dict[str, str] | None = Field(
+        None, description="Training pods' nodeSelector as a JSON object (overrides the "
+        "template's).")
+    controller_kubernetes_tolerations: list[dict[str, str | int]] | None = Field(
+        None, description="Training pods' tolerations as a JSON list (overrides the template's).")
+    controller_kubernetes_ttl_seconds: int | None = Field(
+        None, ge=0, description="ttlSecondsAfterFinished of each Job; unset: the template's, "
+        "else 86400.")
+    controller_kubernetes_deadline_seconds: int | None = Field(
+        None, gt=0, description="activeDeadlineSeconds of each Job; unset: the template's, else "
+        "none (the cycle's training timeout still applies).")
+    controller_kubernetes_backoff_limit: int | None = Field(
+        None, ge=0, description="backoffLimit of each Job; unset: the template's, else 0 (the "
+        "controller's own attempts retry: DRIFTLOOP_CONTROLLER_TRAINING_ATTEMPTS).")
+    # argo launcher
+    controller_argo_server: str | None = Field(
+        None, description="Argo Server base URL (https://argo-server.argo:2746).")
+    controller_argo_token: str | None = Field(
+        None, description="Bearer token for the Argo Server (a ServiceAccount token).")
+    controller_argo_namespace: str = Field("default", description="Namespace the Workflows "
+                                           "run in (the WorkflowTemplate's).")
+    controller_argo_template: str = Field("driftloop-train", description="WorkflowTemplate "
+                                          "that trains (argo launcher).")
+    # webhook launcher (Jenkins buildWithParameters or any endpoint)
+    controller_webhook_url: str | None = Field(
+        None, description="URL template of the webhook launcher's request (placeholders as "
+        "in the body, URL-encoded), e.g. https://ci/job/retrain/buildWithParameters.")
+    controller_webhook_method: str = Field("POST", description="HTTP method of the webhook "
+                                           "launcher's request.")
+    controller_webhook_headers: dict[str, str] = Field(
+        {}, description="Headers of the webhook request as a JSON object "
+        "(values may hold the placeholders, ${token} among them).")
+    controller_webhook_body: str = Field(
+        "", description="Body template: ${model} ${reason} ${cycle_id} ${attempt} ${data_uri} "
+        "${since} ${until} ${token}, escaped for the content type (JSON or form).")
+    controller_webhook_content_type: str = Field(
+        "application/json", description="Content type of the webhook body: application/json "
+        "or application/x-www-form-urlencoded (Jenkins).")
+    controller_webhook_token: str | None = Field(
+        None, description="Secret for ${token} (a Jenkins build token, a bearer token).")
+    controller_webhook_user: str | None = Field(
+        None, description="User for HTTP basic auth on the webhook (Jenkins: with an API token "
+        "as DRIFTLOOP_CONTROLLER_WEBHOOK_PASSWORD).")
+    controller_webhook_password: str | None = Field(
+        None, description="Password or API token for HTTP basic auth on the webhook.")
+    controller_webhook_crumb_url: str | None = Field(
+        None, description="Jenkins crumb issuer (https://ci/crumbIssuer/api/json): its crumb "
+        "is sent as the header it names, with its session cookie.")
     controller_notify_url: str | None = Field(None, description="Slack-compatible webhook URL.")
     # timing (seconds)
     controller_tick_seconds: float = Field(5.0, description="Reconcile loop period in seconds "
