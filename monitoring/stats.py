@@ -106,6 +106,18 @@ class CategoricalSample:
         self._uniques = np.asarray(uniques, dtype=object)
         self._counts = np.bincount(codes[keep], minlength=len(uniques))
 
+    @classmethod
+    def from_counts(cls, uniques: np.ndarray, counts: np.ndarray,
+                    missing: int = 0) -> CategoricalSample:
+        """A sample known only by its value counts (monitoring/summary/: a window's
+        summary); chi-square, Z and Jensen-Shannon on union values read nothing else."""
+        out = cls.__new__(cls)
+        out._uniques = np.asarray(uniques, dtype=object)
+        out._counts = np.asarray(counts, dtype=np.int64)
+        out.n = int(out._counts.sum())
+        out.missing = int(missing)
+        return out
+
     @property
     def factorized(self) -> tuple[np.ndarray, np.ndarray]:
         return self._uniques, self._counts
@@ -170,9 +182,13 @@ def combined_nunique(ref: Sample, cur: Sample, merged: _Merged | None = None) ->
 
 def default_method(ref: Sample, cur: Sample, kind: Kind, merged: _Merged | None = None) -> str:
     """Evidently's choice of method for a column of this size."""
-    n_values = combined_nunique(ref, cur, merged)
-    numeric = kind != "categorical"
-    if ref.n <= SMALL_REFERENCE_ROWS:
+    return method_for(ref.n, combined_nunique(ref, cur, merged), kind != "categorical")
+
+
+def method_for(ref_n: int, n_values: int, numeric: bool) -> str:
+    """Evidently's choice from the reference's size (NaN/inf dropped), the number of
+    distinct values of both samples together and the column's kind."""
+    if ref_n <= SMALL_REFERENCE_ROWS:
         if numeric and n_values > 5:
             return "ks"
         return "chisquare" if n_values > 2 else "z"

@@ -26,6 +26,9 @@ class ColumnDrift(_Model):
     score: float                     # p-value for tests, distance for distance methods
     threshold: float
     drifted: bool
+    # the summary engine: |score - exact score| <= score_bound (docs/monitoring.md); None on
+    # the exact path
+    score_bound: float | None = None
 
 
 class ColumnQuality(_Model):
@@ -74,6 +77,9 @@ class Verdict(_Model):
     # made in the window or DRIFTLOOP_LABEL_MATCH_DAYS before it (prediction-log source only)
     labels_unmatched: int | None = None
     source: str = "prediction_log"            # or the --current file
+    # which path computed it: "exact" (every row in memory) or "summary" (merged column
+    # summaries, monitoring/summary/; DRIFTLOOP_DRIFT_ENGINE)
+    engine: str = "exact"
 
     @property
     def alarming(self) -> bool:
