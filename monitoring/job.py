@@ -193,6 +193,8 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
     token = settings.controller_token.get_secret_value() if settings.controller_token else None
     if post_to and not token:
         raise UsageError("--post-to needs DRIFTLOOP_CONTROLLER_TOKEN (the controller's token)")
+    if settings.drift_engine == "summary" and current_file is None:
+        report = False  # the summary engine never holds the rows a report samples
     if renderer is not None and not report:
         renderer.close()
         renderer = None
@@ -214,57 +216,65 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
             until = now
         if since is None and current_file is None:
             since = until - timedelta(hours=settings.window_hours)
-        if current_file is not None:
-            current = read_current_file(current_file, reference, since=since, until=until,
-                                        now=now)
-            source = str(current_file)
-            if SCORE_COLUMN not in current.columns and len(current):
-                model_obj = registry.load_model(bundle.root)
-                features = current[reference.spec.features.all]
-                current[SCORE_COLUMN] = model_obj.predict_proba(features)[:, 1]
+        if settings.drift_engine == "summary" and current_file is None:
+            verdict = _summary_verdict(settings, reference, model, number, since, until, now)
+            progress("verdict %s from summaries", verdict.status)
+            directory = out_dir or settings.reports_dir / model
+            stem = f"verdict-{model}-v{number}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+            report_path: Path | None = None
+            directory.mkdir(parents=True, exist_ok=True)
         else:
-            current = _read_window(settings, reference, model, number, since, until)
-            source = "prediction_log"
-        progress("read %d rows from %s", len(current), current_file or "the prediction log")
-        unmatched: int | None = None
-        if current_file is None:
-            assert since is not None
-            unmatched = _count_unmatched(settings, model, since, until)
-            progress("counted %d labels that match no prediction", unmatched)
-        if current_file is None and not len(current):
-            log.warning("no logged predictions for %s v%s in [%s, %s)", model, number, since,
-                        until)
-        directory = out_dir or settings.reports_dir / model
-        stem = f"verdict-{model}-v{number}-{now.strftime('%Y%m%dT%H%M%SZ')}"
-        report_file = directory / f"{stem}.html"
-        report_path: Path | None = None  # set once the report is written
-        sampled, submitted = None, False
-        if renderer is not None and len(current) >= reference.spec.drift.min_rows:
-            try:  # the report needs only the frames: render it while the verdict is made
-                sampled = _submit_report(renderer, reference, current, report_file,
-                                         settings.report_max_rows)
-                submitted = True
-            except KeyError:
-                pass  # a missing column: check_frames says which
-            progress("sampled %s rows for the report", settings.report_max_rows)
-        try:
-            verdict = check_frames(reference, current, model=model, version=number,
-                                   window_start=since or _first_ts(current, now),
-                                   window_end=until, now=now, source=source)
-        except KeyError as exc:
-            raise DataError(f"current data lacks column {exc}") from None
-        verdict = verdict.model_copy(update={"labels_unmatched": unmatched})
-        progress("verdict %s", verdict.status)
-        directory.mkdir(parents=True, exist_ok=True)
-        if renderer is not None and verdict.status != "insufficient_data":
-            if not submitted:
-                sampled = _submit_report(renderer, reference, current, report_file,
-                                         settings.report_max_rows)
-            renderer.wait()
-            progress("waited for the report")
-            report_path = report_file
-            verdict = verdict.model_copy(update={"report_path": str(report_path),
-                                                 "report_sampled_rows": sampled})
+            if current_file is not None:
+                current = read_current_file(current_file, reference, since=since, until=until,
+                                            now=now)
+                source = str(current_file)
+                if SCORE_COLUMN not in current.columns and len(current):
+                    model_obj = registry.load_model(bundle.root)
+                    features = current[reference.spec.features.all]
+                    current[SCORE_COLUMN] = model_obj.predict_proba(features)[:, 1]
+            else:
+                current = _read_window(settings, reference, model, number, since, until)
+                source = "prediction_log"
+            progress("read %d rows from %s", len(current), current_file or "the prediction log")
+            unmatched: int | None = None
+            if current_file is None:
+                assert since is not None
+                unmatched = _count_unmatched(settings, model, since, until)
+                progress("counted %d labels that match no prediction", unmatched)
+            if current_file is None and not len(current):
+                log.warning("no logged predictions for %s v%s in [%s, %s)", model, number, since,
+                            until)
+            directory = out_dir or settings.reports_dir / model
+            stem = f"verdict-{model}-v{number}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+            report_file = directory / f"{stem}.html"
+            report_path = None  # set once the report is written
+            sampled, submitted = None, False
+            if renderer is not None and len(current) >= reference.spec.drift.min_rows:
+                try:  # the report needs only the frames: render it while the verdict is made
+                    sampled = _submit_report(renderer, reference, current, report_file,
+                                             settings.report_max_rows)
+                    submitted = True
+                except KeyError:
+                    pass  # a missing column: check_frames says which
+                progress("sampled %s rows for the report", settings.report_max_rows)
+            try:
+                verdict = check_frames(reference, current, model=model, version=number,
+                                       window_start=since or _first_ts(current, now),
+                                       window_end=until, now=now, source=source)
+            except KeyError as exc:
+                raise DataError(f"current data lacks column {exc}") from None
+            verdict = verdict.model_copy(update={"labels_unmatched": unmatched})
+            progress("verdict %s", verdict.status)
+            directory.mkdir(parents=True, exist_ok=True)
+            if renderer is not None and verdict.status != "insufficient_data":
+                if not submitted:
+                    sampled = _submit_report(renderer, reference, current, report_file,
+                                             settings.report_max_rows)
+                renderer.wait()
+                progress("waited for the report")
+                report_path = report_file
+                verdict = verdict.model_copy(update={"report_path": str(report_path),
+                                                     "report_sampled_rows": sampled})
     finally:
         if renderer is not None:
             renderer.close()
@@ -296,6 +306,27 @@ def _read_window(settings: MonitoringSettings, reference: Reference, model: str,
                              categorical=features.categorical)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise LogReadError(f"cannot read the prediction log at {uri}: {exc}") from None
+
+
+def _summary_verdict(settings: MonitoringSettings, reference: Reference, model: str,
+                     version: int, since: datetime | None, until: datetime,
+                     now: datetime) -> Verdict:
+    """DRIFTLOOP_DRIFT_ENGINE=summary: the window as merged partition summaries
+    (monitoring/summary/engine.py), stored summaries reused."""
+    import pyarrow as pa
+
+    from monitoring.predlog.reader import LogReadError
+    from monitoring.summary.engine import summary_check
+
+    assert since is not None
+    uri = settings.resolved_log_uri
+    try:
+        verdict = summary_check(uri, reference, model=model, version=version, since=since,
+                                until=until, now=now, memory_mib=settings.summary_memory_mib)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise LogReadError(f"cannot read the prediction log at {uri}: {exc}") from None
+    unmatched = _count_unmatched(settings, model, since, until)
+    return verdict.model_copy(update={"labels_unmatched": unmatched})
 
 
 def _count_unmatched(settings: MonitoringSettings, model: str, since: datetime,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from kernel.settings import CommonSettings
@@ -30,3 +32,12 @@ class MonitoringSettings(CommonSettings):
     log_compact_after_seconds: float = Field(
         600.0, gt=0, description="`driftloop log compact` merges only flush files written more "
         "than this many seconds ago (files still being written are never touched).")
+    drift_engine: Literal["exact", "summary"] = Field(
+        "exact", description="How drift-check computes a prediction-log window: `exact` reads "
+        "the window into memory (Evidently-identical scores, the HTML report); `summary` "
+        "streams Parquet row groups into mergeable column summaries in bounded memory, stores "
+        "each whole day's summary beside the log and reuses it (scores within the bounds in "
+        "docs/monitoring.md, no HTML report) (DRIFTLOOP_DRIFT_ENGINE).")
+    summary_memory_mib: int = Field(
+        256, ge=16, description="The summary engine's working memory for one record batch, "
+        "in MiB: it sets the rows per batch (DRIFTLOOP_SUMMARY_MEMORY_MIB).")
