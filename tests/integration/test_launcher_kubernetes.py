@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from controller.launch_fetch import main as fetch_main
-from controller.launch_kubernetes import JobOverrides, KubernetesJobLauncher, api_client
+from controller.launch_kubernetes import KubernetesJobLauncher, api_client
 from controller.launch_names import job_name, selector
 from controller.launcher import LaunchError, LaunchRequest, LaunchUnavailable, train_args
 from controller.parts import make_launcher
@@ -348,7 +348,7 @@ def test_an_unreachable_api_is_retryable(tmp_path: Path) -> None:
 
 
 def test_incomplete_settings_are_one_line_usage_errors(tmp_path: Path) -> None:
-    base = {"home": tmp_path, "controller_launcher": "kubernetes"}
+    base: dict[str, Any] = {"home": tmp_path, "controller_launcher": "kubernetes"}
     config = kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")
     with pytest.raises(UsageError, match="KUBERNETES_IMAGE") as no_image:
         make_launcher(ControllerSettings(**base, controller_kubernetes_kubeconfig=config),
