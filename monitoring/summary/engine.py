@@ -76,12 +76,12 @@ class SummaryEngine:
     """Windows of one model version as summaries, streamed in bounded memory."""
 
     def __init__(self, store: LogStore, reference: Reference, *, memory_mib: int = 256,
-                 reference_summary: ReferenceSummary | None = None, persist: bool = True) -> None:
+                 reference_summary: ReferenceSummary | None = None, use_store: bool = True) -> None:
         self.store = store
         self.reference = reference
         self.ref = reference_summary or ReferenceSummary.of(reference)
         self.fingerprint = self.ref.fingerprint()
-        self.persist = persist
+        self.use_store = use_store  # read and write stored day summaries
         features = reference.spec.features.all
         self.columns = [*features, SCORE_COLUMN]
         self.batch_rows = batch_rows(memory_mib, len(self.columns) + 2)
@@ -192,7 +192,7 @@ class SummaryEngine:
             try:
                 files = self._effective(directory)
                 stored = self._stored_path(model, version, day)
-                if whole and files:
+                if whole and files and self.use_store:
                     cached = self._load(stored, files)
                     if cached is not None:
                         self.stats.partitions_reused += 1
@@ -202,7 +202,7 @@ class SummaryEngine:
             except _Vanished:
                 continue  # a compaction replaced what was listed: list again
             self.stats.partitions_summarised += 1
-            if whole and files and self.persist:
+            if whole and files and self.use_store:
                 try:
                     self._save(stored, files, summary)
                 except OSError as exc:  # a read-only store still gets its verdict

@@ -1,0 +1,196 @@
+"""The summary engine (issue 18) against the exact path, on the prediction log's layout.
+
+A log of ``--days`` day partitions of ``--rows-per-day`` rows x 25 features (the drift
+benchmark's columns, 20 numerical and 5 categorical; the last days shifted), 4 Parquet files
+a day. Each run is a fresh process timed with its peak memory (GNU time):
+
+1. the summary engine over 1 day and over every day (nothing stored: a full summarisation),
+   so memory can be compared between a 1x and a ``--days``x window;
+2. the exact path (``reader.window`` + ``check_frames``) on the 1-day window, and on the
+   whole window when ``--exact-days`` allows;
+3. incremental: a 7-day window summarised and stored, then the next day's 7-day window
+   (6 days reused, 1 new) against the same window summarised from raw rows.
+
+Verdicts of both engines are compared column by column where both ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.bench_drift import CATEGORICAL, NUMERICAL, _features
+from bench.common import machine, measure, write_section
+
+MODEL = "bench-summary"
+DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+RUN = '''
+import json, sys, time
+from datetime import datetime
+import numpy as np, pandas as pd
+started = time.perf_counter()
+from kernel.spec import parse_spec
+from monitoring.check import Reference, check_frames
+work, engine, since, until, persist = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
+since, until = datetime.fromisoformat(since), datetime.fromisoformat(until)
+spec = parse_spec(json.loads(open(work + "/spec.json").read()))
+reference = Reference(spec, pd.read_parquet(work + "/reference.parquet"),
+                      np.load(work + "/scores.npy"), {"roc_auc": 0.8})
+stats = {}
+if engine == "summary":
+    from monitoring.predlog import LogStore
+    from monitoring.summary.engine import SummaryEngine
+    from monitoring.summary.window import check_summary
+    eng = SummaryEngine(LogStore(work + "/log"), reference, use_store=persist)
+    window = eng.window(spec.model_name, 1, since, until)
+    labelled, perf = eng.labelled(spec.model_name, 1, since, until)
+    verdict = check_summary(reference, eng.ref, window, version=1, window_start=since,
+                            window_end=until, labelled_rows=labelled, performance=perf)
+    stats = {"rows_read": eng.stats.rows_read, "reused": eng.stats.partitions_reused,
+             "summarised": eng.stats.partitions_summarised}
+else:
+    from monitoring.predlog import open_log
+    _, reader = open_log(work + "/log")
+    current = reader.window(spec.model_name, since, until, version=1,
+                            columns=[*spec.features.all, "score"],
+                            categorical=spec.features.categorical)
+    verdict = check_frames(reference, current, version=1, window_start=since, window_end=until)
+print(json.dumps({"seconds": time.perf_counter() - started, "rows": verdict.rows,
+                  "status": verdict.status, "stats": stats,
+                  "columns": [[c.column, c.method, c.score, c.drifted] for c in verdict.columns]}))
+'''
+
+
+def _write_log(work: Path, days: int, rows_per_day: int, shifted_from: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for day in range(days):
+        start = DAY0 + timedelta(days=day)
+        out = work / "log" / "predictions" / f"model={MODEL}" / f"date={start.date()}"
+        out.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(1000 + day)
+        for part, n in enumerate(np.diff(np.linspace(0, rows_per_day, 5).astype(int))):
+            frame = _features(rng, int(n), shift=day >= shifted_from)
+            low = part * 86_400 / 4
+            ts = pd.Timestamp(start) + pd.to_timedelta(
+                np.sort(rng.uniform(low, low + 86_399 / 4, n)), "s")
+            head = pd.DataFrame({"ts": ts.astype("datetime64[us, UTC]"),
+                                 "request_id": [f"d{day}p{part}r{i}" for i in range(n)],
+                                 "model_name": MODEL, "model_version": np.int64(1),
+                                 "score": rng.uniform(0, 1, n)})
+            table = pa.Table.from_pandas(pd.concat([head, frame], axis=1), preserve_index=False)
+            pq.write_table(table, out / f"part-{int(start.timestamp() * 1000) + part}-1-"
+                           f"{part:08x}.parquet", row_group_size=256 * 1024)
+
+
+def _run(work: Path, engine: str, first_day: int, days: int, persist: bool) -> dict:
+    since = DAY0 + timedelta(days=first_day)
+    until = since + timedelta(days=days)
+    run = measure([sys.executable, "-c", RUN, str(work), engine, since.isoformat(),
+                   until.isoformat(), "1" if persist else "0"])
+    assert run.returncode == 0, run.output
+    out = json.loads(next(line for line in run.output.splitlines() if line.startswith("{")))
+    out["wall"], out["peak_mib"] = run.seconds, run.peak_rss_mib
+    return out
+
+
+def _same(a: dict, b: dict) -> str:
+    same = [x[:2] + x[3:] for x in a["columns"]] == [x[:2] + x[3:] for x in b["columns"]]
+    worst = max(abs(x[2] - y[2]) for x, y in zip(a["columns"], b["columns"], strict=True))
+    return f"{'yes' if same else 'NO'} (largest score difference {worst:.1e})"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench_summary", description=__doc__)
+    parser.add_argument("--rows-per-day", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=10)
+    parser.add_argument("--exact-days", type=int, default=1,
+                        help="largest window (days) the exact path is run on")
+    parser.add_argument("--print-only", action="store_true",
+                        help="print the section instead of writing docs/bench/summary.md")
+    args = parser.parse_args(argv)
+    if args.days < 8:
+        parser.error("--days must be at least 8 (the incremental run needs a 7-day window "
+                     "and its next day)")
+    spec = {"model_name": MODEL, "target": "y", "timestamp_column": "ts",
+            "features": {"numerical": NUMERICAL, "categorical": CATEGORICAL},
+            "metric": "roc_auc", "drift": {"drift_share": 0.3, "min_rows": 200}}
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "spec.json").write_text(json.dumps(spec))
+        rng = np.random.default_rng(0)
+        _features(rng, 48_000, shift=False).to_parquet(work / "reference.parquet", index=False)
+        np.save(work / "scores.npy", rng.uniform(0, 1, 12_000))
+        _write_log(work, args.days, args.rows_per_day, shifted_from=args.days - 3)
+        one = _run(work, "summary", args.days - 1, 1, persist=False)
+        whole = _run(work, "summary", 0, args.days, persist=False)
+        exact_one = _run(work, "exact", args.days - 1, 1, persist=False)
+        exact_days = min(args.exact_days, args.days)
+        exact_whole = (_run(work, "exact", args.days - exact_days, exact_days, persist=False)
+                       if exact_days > 1 else None)
+        _run(work, "summary", 0, 7, persist=True)            # stores days 0-6
+        incremental = _run(work, "summary", 1, 7, persist=True)  # days 1-7: day 7 is new
+        full = _run(work, "summary", 1, 7, persist=False)
+        load_after = os.getloadavg()[0]
+    rows = f"{args.rows_per_day:,}"
+    lines = [
+        f"| summary engine, 1 day ({one['rows']:,} rows) | {one['wall']:.1f} s | "
+        f"{one['peak_mib']:,.0f} MiB |",
+        f"| summary engine, {args.days} days ({whole['rows']:,} rows) | {whole['wall']:.1f} s | "
+        f"{whole['peak_mib']:,.0f} MiB |",
+        f"| exact path, 1 day ({exact_one['rows']:,} rows) | {exact_one['wall']:.1f} s | "
+        f"{exact_one['peak_mib']:,.0f} MiB |",
+    ]
+    if exact_whole is not None:
+        lines.append(f"| exact path, {exact_days} days ({exact_whole['rows']:,} rows) | "
+                     f"{exact_whole['wall']:.1f} s | {exact_whole['peak_mib']:,.0f} MiB |")
+    lines += [
+        f"| next day's 7-day check, 6 stored days reused ({incremental['stats']['rows_read']:,} "
+        f"rows read) | {incremental['wall']:.1f} s | {incremental['peak_mib']:,.0f} MiB |",
+        f"| the same 7-day window from raw rows ({full['stats']['rows_read']:,} rows read) | "
+        f"{full['wall']:.1f} s | {full['peak_mib']:,.0f} MiB |",
+    ]
+    table = "\n".join(lines)
+    command = (f"python -m bench --only summary  # rows-per-day={args.rows_per_day} "
+               f"days={args.days} exact-days={args.exact_days}")
+    text = f"""## Summary engine (issue 18)
+
+`{command}` on {machine()}.
+
+{args.days} day partitions of {rows} rows x 25 features (20 numerical, 5 categorical; the
+last 3 days shifted), 4 Parquet files a day; reference 48,000 rows. Each row of the table is
+a fresh process (imports included, no registry, no report) timed with GNU time's peak
+resident memory. Load average (1 min) of the machine: {load_before:.2f} before,
+{load_after:.2f} after.
+
+| run | wall time | peak memory |
+|---|---:|---:|
+{table}
+
+- Memory of the summary engine, {args.days}-day window over 1-day window:
+  {whole['peak_mib'] / one['peak_mib']:.2f}x (rows {whole['rows'] / max(one['rows'], 1):.0f}x).
+- Incremental next day against a full recomputation of the same window:
+  {full['wall'] / incremental['wall']:.1f}x faster.
+- 1-day verdicts, summary engine vs exact path: same methods and drift flags
+  {_same(one, exact_one)}.
+"""
+    if args.print_only:
+        print(text)
+    else:
+        print(write_section("summary", text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
