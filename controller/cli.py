@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 Model = Annotated[str | None, typer.Option(help="Registered model (default: the only one "
                                            "the controller manages).")]
 Reason = Annotated[str, typer.Option(help="Why: kept in the audit trail.")]
-Actor = Annotated[str | None, typer.Option(help="Who you are, kept in the audit trail and shown "
-                                           "as the decision run's user (default: $USER).")]
+Actor = Annotated[str | None, typer.Option(
+    help="Who you are, kept in the audit trail and shown as the decision run's user (default: "
+    "$DRIFTLOOP_ACTOR, else your login name). With a per-person token "
+    "(DRIFTLOOP_CONTROLLER_TOKENS) the controller records the token's name.")]
 
 
 class ControllerUnreachable(DriftloopError):
@@ -36,7 +38,7 @@ class ControllerUnreachable(DriftloopError):
 def _actor(actor: str | None) -> str:
     if actor:
         return actor
-    with_env = os.environ.get("USER") or os.environ.get("LOGNAME")
+    with_env = os.environ.get("DRIFTLOOP_ACTOR") or os.environ.get("USER") or os.environ.get("LOGNAME")
     if with_env:
         return with_env
     try:
@@ -76,8 +78,12 @@ def controller(
     if not settings.spec_paths():
         raise UsageError("no models to manage: set DRIFTLOOP_CONTROLLER_SPECS or pass --spec")
     check_startup(settings)  # a bad spec or launcher: one line and exit 2, not a traceback
-    if not settings.controller_token:
-        echo("warning: DRIFTLOOP_CONTROLLER_TOKEN is not set: every mutating endpoint answers 401")
+    from controller.deps import load_tokens
+
+    people = load_tokens(settings)  # a bad pair or file: one line, exit 2 (never the token)
+    if not settings.controller_token and not people:
+        echo("warning: neither DRIFTLOOP_CONTROLLER_TOKEN nor DRIFTLOOP_CONTROLLER_TOKENS is "
+             "set: every mutating endpoint answers 401")
     uvicorn.run(create_app(settings), host=host or settings.controller_host,
                 port=port or settings.controller_port, log_level="warning", http=HTTP_PROTOCOL)
 

@@ -39,6 +39,12 @@ DESCRIPTION_MARK: Final = "\n\n---\n**Latest decision**"
 def roles(r: DecisionRecord) -> dict[int, str]:
     """Each version a decision judged, and what the decision made of it."""
     out: dict[int, str] = {}
+    if r.kind == "foreign":
+        if r.champion_version is not None:
+            out[r.champion_version] = f"left_{r.alias}_outside_driftloop"
+        if r.new_champion_version is not None:
+            out[r.new_champion_version] = f"{r.alias}_outside_driftloop"
+        return out
     rollback = r.kind in ("rollback", "manual_rollback")
     first, second = r.champion_version, r.challenger_version
     if rollback:
@@ -163,9 +169,13 @@ class _Replay:
             self.current[alias] = to
         self.moves.append(AliasMove(at, alias, before, to, **how))
 
-    def bootstrap(self, version: int) -> None:
+    def bootstrap(self, version: int, by: datetime | None = None) -> None:
+        """The first champion, set when its version was made (not after ``by``)."""
         first = self.by_version.get(version)
-        self.move(first.created_at if first is not None else None, ALIAS_CHAMPION, version,
+        at = first.created_at if first is not None else None
+        if by is not None and (at is None or at > by):
+            at = by
+        self.move(at, ALIAS_CHAMPION, version,
                   actor="driftloop train", kind="bootstrap", outcome="set",
                   decision=f"{self.name} v{version} -> champion (bootstrap)",
                   why="first champion (train --alias champion); no decision recorded")
@@ -181,6 +191,13 @@ class _Replay:
                "run_id": r.run_id, "numbers": _numbers(r), "decision": decision_title(r),
                "said": numbers(r, title=True),
                "why": (r.reasons[-1] if r.reasons else "")[:500]}
+        if r.kind == "foreign":                  # recorded by the controller: time known
+            if r.alias == ALIAS_CHAMPION and not self.seen(ALIAS_CHAMPION) \
+                    and r.champion_version is not None:
+                self.bootstrap(r.champion_version, by=r.decided_at)
+            if r.alias:
+                self.move(r.decided_at, r.alias, r.new_champion_version, **how)
+            return
         if ALIAS_CHAMPION not in self.current and r.champion_version is not None \
                 and not any(m.alias == ALIAS_CHAMPION for m in self.moves):
             self.bootstrap(r.champion_version)
@@ -188,25 +205,39 @@ class _Replay:
             self.move(r.decided_at, ALIAS_CHAMPION, r.new_champion_version, **how)
             if r.champion_version is not None:
                 self.move(r.decided_at, ALIAS_PREVIOUS, r.champion_version, **how)
-        if r.kind == "gate" and r.challenger_version is not None \
+        # the shell drops @challenger when it promotes it (any kind) or rejects it (the gate)
+        if r.challenger_version is not None \
                 and self.current.get(ALIAS_CHALLENGER) == r.challenger_version \
-                and r.outcome in ("promoted", "rejected"):
+                and (r.outcome == "promoted" or (r.kind == "gate" and r.outcome in (
+                    "rejected", "no_change"))):
             self.move(r.decided_at, ALIAS_CHALLENGER, None, **how)
+
+    def seen(self, alias: str) -> bool:
+        return any(m.alias == alias for m in self.moves)
+
+    def unexplained(self, now: dict[str, int], first: int | None = None,
+                    ) -> list[tuple[str, int | None, int | None]]:
+        """(alias, replayed, actual) for each alias the records do not put where it is. With
+        no record of a champion, ``first`` (default: the current one) was set before any
+        record (``train --alias champion``): not a move made outside."""
+        first = now.get(ALIAS_CHAMPION) if first is None else first
+        if not self.seen(ALIAS_CHAMPION) and first is not None:
+            self.bootstrap(first)
+        return [(alias, self.current.get(alias), now.get(alias))
+                for alias in sorted(set(now) | set(self.current))
+                if now.get(alias) != self.current.get(alias)]
 
     def reconcile(self, now: dict[str, int]) -> None:
         """Moves the records do not explain: the first champion, moves made outside."""
-        if not self.moves and ALIAS_CHAMPION in now:
-            self.bootstrap(now[ALIAS_CHAMPION])
-        for alias in sorted(set(now) | set(self.current)):
-            if now.get(alias) != self.current.get(alias):
-                self.move(None, alias, now.get(alias), actor="unknown", kind="foreign",
-                          outcome="moved", decision=f"{self.name}@{alias} moved outside driftloop",
-                          why="moved outside driftloop (time unknown: seen when the history "
-                          "was read)")
+        for alias, _, actual in self.unexplained(now):
+            self.move(None, alias, actual, actor="unknown", kind="foreign",
+                      outcome="moved", decision=f"{self.name}@{alias} moved outside driftloop",
+                      why="moved outside driftloop (time unknown: seen when the history "
+                      "was read)")
 
 
-def rebuild(registry: ModelRegistry, name: str) -> list[AliasMove]:
-    """Every alias move of ``name``, oldest first (moves of unknown time last)."""
+def replay(registry: ModelRegistry, name: str) -> _Replay:
+    """The aliases as the registry's records move them (before comparing with the aliases)."""
     versions = registry.find_versions(name, {})
     events: list[tuple[datetime, int, Any]] = []
     for info in versions:
@@ -214,15 +245,21 @@ def rebuild(registry: ModelRegistry, name: str) -> list[AliasMove]:
             events.append((info.created_at, 0, info))      # a retrain's version: @challenger
     events += [(r.decided_at, 1, r) for r in decisions(registry, name, versions)]
     events.sort(key=lambda e: (e[0], e[1]))
-    replay = _Replay(name, {v.version: v for v in versions})
+    replayed = _Replay(name, {v.version: v for v in versions})
     for at, _, item in events:
         if isinstance(item, VersionInfo):
-            replay.trained(at, item)
+            replayed.trained(at, item)
         else:
-            replay.decided(item)
-    replay.reconcile(registry.aliases(name))
+            replayed.decided(item)
+    return replayed
+
+
+def rebuild(registry: ModelRegistry, name: str) -> list[AliasMove]:
+    """Every alias move of ``name``, oldest first (moves of unknown time last)."""
+    replayed = replay(registry, name)
+    replayed.reconcile(registry.aliases(name))
     never = datetime.min.replace(tzinfo=UTC)
-    return sorted(replay.moves, key=lambda m: (m.at is None, m.at or never))  # stable
+    return sorted(replayed.moves, key=lambda m: (m.at is None, m.at or never))  # stable
 
 
 def champion_at(moves: list[AliasMove], at: datetime) -> int | None:

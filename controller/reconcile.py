@@ -28,6 +28,7 @@ from pathlib import Path
 from controller.codec import state_from_json, state_to_json
 from controller.core import decide, trigger_outcome
 from controller.evidence import Evaluator
+from controller.foreign import ForeignMoves
 from controller.history import record_on_versions
 from controller.launcher import Launcher, LaunchError, LaunchRequest
 from controller.machine import (
@@ -139,6 +140,7 @@ class Controller:
         self._last_labels_check: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self.errors = 0
+        self.foreign = ForeignMoves(registry, clock)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -194,7 +196,7 @@ class Controller:
                                                 now=now_wall):
                     continue
                 try:
-                    self.step(model)
+                    self.notice_foreign(self.step(model))
                 except StaleState:
                     log.warning("state of %s changed under us; next pass", model)
                 except RetryableError as exc:
@@ -204,6 +206,18 @@ class Controller:
                     self.errors += 1
                     log.exception("%s: permanent error; its cycle ends failed", model)
                     self._step_failed(model, exc)
+
+    def notice_foreign(self, state: ModelState) -> None:
+        """Record alias moves made outside driftloop (controller/foreign.py), once; skipped
+        while a decision is under way. A failure here is logged: it never fails a cycle."""
+        try:
+            self.foreign.check(state.model,
+                               busy=state.phase == "deciding" or state.override is not None)
+        except RetryableError as exc:
+            log.warning("%s: foreign alias moves not checked: %s", state.model, exc)
+        except Exception:
+            self.errors += 1
+            log.exception("%s: foreign alias moves not checked", state.model)
 
     def _step_failed(self, model: str, exc: Exception) -> None:
         """Feed a permanent error to the decision core as ``StepFailed`` and carry out what it

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller import compat
+from controller import compat, webhooks
 from controller.bodies import (
     ErrorAnswer,
     HealthAnswer,
@@ -33,12 +33,18 @@ from controller.bodies import (
     validate,
 )
 from controller.deps import (
+    Authorized,
+    Caller,
     ControllerDep,
+    DeliveriesDep,
     ManualWaitDep,
     MetricsDep,
     PartsDep,
     RawBody,
     RegistryDep,
+    SettingsDep,
+    SignedBody,
+    actor_of,
 )
 from controller.evidence import ModelCache
 from controller.intake import (
@@ -53,7 +59,15 @@ from controller.metrics import ControllerMetrics
 from controller.parts import Parts
 from controller.store import Store
 from monitoring.verdict import Verdict
-from registry import ALIAS_CHAMPION, ALIAS_PREVIOUS, ModelRegistry, RegistryError, VersionNotFound
+from registry import (
+    ALIAS_CHALLENGER,
+    ALIAS_CHAMPION,
+    ALIAS_PREVIOUS,
+    ModelRegistry,
+    RegistryError,
+    VersionNotFound,
+)
+from registry.port import version_label
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -75,6 +89,8 @@ MANUAL: dict[int | str, dict[str, Any]] = {
     200: {"model": ManualAnswer, "description": "Taken by the controller."},
     202: {"model": ManualAnswer, "description": "Accepted, not taken yet."},
     400: _error("Several models are managed: say which."),
+    403: _error("The body's actor names another configured identity (only its own token "
+                "acts as it)."),
     404: _error("The model is not managed here, or the version does not exist."),
     422: {"model": ValidationAnswer, "description": "The body does not validate."},
     503: _error("The registry could not be asked: retry later."), **REFUSED}
@@ -212,12 +228,22 @@ async def wait_for(store: Store, trigger_id: int, seconds: float) -> dict[str, A
             "cycle_id": row.cycle_id}
 
 
+def who(caller: Caller, body: RetrainRequest) -> tuple[str, str]:
+    """The actor the override records and its reason (controller.deps.actor_of has the rule);
+    a per-person token's body naming someone else (no token of their own) is noted."""
+    asked = body.actor if "actor" in body.model_fields_set else None
+    actor = actor_of(caller, asked)
+    note = f" [sent as actor {asked!r}]" if asked is not None and asked != actor else ""
+    return actor, body.reason + note
+
+
 async def manual(p: Parts, wait: float, *, model: str, action: str, body: RetrainRequest,
-                 version: int | None = None) -> JSONResponse:
+                 caller: Caller, version: int | None = None) -> JSONResponse:
     """Record the command, wake the loop, answer with what it did (202 while pending)."""
+    actor, reason = who(caller, body)
     trigger_id = await run_in_threadpool(
         lambda: p.store.add_trigger(model=model, source="manual", action=action,
-                                    reason=body.reason, actor=body.actor, version=version,
+                                    reason=reason, actor=actor, version=version,
                                     now=datetime.now(UTC)))
     assert trigger_id is not None
     p.controller.wake.set()
@@ -228,22 +254,24 @@ async def manual(p: Parts, wait: float, *, model: str, action: str, body: Retrai
 
 @overrides.post("/retrain", response_model=None, responses=MANUAL,
                 openapi_extra=request_body(RetrainRequest))
-async def retrain(raw: RawBody, p: PartsDep, wait: ManualWaitDep) -> JSONResponse:
+async def retrain(raw: RawBody, p: PartsDep, wait: ManualWaitDep,
+                  caller: Authorized) -> JSONResponse:
     """Emergency manual retrain: skips the cooldown, never two at once, still gated."""
     body = validate(RetrainRequest, raw)
     model = pick_model(p.controller.models, body.model)
-    return await manual(p, wait, model=model, action="retrain", body=body)
+    return await manual(p, wait, model=model, action="retrain", body=body, caller=caller)
 
 
 @overrides.post("/promote", response_model=None, responses=OVERRIDE,
                 openapi_extra=request_body(PromoteRequest))
 async def promote(raw: RawBody, p: PartsDep, registry: RegistryDep,
-                  wait: ManualWaitDep) -> JSONResponse:
+                  wait: ManualWaitDep, caller: Authorized) -> JSONResponse:
     """Audited override: point @champion at ``version`` (the old one kept as @previous).
     A version that would refuse requests the champion accepts is refused (409, the changes
     named) unless ``allow_schema_change`` names every change; the decision's reason then
     records them."""
     body = validate(PromoteRequest, raw)
+    who(caller, body)                           # 403 before anything is asked
     model = pick_model(p.controller.models, body.model)
     champion = await check_promote(registry, model, body.version)
     note = await check_schema(p.controller.evaluator.cache, model, champion, body.version,
@@ -251,18 +279,67 @@ async def promote(raw: RawBody, p: PartsDep, registry: RegistryDep,
     if note:
         body = body.model_copy(update={"reason": body.reason + note})
     return await manual(p, wait, model=model, action="promote", body=body,
-                        version=body.version)
+                        caller=caller, version=body.version)
 
 
 @overrides.post("/rollback", response_model=None, responses=OVERRIDE,
                 openapi_extra=request_body(RollbackRequest))
 async def rollback(raw: RawBody, p: PartsDep, registry: RegistryDep,
-                   wait: ManualWaitDep) -> JSONResponse:
+                   wait: ManualWaitDep, caller: Authorized) -> JSONResponse:
     """Audited override: point @champion back at @previous."""
     body = validate(RollbackRequest, raw)
     model = pick_model(p.controller.models, body.model)
     await check_rollback(registry, model)
-    return await manual(p, wait, model=model, action="rollback", body=body)
+    return await manual(p, wait, model=model, action="rollback", body=body, caller=caller)
+
+
+WEBHOOK: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Verified: recorded, a repeat (``duplicate``) or not read "
+          "(``ignored``).", "content": {"application/json": {"schema": {"type": "object"}}}},
+    400: _error("A missing or malformed header or body, with the reason."),
+    401: _error("No DRIFTLOOP_CONTROLLER_MLFLOW_WEBHOOK_SECRET, a wrong signature or a stale "
+                "X-MLflow-Timestamp."),
+    408: REFUSED[408], 413: REFUSED[413]}
+
+
+@intake.post("/webhooks/mlflow", response_model=None, responses=WEBHOOK,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"type": "object"}}}}})
+async def mlflow_webhook(request: Request, body: SignedBody, p: PartsDep,
+                         settings: SettingsDep, seen: DeliveriesDep,
+                         background: BackgroundTasks) -> JSONResponse:
+    """An MLflow registry webhook (``model_version_alias.created`` / ``.deleted``), HMAC-signed
+    with DRIFTLOOP_CONTROLLER_MLFLOW_WEBHOOK_SECRET: the move is checked against driftloop's
+    records on the next reconcile pass (a foreign one is recorded once), and serving is told
+    to reload at once when @champion or @challenger moved."""
+    now = datetime.now(UTC)
+    tolerance = settings.controller_mlflow_webhook_tolerance_seconds
+    try:
+        delivery_id, at = webhooks.verify(dict(request.headers), body,
+                                          secret=settings.controller_mlflow_webhook_secret,
+                                          now=now, tolerance=tolerance)
+        event = webhooks.parse(body, delivery_id, at)
+    except webhooks.WebhookRefused as exc:
+        p.metrics.triggers.labels(source="mlflow", outcome="invalid").inc()
+        raise HTTPException(exc.status, str(exc)) from None
+    if not seen.first_time(delivery_id, now.timestamp(), 2 * tolerance):
+        p.metrics.triggers.labels(source="mlflow", outcome="duplicate").inc()
+        return JSONResponse({"status": "duplicate", "delivery_id": delivery_id})
+    if event is None or event.model not in p.controller.models:
+        p.metrics.triggers.labels(source="mlflow", outcome="ignored").inc()
+        return JSONResponse({"status": "ignored", "delivery_id": delivery_id})
+    p.controller.foreign.reported(event)
+    p.controller.wake.set()
+    reloader = p.controller.reloader
+    reload = event.alias in (ALIAS_CHAMPION, ALIAS_CHALLENGER) and reloader is not None \
+        and bool(reloader.url)
+    if reload and reloader is not None:
+        background.add_task(run_in_threadpool, reloader.reload)
+    p.metrics.triggers.labels(source="mlflow", outcome="accepted").inc()
+    log.info("MLflow webhook %s: %s@%s -> %s", delivery_id, event.model, event.alias,
+             version_label(event.version))
+    return JSONResponse({"status": "accepted", "delivery_id": delivery_id,
+                         "serving_reload": reload})
 
 
 @reads.get("/status", response_model=None,

@@ -90,6 +90,19 @@ class ControllerSettings(CommonSettings, ControllerPolicy):
 
     controller_token: str | None = Field(None, description="Bearer token for mutating endpoints "
                                          "(DRIFTLOOP_CONTROLLER_TOKEN); unset: they all answer 401.")
+    controller_tokens: str | None = Field(
+        None, description="Per-person or per-system bearer tokens as name:token pairs, "
+        "comma-separated (alice:tok1,ci-bot:tok2): the name is the actor recorded on the "
+        "overrides that token makes (docs/controller.md, Who is recorded).")
+    controller_tokens_file: Path | None = Field(
+        None, description="File of name:token lines (# comments allowed), read at start-up; "
+        "adds to DRIFTLOOP_CONTROLLER_TOKENS.")
+    controller_mlflow_webhook_secret: str | None = Field(
+        None, description="Secret of the MLflow registry webhook that posts to /webhooks/mlflow "
+        "(HMAC-SHA256); unset: every delivery is refused (401).")
+    controller_mlflow_webhook_tolerance_seconds: float = Field(
+        300, gt=0, description="An MLflow webhook delivery whose X-MLflow-Timestamp is further "
+        "than this from the controller's clock is refused as stale (401).")
     controller_host: str = Field("127.0.0.1", description="Address the controller listens on.")
     controller_port: int = Field(8001, description="Port the controller listens on.")
     controller_url: str = Field("http://127.0.0.1:8001",

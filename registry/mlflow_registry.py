@@ -419,7 +419,7 @@ def _decision_numbers(r: DecisionRecord) -> dict[str, float]:
 def _decision_params(r: DecisionRecord) -> dict[str, str]:
     """The params of a decision run, the same keys for every kind; unknown ones omitted."""
     params = {"model": r.model, "kind": r.kind, "outcome": r.outcome, "metric": r.metric,
-              "evidence": r.evidence, "margin": r.margin, "actor": r.actor,
+              "evidence": r.evidence, "margin": r.margin, "actor": r.actor, "alias": r.alias,
               "champion_version": r.champion_version,
               "challenger_version": r.challenger_version,
               "new_champion_version": r.new_champion_version}
@@ -465,6 +465,8 @@ def _decision_note(r: DecisionRecord, tags: Mapping[str, str]) -> str:
     lines = [f"**{r.title}**", "",
              f"- {r.kind}: **{r.outcome}**, cycle `{r.cycle_id}`, by **{r.actor}**, "
              f"at {r.decided_at.isoformat()}",
+             f"- @{r.alias} before: {link(r.champion_version)}; after: "
+             f"{link(r.new_champion_version)}" if r.kind == "foreign" else
              f"- champion before: {link(r.champion_version)}; "
              f"{'restored' if rollback else 'challenger'}: {link(r.challenger_version)}; "
              f"champion after: {link(r.new_champion_version)}"]

@@ -112,8 +112,8 @@ class DecisionRecord:
     """One promotion-gate decision, rollback or manual override, as the audit trail keeps it."""
 
     model: str
-    kind: str                        # gate | rollback | manual_promote | manual_rollback
-    outcome: str                     # promoted | rejected | rolled_back | failed
+    kind: str                        # gate | rollback | manual_promote | manual_rollback | foreign
+    outcome: str                     # promoted | rejected | rolled_back | failed | moved
     cycle_id: str
     decided_at: datetime
     champion_version: int | None = None
@@ -135,6 +135,9 @@ class DecisionRecord:
     #: more numbers logged as metrics, e.g. the realised metrics behind an automatic rollback
     extra: Mapping[str, float] = field(default_factory=dict)
     trigger_run_id: str | None = None  # the verdict run that triggered the cycle, when known
+    #: kind ``foreign`` (an alias moved outside driftloop): the alias; its version before is
+    #: ``champion_version`` and after ``new_champion_version`` (None: unset), whichever alias
+    alias: str | None = None
 
     @property
     def title(self) -> str:
@@ -171,6 +174,9 @@ def decision_title(r: DecisionRecord) -> str:
     """``churn v2 -> champion (promoted, +0.271)``, ``churn v2 rejected (-0.013)``,
     ``churn rolled back v2 -> v1``, ``churn training failed``."""
     m, v = r.model, version_label
+    if r.kind == "foreign":
+        return (f"{m}@{r.alias} {v(r.champion_version)} -> {v(r.new_champion_version)} "
+                "(moved outside driftloop)")
     by = f" (manual, by {r.actor})" if r.kind.startswith("manual") else ""
     diff = f", {signed(r.difference)}" if r.difference is not None else ""
     if r.kind in ("rollback", "manual_rollback"):
