@@ -193,7 +193,7 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
     token = settings.controller_token.get_secret_value() if settings.controller_token else None
     if post_to and not token:
         raise UsageError("--post-to needs DRIFTLOOP_CONTROLLER_TOKEN (the controller's token)")
-    if settings.drift_engine == "summary" and current_file is None:
+    if settings.drift_engine != "exact" and current_file is None:
         report = False  # the summary engine never holds the rows a report samples
     if renderer is not None and not report:
         renderer.close()
@@ -216,9 +216,9 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
             until = now
         if since is None and current_file is None:
             since = until - timedelta(hours=settings.window_hours)
-        if settings.drift_engine == "summary" and current_file is None:
+        if settings.drift_engine != "exact" and current_file is None:
             verdict = _summary_verdict(settings, reference, model, number, since, until, now)
-            progress("verdict %s from summaries", verdict.status)
+            progress("verdict %s from summaries (%s)", verdict.status, settings.drift_engine)
             directory = out_dir or settings.reports_dir / model
             stem = f"verdict-{model}-v{number}-{now.strftime('%Y%m%dT%H%M%SZ')}"
             report_path: Path | None = None
@@ -311,8 +311,8 @@ def _read_window(settings: MonitoringSettings, reference: Reference, model: str,
 def _summary_verdict(settings: MonitoringSettings, reference: Reference, model: str,
                      version: int, since: datetime | None, until: datetime,
                      now: datetime) -> Verdict:
-    """DRIFTLOOP_DRIFT_ENGINE=summary: the window as merged partition summaries
-    (monitoring/summary/engine.py), stored summaries reused."""
+    """DRIFTLOOP_DRIFT_ENGINE=summary or spark: the window as merged partition summaries
+    (monitoring/summary/engine.py, spark.py), stored summaries reused."""
     import pyarrow as pa
 
     from monitoring.predlog.reader import LogReadError
@@ -322,7 +322,8 @@ def _summary_verdict(settings: MonitoringSettings, reference: Reference, model: 
     uri = settings.resolved_log_uri
     try:
         verdict = summary_check(uri, reference, model=model, version=version, since=since,
-                                until=until, now=now, memory_mib=settings.summary_memory_mib)
+                                until=until, now=now, memory_mib=settings.summary_memory_mib,
+                                engine_name=settings.drift_engine)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise LogReadError(f"cannot read the prediction log at {uri}: {exc}") from None
     unmatched = _count_unmatched(settings, model, since, until)

@@ -32,12 +32,14 @@ class MonitoringSettings(CommonSettings):
     log_compact_after_seconds: float = Field(
         600.0, gt=0, description="`driftloop log compact` merges only flush files written more "
         "than this many seconds ago (files still being written are never touched).")
-    drift_engine: Literal["exact", "summary"] = Field(
+    drift_engine: Literal["exact", "summary", "spark"] = Field(
         "exact", description="How drift-check computes a prediction-log window: `exact` reads "
         "the window into memory (Evidently-identical scores, the HTML report); `summary` "
         "streams Parquet row groups into mergeable column summaries in bounded memory, stores "
         "each whole day's summary beside the log and reuses it (scores within the bounds in "
-        "docs/monitoring.md, no HTML report) (DRIFTLOOP_DRIFT_ENGINE).")
+        "docs/monitoring.md, no HTML report); `spark` computes the same day summaries as "
+        "Spark DataFrame aggregations (the `spark` extra; master and configuration from "
+        "spark-submit) (DRIFTLOOP_DRIFT_ENGINE).")
     summary_memory_mib: int = Field(
         256, ge=16, description="The summary engine's working memory for one record batch, "
         "in MiB: it sets the rows per batch (DRIFTLOOP_SUMMARY_MEMORY_MIB).")

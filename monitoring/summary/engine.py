@@ -263,17 +263,24 @@ class SummaryEngine:
 
 def summary_check(uri: str, reference: Reference, *, model: str, version: int,
                   since: datetime, until: datetime, now: datetime | None = None,
-                  memory_mib: int = 256) -> Verdict:
-    """One window's verdict on the summary engine (what ``DRIFTLOOP_DRIFT_ENGINE=summary``
-    runs): the window's summaries, stored ones reused, and its labelled rows."""
+                  memory_mib: int = 256, engine_name: str = "summary") -> Verdict:
+    """One window's verdict from summaries (``DRIFTLOOP_DRIFT_ENGINE=summary``, or ``spark``
+    for ``monitoring.summary.spark``): the window's summaries, stored ones reused, and its
+    labelled rows."""
     from monitoring.summary.window import check_summary
 
-    engine = SummaryEngine(LogStore(uri), reference, memory_mib=memory_mib)
+    engine: SummaryEngine
+    if engine_name == "spark":
+        from monitoring.summary.spark import SparkSummaryEngine
+
+        engine = SparkSummaryEngine(LogStore(uri), reference, memory_mib=memory_mib)
+    else:
+        engine = SummaryEngine(LogStore(uri), reference, memory_mib=memory_mib)
     window = engine.window(model, version, since, until)
     labelled, perf = engine.labelled(model, version, since, until)
     verdict = check_summary(reference, engine.ref, window, model=model, version=version,
                             window_start=since, window_end=until, now=now,
-                            labelled_rows=labelled, performance=perf)
+                            labelled_rows=labelled, performance=perf, engine=engine_name)
     log.info("summary engine: %d rows read from %d files, %d partitions summarised, %d reused, "
              "%d stored", engine.stats.rows_read, engine.stats.files_read,
              engine.stats.partitions_summarised, engine.stats.partitions_reused,
