@@ -22,7 +22,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.history import record_on_versions, replay
 from controller.webhooks import AliasEvent
@@ -41,6 +41,7 @@ class Found:
     before: int | None
     after: int | None
     reported: AliasEvent | None         # the webhook delivery that reported it, if one did
+    not_before: datetime | None = None  # the last recorded move (MLflow's time is in seconds)
 
 
 class ForeignMoves:
@@ -72,11 +73,13 @@ class ForeignMoves:
         # no record of a champion yet: the first one is the one seen first (at start-up: now)
         first = (before if before is not None else aliases).get(ALIAS_CHAMPION)
         found = []
-        for alias, was, after in replay(self.registry, model).unexplained(aliases, first):
+        replayed = replay(self.registry, model)
+        latest = max((m.at for m in replayed.moves if m.at is not None), default=None)
+        for alias, was, after in replayed.unexplained(aliases, first):
             if alias in WATCHED:
                 with self._lock:
                     event = self._reported.pop((model, alias), None)
-                found.append(Found(model, alias, was, after, event))
+                found.append(Found(model, alias, was, after, event, latest))
         for f in found:
             self._record(f)
         with self._lock:
@@ -89,7 +92,8 @@ class ForeignMoves:
         now = self.clock()
         e = f.reported
         if e is not None and e.version == f.after:
-            at, key = e.at, e.delivery_id
+            after_last = f.not_before + timedelta(milliseconds=1) if f.not_before else e.at
+            at, key = max(e.at, after_last), e.delivery_id
             how = (f"reported by an MLflow registry webhook (delivery {e.delivery_id}, "
                    f"sent {e.at.isoformat()}); MLflow does not say who moved it")
         else:
