@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from monitoring.job import run_drift_check
 from monitoring.predlog import LogStore
 from monitoring.summary.engine import SummaryEngine
 from monitoring.summary.window import check_summary
+from tests.integration.test_drift_check import DAY, world  # noqa: F401 (the fixture)
 from tests.integration.test_summary_engine import DAY0, MODEL, _exact, _reference, _same, _write_day
 
 pytest.importorskip("pyspark")
@@ -57,4 +59,17 @@ def test_spark_engine_gives_the_local_engines_summaries_and_the_exact_verdict(
                             labelled_rows=labelled, performance=perf, engine="spark")
     assert verdict.engine == "spark"
     exact = _exact(root, reference, since, until)
+    _same(verdict.model_copy(update={"engine": "summary"}), exact)
+
+
+def test_drift_check_with_the_spark_engine(spark, world) -> None:  # noqa: ANN001, F811
+    """`driftloop drift-check` as a function with DRIFTLOOP_DRIFT_ENGINE=spark: the session
+    it asks for is the running one (getOrCreate), the verdict the exact engine's."""
+    spec, registry, settings, v1, _ = world
+    until = DAY + timedelta(days=1)
+    exact = run_drift_check(settings, registry, model=spec.model_name, version=v1, since=DAY,
+                            until=until, report=False).verdict
+    verdict = run_drift_check(settings.model_copy(update={"drift_engine": "spark"}), registry,
+                              model=spec.model_name, version=v1, since=DAY, until=until).verdict
+    assert verdict.engine == "spark" and verdict.report_path is None
     _same(verdict.model_copy(update={"engine": "summary"}), exact)
