@@ -120,6 +120,17 @@ def test_champion_at_any_time_from_the_registry_alone(shell: dict) -> None:  # n
     assert (foreign.alias, foreign.from_version, foreign.to_version, foreign.at) == (
         "champion", v2, v3, None)
 
+    # the controller's own pass notices it (no webhook here) and records it once, timed
+    clock.now += timedelta(minutes=5)
+    c.reconcile_once()
+    c.reconcile_once()
+    t_noticed = clock()
+    (recorded,) = [m for m in rebuild(registry, "churn") if m.kind == "foreign"]
+    assert (recorded.from_version, recorded.to_version, recorded.at) == (v2, v3, t_noticed)
+    assert recorded.actor == "unknown (outside driftloop)" and "reconcile pass" in recorded.why
+    assert champion_at(rebuild(registry, "churn"), t_noticed) == v3
+    assert champion_at(rebuild(registry, "churn"), t_manual) == v2
+
 
 # -- the same records on real MLflow -------------------------------------------------------
 

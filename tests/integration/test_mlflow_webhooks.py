@@ -184,6 +184,7 @@ def test_a_foreign_move_in_mlflow_is_verified_recorded_and_reloads_serving(
     assert all(s[2] == f"Bearer {ADMIN}" for s in serving.seen)
 
     manual = next(d for d in registry.list_decisions(name) if d.kind == "manual_promote")
+    assert manual.run_id is not None and record.run_id is not None
     run = client.get_run(manual.run_id)
     assert run.data.tags["mlflow.user"] == "alice" and run.info.user_id == "alice"
     assert run.data.tags["driftloop.actor"] == "alice"
