@@ -11,6 +11,7 @@ with a recorded failure.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -61,7 +62,14 @@ from controller.machine import (
 )
 from controller.metrics import ControllerMetrics
 from controller.notify import Notifier, ServingReloader
-from controller.recent import history_of, write_retrain_rows
+from controller.recent import (
+    CHANGE_SOURCES,
+    Window,
+    change_start,
+    choose_window,
+    history_of,
+    write_retrain_rows,
+)
 from controller.schedule import last_fire
 from controller.settings import ControllerSettings
 from controller.store import StaleState, Store, TriggerRow
@@ -394,23 +402,40 @@ class Controller:
                 current = None
             return PromotionDone(cycle_id, "failed", current, (f"failed: {exc}",))
 
-    def _launch(self, a: LaunchTraining) -> Event:
+    def _window(self, a: LaunchTraining, spec: DatasetSpec, now: datetime) -> Window:
+        """The cycle's training window (controller/recent.py): the change the alarms on the
+        champion locate, for a drift- or degraded-triggered cycle under ``retrain.window auto``."""
+        change = None
+        if set(a.sources) & CHANGE_SOURCES and self.settings.controller_recent_days > 0:
+            champion = self.registry.aliases(a.model).get(ALIAS_CHAMPION)
+            lookback = timedelta(days=max(self.settings.controller_recent_days, 1.0))
+            change = change_start(self.store.triggers_of(a.model, limit=10_000), champion=champion,
+                                  before=now, lookback=lookback)
+        return choose_window(spec, a.sources, now=now, change=change,
+                             controller_days=self.settings.controller_retrain_window_days)
+
+    def _launch(self, a: LaunchTraining) -> Event | None:
         managed = self.models[a.model]
         spec = managed.spec
         s = self.settings
-        # Windows end at the cycle start, so a relaunch after a crash cuts the same holdout.
+        # Windows end at the cycle start, so a relaunch after a crash cuts the same holdout
+        # (a change window ends when its labels suffice: the relaunch is caught by _trained).
         now = a.started_at or self.clock()
-        since = None
-        if s.controller_retrain_window_days:
-            since = now - timedelta(days=s.controller_retrain_window_days)
+        window = self._window(a, spec, now)
+        since = window.since
         champion = None if spec.history else self.registry.get_alias(a.model, ALIAS_CHAMPION)
         history = history_of(spec, champion)  # no history: the champion's recorded sources
         if history.since is not None and (since is None or history.since > since):
             since = history.since
         # the holdout cut is taken inside the training window, so --until > --since
+        dest = s.home_dir / "controller" / "data" / f"{a.cycle_id}.parquet"
+        if window.kind == "change":  # waiting for labels: rows served since the change count too
+            now = self.clock()
         data = write_retrain_rows(self.reader, spec, now=now, days=s.controller_recent_days,
                                   holdout_fraction=s.controller_holdout_fraction, since=since,
-                                  dest=s.home_dir / "controller" / "data" / f"{a.cycle_id}.parquet")
+                                  labels_as_of=self.clock(), dest=dest)
+        if window.kind == "change" and data.labelled < spec.retrain.min_rows:
+            return self._wait_for_labels(a, spec, window, data.labelled)
         if data.note:
             log.warning("%s: %s", a.cycle_id, data.note)
         if self._trained(a.model, a.cycle_id) is not None:
@@ -423,6 +448,8 @@ class Controller:
             return TrainingFailed(a.cycle_id, "no training data: no history files "
                                   f"({history.note}) and the prediction log no recent "
                                   "labelled rows", False)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.with_suffix(".window.json").write_text(json.dumps(window.tags()))
         request = LaunchRequest(a.model, a.cycle_id, a.attempt, managed.spec_path, tuple(paths),
                                 reason=", ".join(a.sources) or "manual", since=since,
                                 until=data.holdout_from, recent_path=data.path)
@@ -432,10 +459,25 @@ class Controller:
             return TrainingFailed(a.cycle_id, f"launch failed: {exc}", True)
         except LaunchError as exc:
             return TrainingFailed(a.cycle_id, f"launch refused: {exc}", False)
-        log.info("%s attempt %d: %s (history: %s; %d recent rows)", a.cycle_id, a.attempt,
-                 detail, history.note, data.rows)
+        log.info("%s attempt %d: %s (history: %s; %d recent rows; %s)", a.cycle_id, a.attempt,
+                 detail, history.note, data.rows, window.reason)
         self._crash("launched")
         return TrainingLaunched(a.cycle_id, a.attempt, data.holdout_from)
+
+    def _wait_for_labels(self, a: LaunchTraining, spec: DatasetSpec, window: Window,
+                         labelled: int) -> Event | None:
+        """Too few labelled rows since the change: no event (the core asks again next tick)
+        until ``retrain.max_wait_hours`` after the cycle start, then the cycle fails."""
+        waited = self.clock() - (a.started_at or self.clock())
+        why = (f"{labelled} labelled rows since the change at "
+               f"{window.since.isoformat() if window.since else '?'} < retrain.min_rows "
+               f"{spec.retrain.min_rows}")
+        if waited >= timedelta(hours=spec.retrain.max_wait_hours):
+            return TrainingFailed(a.cycle_id, f"{why} after waiting "
+                                  f"{spec.retrain.max_wait_hours:g}h: not training on the old "
+                                  "world", False)
+        log.info("%s: waiting for labels: %s", a.cycle_id, why)
+        return None
 
     def _trained(self, model: str, cycle_id: str) -> int | None:
         found = self.registry.find_versions(model, {TAG + "cycle_id": cycle_id})
@@ -448,6 +490,9 @@ class Controller:
         if tags.get(TAG + "useless") == "true":
             return TrainingFailed(a.cycle_id, f"v{version} refused as challenger: "
                                   f"{tags.get(TAG + 'useless_reason', 'useless')}", False)
+        chosen = self.settings.home_dir / "controller" / "data" / f"{a.cycle_id}.window.json"
+        if TAG + "window" not in tags and chosen.is_file():  # the window the launch chose
+            self.registry.set_tags(a.model, version, json.loads(chosen.read_text()))
         return TrainingSucceeded(a.cycle_id, version)
 
     def _check_training(self, a: CheckTraining) -> Event | None:
@@ -600,7 +645,23 @@ class Controller:
             value = tags.get(f"{TAG}train_rows_{source}", "")
             if value.isdigit():
                 out[f"challenger_train_rows_{source}"] = float(value)
+        served = tags.get(f"{TAG}served_rows", "")
+        if served.isdigit():
+            out["challenger_served_rows"] = float(served)
         return out
+
+    def _window_reason(self, model: str, version: int | None) -> tuple[str, ...]:
+        """The challenger's training window and why (its version tags), for the decision."""
+        if version is None:
+            return ()
+        try:
+            tags = self.registry.get_version(model, version).tags
+        except VersionNotFound:
+            return ()
+        why = tags.get(f"{TAG}window_reason")
+        refit = "refit on every row of the window" if tags.get(f"{TAG}refit") == "true" else \
+            "served as validated (no refit)"
+        return (f"challenger v{version} training window: {why}; {refit}",) if why else ()
 
     def _record(self, a: RecordDecision) -> Event:
         spec = self.models[a.model].spec
@@ -609,14 +670,16 @@ class Controller:
         extra = {k: v for k, v in (("realised_metric", realised.get("champion_metric")),
                                    ("realised_baseline", realised.get("challenger_metric")))
                  if v is not None}
+        reasons = a.reasons
         if a.kind == "gate":
             extra.update(self._train_rows(a.model, a.challenger))
+            reasons = (*reasons, *self._window_reason(a.model, a.challenger))
         run_ids = [m.group(1) for t in a.triggers
                    if (m := re.search(r"\brun[ =]([0-9a-f]{32})\b", t))]
         record = DecisionRecord(
             model=a.model, kind=a.kind, outcome=a.outcome, cycle_id=a.cycle_id,
             decided_at=self.clock(), champion_version=a.champion, challenger_version=a.challenger,
-            new_champion_version=a.new_champion, triggers=a.triggers, reasons=a.reasons,
+            new_champion_version=a.new_champion, triggers=a.triggers, reasons=reasons,
             evidence=g.evidence if g is not None else "none", metric=spec.metric,
             n=g.n if g is not None else None,
             champion_metric=g.champion_metric if g else None,

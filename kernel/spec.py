@@ -76,6 +76,48 @@ class DriftSettings(_Strict):
     )
 
 
+def _window_days(value: Any) -> Any:
+    """``auto``, ``all``, a number of days, or ``"N days"`` / ``"Nd"``."""
+    if isinstance(value, str) and value.strip() not in ("auto", "all"):
+        text = value.strip().lower()
+        for unit in (" days", " day", "days", "day", "d"):
+            if text.endswith(unit):
+                text = text[: -len(unit)].strip()
+                break
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"window: expected auto, all or N days, got {value!r}") from None
+    return value
+
+
+class RetrainSettings(_Strict):
+    """How a retrain chooses its rows (docs/spec.md, "retrain")."""
+
+    window: Literal["auto", "all"] | float = Field(
+        "auto", description="auto: a drift- or degraded-triggered retrain trains on the rows "
+        "from the detected change onward (others keep the controller's window); all: every "
+        "row; N days: the last N days.")
+    min_rows: int = Field(3000, ge=1, description="With window auto after a change: fewer "
+                          "labelled rows since the change and the retrain waits for labels.")
+    max_wait_hours: float = Field(168.0, gt=0, description="How long a retrain waits for "
+                                  "min_rows labelled rows since the change before it fails.")
+    refit: bool = Field(True, description="After validation, refit the same estimator on "
+                        "every row of the window (validation slice included): what serves.")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _days(cls, value: Any) -> Any:
+        return _window_days(value)
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        if isinstance(value, float) and not value > 0:
+            raise ValueError(f"window: N days must be positive, got {value}")
+        return value
+
+
 class DatasetSpec(_Strict):
     """What a model is trained on and judged by."""
 
@@ -95,6 +137,7 @@ class DatasetSpec(_Strict):
         "driftloop train warns and the controller does not make it challenger.",
     )
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     history: list[str] = Field(
         default_factory=list,
         description="Training history (CSV/Parquet paths, relative to the spec file) used by retrains.",

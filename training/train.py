@@ -142,6 +142,15 @@ def fit(parts: Split, spec: DatasetSpec, *, seed: int = 0) -> Fitted:
     return Fitted(pipeline, time.perf_counter() - started)
 
 
+def refit(data: pd.DataFrame, spec: DatasetSpec, *, seed: int = 0) -> Fitted:
+    """The same estimator fitted on every row of the window, the validation slice included:
+    what serves when ``retrain.refit`` is on (its validation metric is the first fit's)."""
+    started = time.perf_counter()
+    pipeline = build_pipeline(spec, seed=seed)
+    pipeline.fit(data[spec.features.all], labels_of(data, spec))
+    return Fitted(pipeline, time.perf_counter() - started)
+
+
 def evaluate(fitted: Fitted, parts: Split, spec: DatasetSpec) -> Evaluation:
     scores = fitted.model.predict_proba(parts.validation[spec.features.all])[:, 1]
     return Evaluation(scores, all_metrics(parts.y_validation, scores, primary=spec.metric))
@@ -160,12 +169,18 @@ def lineage_tags(loaded: Loaded, *, since: datetime | None = None,
 
 
 def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
-            evaluation: Evaluation, *, tags: Mapping[str, str], seed: int = 0) -> NewVersion:
+            evaluation: Evaluation, *, tags: Mapping[str, str], seed: int = 0,
+            served: Fitted | None = None) -> NewVersion:
+    """The version to register: ``served`` (the refit on every row) when given, else
+    ``fitted``. The validation metric is always ``fitted``'s on rows it did not see; the
+    stored validation scores are the served model's (the prediction-drift reference)."""
     features = spec.features.all
     reference, reference_kind = reference_sample(parts, spec, seed=seed)
     validation = parts.validation[features].copy()
     validation["label"] = parts.y_validation
-    validation["score"] = evaluation.scores
+    model = served.model if served is not None else fitted.model
+    validation["score"] = (evaluation.scores if served is None
+                           else model.predict_proba(parts.validation[features])[:, 1])
     ts = data[spec.timestamp_column]
     digest = data_hash(data, [spec.timestamp_column, *features, spec.target])
     history, recent = _source_counts(parts.train)
@@ -178,6 +193,8 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
         TAG + "validation_rows": str(len(parts.validation)),
         TAG + "validation_rows_recent": str(_source_counts(parts.validation)[1]),
         TAG + "split": "systematic",
+        TAG + "refit": "true" if served is not None else "false",
+        TAG + "served_rows": str(len(data) if served is not None else len(parts.train)),
         TAG + "reference": reference_kind,
         TAG + "reference_rows": str(len(reference)),
         TAG + "train_window": f"{ts.min().isoformat()}/{ts.max().isoformat()}",
@@ -189,10 +206,11 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
         **{k: str(v) for k, v in tags.items()},
     }
     params = {"estimator": spec.estimator.kind, "rows": len(data), "seed": seed,
+              "refit": served is not None,
               "validation_fraction": spec.validation_fraction,
               **{f"estimator.{k}": v for k, v in spec.estimator.params.items()}}
     return NewVersion(
-        name=spec.model_name, model=fitted.model, spec_yaml=spec.to_yaml(),
+        name=spec.model_name, model=model, spec_yaml=spec.to_yaml(),
         input_example=parts.train[features].head(5).reset_index(drop=True),
         reference=reference.reset_index(drop=True), validation=validation.reset_index(drop=True),
         metrics=evaluation.metrics, params=params, tags=all_tags,
@@ -223,7 +241,8 @@ def train(spec: DatasetSpec, data_paths: Sequence[str | Path], registry: ModelRe
     bad = {k: v for k, v in evaluation.metrics.items() if not np.isfinite(v)}
     if bad:
         raise DataError(f"validation metrics are not finite: {bad}")
-    new = package(spec, data, parts, fitted, evaluation, seed=seed,
+    served = refit(data, spec, seed=seed) if spec.retrain.refit else None
+    new = package(spec, data, parts, fitted, evaluation, seed=seed, served=served,
                   tags={**lineage_tags(loaded, since=since, until=until), **tags})
     version = registry.register(new)
     if alias:
@@ -236,5 +255,6 @@ def train(spec: DatasetSpec, data_paths: Sequence[str | Path], registry: ModelRe
              spec.metric, evaluation.metrics[spec.metric], elapsed)
     return TrainResult(version=version, metrics=evaluation.metrics, rows=len(data),
                        data_hash=new.tags[TAG + "data_hash"], seconds=elapsed, alias=alias,
-                       details={"fit_seconds": fitted.seconds, "useless": useless,
+                       details={"fit_seconds": fitted.seconds + (served.seconds if served else 0.0),
+                                "useless": useless, "refit": served is not None,
                                 "train_rows_recent": int(new.tags[TAG + "train_rows_recent"])})

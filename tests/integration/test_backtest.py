@@ -26,9 +26,14 @@ WINDOWED = "retrain_window_days: 2\n"
 
 
 def _backtest(tmp_path: Path, scenario: str, policy: str | None = None, *,
-              baselines: bool = True, **config: object) -> BacktestResult:
+              baselines: bool = True, min_rows: int | None = None,
+              **config: object) -> BacktestResult:
     from kernel.spec import load_spec
 
+    spec = load_spec(CHURN_SPEC)
+    if min_rows is not None:  # retrain.min_rows for this history's 1,000 rows a day
+        spec = spec.model_copy(update={"retrain": spec.retrain.model_copy(
+            update={"min_rows": min_rows})})
     data = tmp_path / f"{scenario}.parquet"
     write_table(generate(DAYS, scenario=Scenario(scenario, ONSET_DAY), rows_per_day=1000,
                          seed=3), data)
@@ -38,7 +43,7 @@ def _backtest(tmp_path: Path, scenario: str, policy: str | None = None, *,
         path.write_text(policy)
     options = dict(initial_periods=INITIAL, onset=ONSET, stable_until=ONSET, baselines=baselines)
     options.update(config)
-    return run_backtest(load_spec(CHURN_SPEC), CHURN_SPEC, [data],
+    return run_backtest(spec, CHURN_SPEC, [data],
                         config=BacktestConfig(**options),  # type: ignore[arg-type]
                         policy=load_policy(path, home=tmp_path / "home"),
                         workdir=tmp_path / "work")
@@ -60,7 +65,7 @@ def test_stable_history_no_alarm_no_retrain(tmp_path: Path) -> None:
 
 
 def test_concept_drift_configured_policy_beats_never_retrain(tmp_path: Path) -> None:
-    result = _backtest(tmp_path, "concept", WINDOWED)
+    result = _backtest(tmp_path, "concept", WINDOWED, min_rows=1000)
     s = result.summary()
     assert s["false_alarms"] == 0 and s["false_retrains"] == 0
     assert s["promotions"] >= 1
@@ -114,7 +119,9 @@ def test_decision_evidence_counts_only_labels_arrived_by_then(tmp_path: Path) ->
     data, label_file = tmp_path / "rows.parquet", tmp_path / "labels.csv"
     write_table(frame.drop(columns=["churned"]), data)
     write_table(labels, label_file)
-    result = run_backtest(load_spec(CHURN_SPEC), CHURN_SPEC, [data], labels_path=label_file,
+    spec = load_spec(CHURN_SPEC)  # 500 labels a day: a change window needs fewer to start
+    spec = spec.model_copy(update={"retrain": spec.retrain.model_copy(update={"min_rows": 500})})
+    result = run_backtest(spec, CHURN_SPEC, [data], labels_path=label_file,
                           config=BacktestConfig(initial_periods=INITIAL, baselines=False,
                                                 label_delay=timedelta(hours=12)),
                           policy=load_policy(None, home=tmp_path / "home"))
@@ -212,3 +219,33 @@ def test_monthly_periods_end_on_calendar_month_boundaries(tmp_path: Path) -> Non
         for a, b in zip(months, months[1:], strict=False)] == [31 * 60, 30 * 60]
     assert result.replay_start == months[0]
 
+
+
+def test_after_a_covariate_shift_one_retrain_on_the_new_world_ends_the_alarm(
+        tmp_path: Path) -> None:
+    """Issue 20, with the defaults: the drift alarm's retrain trains on the rows from the
+    detected change on (version tags), and once it serves no period alarms again."""
+    from kernel.spec import load_spec
+
+    days, onset_day = 24, 12
+    data = tmp_path / "covariate.parquet"
+    write_table(generate(days, scenario=Scenario("covariate", onset_day), rows_per_day=2000,
+                         seed=3), data)
+    onset = START + timedelta(days=onset_day)
+    result = run_backtest(load_spec(CHURN_SPEC), CHURN_SPEC, [data],
+                          config=BacktestConfig(initial_periods=5, onset=onset,
+                                                stable_until=onset, baselines=False),
+                          policy=load_policy(None, home=tmp_path / "home"),
+                          workdir=tmp_path / "work")
+    promoted = [d for d in result.decisions if d["outcome"] == "promoted"]
+    assert promoted, "expected a promotion after the shift"
+    first = promoted[0]
+    tags = result.version_tags[first["challenger"]]
+    assert tags["driftloop.window"] == "change"
+    assert datetime.fromisoformat(tags["driftloop.window_since"]) >= onset
+    assert tags["driftloop.train_rows_history"] == "0" and tags["driftloop.refit"] == "true"
+    assert any("training window: retrain.window auto" in r for r in first["reasons"])
+    after = [p for p in result.periods if p.start >= first["decided_at"]]
+    assert after and not any(p.alarm for p in after)
+    assert all(p.live_version == first["challenger"] for p in after)
+    assert result.summary()["false_alarms"] == 0
