@@ -131,6 +131,27 @@ class ReplayLog:
                              "label": self._label[idx],
                              "received_at": pd.to_datetime(self._label_at[idx], utc=True)})
 
+    def count_labels(self, model: str, since: datetime, until: datetime, *,
+                     received_since: datetime, as_of: datetime | None = None) -> int:
+        """Labels of the served predictions in ``[since, until)`` that arrived in
+        ``[received_since, as_of]``: what the controller's labelled-rows trigger counts,
+        without building the window's frame (each tick of a replay asks; audited)."""
+        now = self.clock()
+        if model != self.spec.model_name:
+            return 0
+        start = self.index_before(since)
+        stop = max(start, min(self.index_before(min(until, now)), self.served))
+        cut = self._cut(as_of)
+        at = self._label_at[start:stop]
+        seen = at <= cut
+        fresh = int((seen & (at >= _ns(received_since))).sum())
+        newest = at[seen].max() if seen.any() else None
+        self.audit.append(Read(now, pd.Timestamp(cut, tz="UTC").to_pydatetime(),
+                               None if newest is None
+                               else pd.Timestamp(newest, tz="UTC").to_pydatetime(),
+                               int(seen.sum())))
+        return fresh
+
     def _window(self, model: str, since: datetime, until: datetime, version: int | None,
                 labels_as_of: datetime | None, *, labels: bool) -> pd.DataFrame:
         now = self.clock()

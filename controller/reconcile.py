@@ -148,7 +148,7 @@ class Controller:
         self._last_labels_check: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self.errors = 0
-        self.foreign = ForeignMoves(registry, clock)
+        self.foreign = ForeignMoves(registry, clock, settings.controller_foreign_check_seconds)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -346,14 +346,22 @@ class Controller:
             if since is not None:
                 # this model's predictions of the recent window whose label came in since then
                 start = since - timedelta(days=max(self.settings.controller_recent_days, 1.0))
-                rows = self.reader.window(model, start, now, labels_as_of=now)
-                fresh = int((rows["label"].notna() & (rows["label_received_at"] >= since)).sum()
-                            ) if len(rows) else 0
+                fresh = self._fresh_labels(model, start, now, since)
                 if fresh >= wanted:
                     self.store.add_trigger(
                         model=model, source="labels", action="retrain", now=now,
                         reason=f"{fresh} labels received since {since.isoformat()} "
                         f"(threshold {wanted})", dedup_key=f"labels:{model}:{since.isoformat()}")
+
+    def _fresh_labels(self, model: str, start: datetime, now: datetime, since: datetime) -> int:
+        """Labels received since ``since`` for predictions of ``[start, now)``: a reader that
+        counts them itself (the backtest's replay log) is asked to, else from the window."""
+        count = getattr(self.reader, "count_labels", None)
+        if count is not None:
+            return int(count(model, start, now, received_since=since, as_of=now))
+        rows = self.reader.window(model, start, now, labels_as_of=now)
+        return int((rows["label"].notna() & (rows["label_received_at"] >= since)).sum()
+                   ) if len(rows) else 0
 
     # -- actions ----------------------------------------------------------------------------
 

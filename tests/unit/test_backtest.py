@@ -118,3 +118,20 @@ def test_clock_never_goes_back() -> None:
     clock.advance(T0 + timedelta(hours=1))
     with pytest.raises(ValueError):
         clock.advance(T0)
+
+
+def test_the_replay_log_counts_fresh_labels_as_the_window_would() -> None:
+    """``count_labels`` (the labelled-rows trigger's fast path) equals counting the window's
+    labels received since a time, at every clock and cut, and never sees the future."""
+    clock = SimClock(T0)
+    log = _log(clock)
+    log.serve(T0 + timedelta(hours=10), 1, np.linspace(0.1, 0.9, 10))
+    for hours in range(0, 30, 3):
+        clock.advance(T0 + timedelta(hours=hours))
+        now = clock()
+        for received in range(0, hours + 1, 2):
+            since = T0 + timedelta(hours=received)
+            rows = log.window("m", T0, now, labels_as_of=now)
+            expected = int((rows["label"].notna() & (rows["label_received_at"] >= since)).sum())
+            assert log.count_labels("m", T0, now, received_since=since, as_of=now) == expected
+    assert all(r.newest_label is None or r.newest_label <= r.now for r in log.audit)
