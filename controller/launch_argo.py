@@ -53,11 +53,7 @@ class ArgoLauncher:
         data = upload_recent(request, self.data_uri, "DRIFTLOOP_CONTROLLER_LAUNCH_DATA_URI")
         name = job_name(request.cycle_id, request.attempt)
         labels = selector(request.cycle_id, request.attempt)
-        parameters = {"model": request.model, "reason": request.reason[:1000],
-                      "cycle_id": request.cycle_id, "attempt": str(request.attempt),
-                      "data": data or "",
-                      "since": request.since.isoformat() if request.since else "",
-                      "until": request.until.isoformat() if request.until else ""}
+        parameters = argo_parameters(request, data)
         body = {"namespace": self.namespace, "resourceKind": "WorkflowTemplate",
                 "resourceName": self.template,
                 "submitOptions": {"name": name, "labels": labels,
@@ -114,6 +110,15 @@ class ArgoLauncher:
         if response.status_code == 429 or response.status_code >= 500:
             raise LaunchUnavailable(text)
         raise LaunchError(text)
+
+
+def argo_parameters(request: LaunchRequest, data: str | None) -> dict[str, str]:
+    """The workflow parameters of a launch, in the order the example WorkflowTemplate
+    declares them (deploy/kubernetes/examples/argo-workflowtemplate.yaml)."""
+    return {"model": request.model, "reason": request.reason[:1000],
+            "cycle_id": request.cycle_id, "attempt": str(request.attempt), "data": data or "",
+            "since": request.since.isoformat() if request.since else "",
+            "until": request.until.isoformat() if request.until else ""}
 
 
 def _failed_exit_code(status: dict[str, Any]) -> int | None:

@@ -63,8 +63,24 @@ CANNOT_START = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"
 TIMEOUT = 30  # seconds per API request
 
 
+def job_of(doc: Any, where: str) -> dict[str, Any]:
+    """The Job a template document describes: a Job as is, a CronJob's jobTemplate."""
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    if kind == "CronJob":
+        doc = {"apiVersion": "batch/v1", "kind": "Job", **doc["spec"]["jobTemplate"]}
+    elif kind != "Job":
+        raise UsageError(f"DRIFTLOOP_CONTROLLER_KUBERNETES_JOB_TEMPLATE: {where} holds a "
+                         f"{kind or 'non-object'}, not a Job or CronJob")
+    pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+    if not pod.get("containers"):
+        raise UsageError(f"DRIFTLOOP_CONTROLLER_KUBERNETES_JOB_TEMPLATE: {where}: the pod "
+                         "template has no container")
+    return doc
+
+
 def load_template(path: Path | None) -> dict[str, Any]:
-    """The Job a training Job starts from: the file's Job, or its CronJob's jobTemplate."""
+    """The Job a training Job starts from: the file's Job, or its CronJob's jobTemplate; with
+    no file, a Job with one ``train`` container (the image from the settings)."""
     if path is None:
         return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {},
                 "spec": {"template": {"spec": {"containers": [{"name": CONTAINER}]}}}}
@@ -73,17 +89,7 @@ def load_template(path: Path | None) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"DRIFTLOOP_CONTROLLER_KUBERNETES_JOB_TEMPLATE: cannot read {path}: "
                          f"{exc}".splitlines()[0]) from None
-    kind = doc.get("kind") if isinstance(doc, dict) else None
-    if kind == "CronJob":
-        doc = {"apiVersion": "batch/v1", "kind": "Job", **doc["spec"]["jobTemplate"]}
-    elif kind != "Job":
-        raise UsageError(f"DRIFTLOOP_CONTROLLER_KUBERNETES_JOB_TEMPLATE: {path} holds a "
-                         f"{kind or 'non-object'}, not a Job or CronJob")
-    pod = doc.get("spec", {}).get("template", {}).get("spec", {})
-    if not pod.get("containers"):
-        raise UsageError(f"DRIFTLOOP_CONTROLLER_KUBERNETES_JOB_TEMPLATE: {path}: the pod "
-                         "template has no container")
-    return doc
+    return job_of(doc, str(path))
 
 
 def api_client(kubeconfig: Path | None, *, in_cluster: bool) -> k8s.ApiClient:
@@ -182,9 +188,10 @@ def build_job(template: dict[str, Any], overrides: JobOverrides, request: Launch
 class KubernetesJobLauncher:
     api: k8s.ApiClient
     namespace: str
-    template: dict[str, Any]
+    template: dict[str, Any] | None   # None: read the CronJob ``cronjob`` at each launch
     overrides: JobOverrides
     data_uri: str | None = None
+    cronjob: str | None = None
 
     def __post_init__(self) -> None:
         self.batch = k8s.BatchV1Api(self.api)
@@ -196,7 +203,8 @@ class KubernetesJobLauncher:
         if found is not None:
             return f"Job {self.namespace}/{name} exists already ({_job_state(found)})"
         data = upload_recent(request, self.data_uri, "DRIFTLOOP_CONTROLLER_LAUNCH_DATA_URI")
-        body = build_job(self.template, self.overrides, request, name, data)
+        template = self.template if self.template is not None else self._from_cronjob()
+        body = build_job(template, self.overrides, request, name, data)
         try:
             # a dict is serialised as given (the client's sanitize_for_serialization)
             self.batch.create_namespaced_job(self.namespace, cast(Any, body),
@@ -233,6 +241,23 @@ class KubernetesJobLauncher:
             self._delete(name)
             raise LaunchError(f"Job {name} cannot start: {stuck}")
         return LaunchStatus("running", detail=f"Job {name}: {_job_state(job)}")
+
+    def _from_cronjob(self) -> dict[str, Any]:
+        """The jobTemplate of the CronJob ``cronjob`` (``kubectl create job --from=cronjob/``):
+        kustomize and Helm keep its image, ConfigMap and Secret names right."""
+        assert self.cronjob is not None
+        try:
+            found = self.batch.read_namespaced_cron_job(self.cronjob, self.namespace,
+                                                        _request_timeout=TIMEOUT)
+        except k8s.ApiException as exc:
+            raise _api_error(exc, f"reading the template CronJob {self.cronjob}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise LaunchUnavailable(f"Kubernetes API unreachable: {exc}") from exc
+        doc = self.api.sanitize_for_serialization(found)
+        try:
+            return job_of(doc, f"cronjob/{self.cronjob}")
+        except UsageError as exc:
+            raise LaunchError(str(exc)) from None
 
     def _read(self, name: str) -> Any:
         try:

@@ -70,9 +70,13 @@ def _kubernetes_launcher(settings: ControllerSettings) -> Launcher:
     )
 
     s = settings
-    template = load_template(s.controller_kubernetes_job_template)
-    pod = template["spec"]["template"]["spec"]
-    if not s.controller_kubernetes_image and not any(c.get("image") for c in pod["containers"]):
+    source = s.controller_kubernetes_job_template
+    cronjob = source.removeprefix("cronjob/") if source and source.startswith("cronjob/") \
+        else None
+    template = None if cronjob else load_template(Path(source) if source else None)
+    pod = template["spec"]["template"]["spec"] if template else {"containers": [{}]}
+    if not s.controller_kubernetes_image and not cronjob \
+            and not any(c.get("image") for c in pod["containers"]):
         raise UsageError("the kubernetes launcher needs DRIFTLOOP_CONTROLLER_KUBERNETES_IMAGE "
                          "or an image in DRIFTLOOP_CONTROLLER_KUBERNETES_JOB_TEMPLATE")
     in_cluster = "KUBERNETES_SERVICE_HOST" in os.environ
@@ -91,7 +95,7 @@ def _kubernetes_launcher(settings: ControllerSettings) -> Launcher:
     return KubernetesJobLauncher(api_client(s.controller_kubernetes_kubeconfig,
                                             in_cluster=in_cluster),
                                  namespace, template, overrides,
-                                 data_uri=s.controller_launch_data_uri)
+                                 data_uri=s.controller_launch_data_uri, cronjob=cronjob)
 
 
 def _webhook_launcher(settings: ControllerSettings, client: httpx.Client) -> Launcher:

@@ -103,6 +103,10 @@ class ControllerSettings(CommonSettings, ControllerPolicy):
     controller_mlflow_webhook_tolerance_seconds: float = Field(
         300, gt=0, description="An MLflow webhook delivery whose X-MLflow-Timestamp is further "
         "than this from the controller's clock is refused as stale (401).")
+    controller_foreign_check_seconds: float = Field(
+        300, ge=0, description="How often the reconcile pass compares the aliases with "
+        "driftloop's records to find moves made outside it (an MLflow webhook makes it look "
+        "at once).")
     controller_host: str = Field("127.0.0.1", description="Address the controller listens on.")
     controller_port: int = Field(8001, description="Port the controller listens on.")
     controller_url: str = Field("http://127.0.0.1:8001",
@@ -137,9 +141,11 @@ class ControllerSettings(CommonSettings, ControllerPolicy):
         "recent labelled rows (an s3:// prefix the training run reads; files go to "
         "<uri>/<model>/cycles/<cycle id>.parquet). Unset: the rows stay on the controller.")
     # kubernetes launcher (docs/deploy.md, "Retraining as a Kubernetes Job")
-    controller_kubernetes_job_template: Path | None = Field(
-        None, description="YAML file holding a Job (or a CronJob, whose jobTemplate is used) "
-        "that each training Job starts from: volumes, envFrom Secrets, security context.")
+    controller_kubernetes_job_template: str | None = Field(
+        None, description="What each training Job starts from (volumes, envFrom Secrets, "
+        "security context): cronjob/<name> (a CronJob's jobTemplate in the namespace, read at "
+        "each launch, as kubectl create job --from=cronjob/<name>) or a YAML file holding a "
+        "Job or a CronJob.")
     controller_kubernetes_image: str | None = Field(
         None, description="Image of the training Job's container (the driftloop image); "
         "overrides the template's.")

@@ -25,6 +25,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from controller.launch_argo import argo_parameters
+from controller.launch_kubernetes import JobOverrides, build_job, job_of
+from controller.launch_names import job_name
+from controller.launcher import LaunchRequest
+from controller.settings import ControllerSettings
 from monitoring import alerting, kube
 from tests.conftest import require_binary
 
@@ -32,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
-OVERLAYS = ("default", "minimal", "production")
+OVERLAYS = ("default", "minimal", "production", "kubernetes-jobs")
 KUBERNETES_VERSION = "1.35.0"   # a current release; kubernetes-validate ships its schemas
 CRD_DIR = ROOT / "tests" / "data" / "prometheus-operator-crds"
 CRD_KINDS = {"PrometheusRule", "ServiceMonitor", "AlertmanagerConfig"}
@@ -81,7 +86,7 @@ def pod_specs(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
 
 def test_every_overlay_renders_the_whole_loop(rendered: dict[str, list[dict[str, Any]]]) -> None:
     counts = {name: len(docs) for name, docs in rendered.items()}
-    assert counts == {"default": 23, "minimal": 15, "production": 23}
+    assert counts == {"default": 23, "minimal": 15, "production": 21, "kubernetes-jobs": 26}
     for docs in rendered.values():
         for kind, name in (("Deployment", "driftloop-serving"), ("Service", "driftloop-serving"),
                            ("PodDisruptionBudget", "driftloop-serving"),
@@ -100,7 +105,8 @@ def test_every_overlay_renders_the_whole_loop(rendered: dict[str, list[dict[str,
     assert kinds["default"] >= CRD_KINDS and kinds["production"] >= CRD_KINDS
     assert not CRD_KINDS & kinds["minimal"]   # a cluster without the Prometheus Operator
     assert "HorizontalPodAutoscaler" in kinds["production"]
-    assert {"Role", "RoleBinding"} <= kinds["production"]
+    assert {"Role", "RoleBinding"} <= kinds["kubernetes-jobs"]
+    assert not {"Role", "RoleBinding"} & (kinds["default"] | kinds["minimal"] | kinds["production"])
 
 
 def test_every_core_object_validates_against_the_kubernetes_schemas(
@@ -115,7 +121,7 @@ def test_every_core_object_validates_against_the_kubernetes_schemas(
             pytest.fail(f"{overlay}: {doc['kind']}/{doc['metadata']['name']}: {exc.message} "
                         f"at {list(exc.path)}")
         checked += 1
-    assert checked == 15 + 19 + 19
+    assert checked == 15 + 19 + 17 + 22
 
 
 def test_the_kubernetes_schemas_catch_a_misspelt_field(
@@ -164,7 +170,7 @@ def test_prometheus_operator_objects_validate_against_the_crd_schemas(
         errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(doc)]
         assert not errors, f"{overlay}: {doc['kind']}/{doc['metadata']['name']}: {errors}"
         checked += 1
-    assert checked == 2 * 4   # two ServiceMonitors, a PrometheusRule, an AlertmanagerConfig
+    assert checked == 3 * 4   # two ServiceMonitors, a PrometheusRule, an AlertmanagerConfig
     monitor = json.loads(json.dumps(one(rendered["default"], "ServiceMonitor",
                                         "driftloop-serving")))
     monitor["spec"]["endpoints"][0]["intervall"] = "15s"
@@ -304,7 +310,8 @@ def test_controller_replicas_only_on_postgresql(rendered: dict[str, list[dict[st
         launcher = next(e["value"] for e in controller["spec"]["template"]["spec"]
                         ["containers"][0]["env"] if e["name"] == "DRIFTLOOP_CONTROLLER_LAUNCHER")
         # replicas come and go: a retrain must not run inside one of them
-        assert launcher == ("github" if overlay == "production" else "local"), overlay
+        wanted = {"production": "github", "kubernetes-jobs": "kubernetes"}.get(overlay, "local")
+        assert launcher == wanted, overlay
 
 
 def test_services_and_monitors_select_real_pods_and_ports(
@@ -353,6 +360,8 @@ def test_cronjobs_never_overlap_and_run_real_commands(
     for _, job in objects(rendered, "CronJob"):
         spec = job["spec"]
         assert spec["concurrencyPolicy"] == "Forbid"
+        if spec.get("suspend"):   # the training Jobs' template: never scheduled, args set by
+            continue              # the launcher (test_the_training_cronjob_makes_jobs_...)
         assert spec["startingDeadlineSeconds"] > 0 and spec["timeZone"] == "Etc/UTC"
         assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
         pod = spec["jobTemplate"]["spec"]["template"]["spec"]
@@ -460,24 +469,89 @@ def test_secrets_come_from_secrets_and_every_setting_is_real(
 
 def test_controller_role_is_limited_to_jobs_in_its_namespace(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The kubernetes launcher's Role grants what controller/launch_kubernetes.py asks (see
+    tests/integration/test_launcher_kubernetes.py for its requests) and nothing more."""
     for overlay, docs in rendered.items():
         assert not {"ClusterRole", "ClusterRoleBinding"} & {d["kind"] for d in docs}, overlay
-    docs = rendered["production"]
+    docs = rendered["kubernetes-jobs"]
     role = one(docs, "Role", "driftloop-controller-jobs")
-    allowed = {("batch", "jobs"): {"create", "get", "list", "watch"},
-               ("", "pods"): {"get", "list", "watch"}, ("", "pods/log"): {"get"}}
+    allowed = {("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+               ("batch", "cronjobs"): {"get"}, ("", "pods"): {"get", "list"}}
     for rule in role["rules"]:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 assert set(rule["verbs"]) <= allowed[(group, resource)], (group, resource)
+                if resource == "cronjobs":   # only the template's
+                    assert rule["resourceNames"] == ["driftloop-train"]
     binding = one(docs, "RoleBinding", "driftloop-controller-jobs")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "driftloop-controller",
                                     "namespace": kube.NAMESPACE}]
     controller = one(docs, "Deployment", "driftloop-controller")["spec"]["template"]["spec"]
     assert controller["serviceAccountName"] == "driftloop-controller"
-    for overlay in ("default", "minimal"):   # no API token where nothing needs one
+    assert controller["automountServiceAccountToken"] is True
+    for overlay in ("default", "minimal", "production"):   # no API token where none is needed
         for name, pod in pod_specs(rendered[overlay]):
             assert pod["automountServiceAccountToken"] is False, (overlay, name)
+
+
+def test_the_training_cronjob_makes_jobs_that_validate_and_never_runs_itself(
+        rendered: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    """The Job the launcher builds from the rendered template CronJob (with recent rows, so
+    with the init container) validates against the schemas, and refers to ConfigMaps,
+    Secrets and the claim that exist or are documented."""
+    docs = rendered["kubernetes-jobs"]
+    cronjob = one(docs, "CronJob", "driftloop-train")
+    assert cronjob["spec"]["suspend"] is True
+    controller = one(docs, "Deployment", "driftloop-controller")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in controller["containers"][0]["env"]}
+    assert env["DRIFTLOOP_CONTROLLER_KUBERNETES_JOB_TEMPLATE"] == "cronjob/driftloop-train"
+    recent = tmp_path / "cycle.parquet"
+    request = LaunchRequest("churn", "churn-cycle-20261202T080000-3", 1,
+                            Path(env["DRIFTLOOP_CONTROLLER_SPECS"]),
+                            (Path("/var/lib/driftloop/data/churn.csv"), recent), reason="drift",
+                            recent_path=recent)
+    job = build_job(job_of(cronjob, "rendered"), JobOverrides(), request,
+                    job_name(request.cycle_id, 1), "s3://driftloop-training/churn/x.parquet")
+    job["metadata"]["namespace"] = kube.NAMESPACE
+    kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["fetch-rows"]
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for volume in pod["volumes"]:
+        if "configMap" in volume:
+            assert ("ConfigMap", volume["configMap"]["name"]) in names
+        if "persistentVolumeClaim" in volume:
+            assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names
+    docs_text = (ROOT / "docs" / "deploy.md").read_text()
+    for source in pod["containers"][0]["envFrom"]:
+        if "secretRef" in source:
+            assert f"`{source['secretRef']['name']}`" in docs_text
+        else:
+            assert ("ConfigMap", source["configMapRef"]["name"]) in names
+
+
+def test_the_argo_workflow_template_takes_what_the_argo_launcher_sends() -> None:
+    """deploy/kubernetes/examples/argo-workflowtemplate.yaml (not in an overlay: it needs
+    Argo's CRDs, whose schema is not checked here): its parameters are the submit's, its
+    container validates as a core/v1 Container and runs `driftloop train` tagged by cycle."""
+    template = yaml.safe_load((KUBE / "examples" / "argo-workflowtemplate.yaml").read_text())
+    assert template["kind"] == "WorkflowTemplate"
+    assert template["metadata"]["name"] == ControllerSettings().controller_argo_template
+    declared = [p["name"] for p in template["spec"]["arguments"]["parameters"]]
+    assert declared == list(argo_parameters(LaunchRequest(
+        "churn", "c-1", 1, Path("spec.yaml"), (), reason="drift"), None))
+    (step,) = template["spec"]["templates"]
+    container = step["container"]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "check", "namespace": kube.NAMESPACE},
+           "spec": {"containers": [container], "volumes": template["spec"]["volumes"],
+                    "securityContext": template["spec"]["securityContext"]}}
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+    script = container["args"][0]
+    assert "exec driftloop train" in script and '--tag "cycle_id=$CYCLE_ID"' in script
+    assert "{{" not in script   # parameters reach the script through env only
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CYCLE_ID"] == "{{workflow.parameters.cycle_id}}"
 
 
 def test_the_controller_spec_is_the_compose_spec() -> None:

@@ -40,6 +40,7 @@ NS = "ml"
 TOKEN = "stand-in-sa-token"
 JOBS = f"/apis/batch/v1/namespaces/{NS}/jobs"
 PODS = f"/api/v1/namespaces/{NS}/pods"
+CRONJOBS = f"/apis/batch/v1/namespaces/{NS}/cronjobs"
 
 
 def _status(code: int, reason: str, message: str) -> Answer:
@@ -89,6 +90,8 @@ class Cluster:
                 return _status(404, "NotFound", f'jobs.batch "{name}" not found')
             if req.method == "DELETE" and self.jobs.pop(name, None) is not None:
                 return Answer(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
+        if req.method == "GET" and req.path == f"{CRONJOBS}/driftloop-train":
+            return Answer(200, TEMPLATE)
         if req.method == "GET" and req.path == PODS:
             wanted = dict(kv.split("=", 1) for kv in req.query["labelSelector"][0].split(","))
             items = [p for pods in self.pods.values() for p in pods
@@ -152,11 +155,11 @@ def launcher_for(tmp_path: Path, api: StandIn, **overrides: Any) -> KubernetesJo
     """A fresh launcher, as a (re)started controller builds it: from the settings."""
     template = tmp_path / "job-template.yaml"
     template.write_text(yaml.safe_dump(TEMPLATE))
-    settings = ControllerSettings(home=tmp_path / "home", controller_launcher="kubernetes",
-                                  controller_kubernetes_job_template=template,
-                                  controller_kubernetes_kubeconfig=kubeconfig(
-                                      tmp_path / "kubeconfig", api.url),
-                                  controller_kubernetes_namespace=NS, **overrides)
+    settings = ControllerSettings(**{
+        "home": tmp_path / "home", "controller_launcher": "kubernetes",
+        "controller_kubernetes_job_template": str(template),
+        "controller_kubernetes_kubeconfig": kubeconfig(tmp_path / "kubeconfig", api.url),
+        "controller_kubernetes_namespace": NS, **overrides})
     launcher = make_launcher(settings, client=None)  # type: ignore[arg-type]
     assert isinstance(launcher, KubernetesJobLauncher)
     return launcher
@@ -209,6 +212,24 @@ def test_a_launch_creates_one_job_named_and_labelled_by_cycle_and_attempt(
     # credentials from the template's Secret; nothing from the controller's own environment
     assert container["envFrom"] == [{"secretRef": {"name": "driftloop-object-store"}}]
     assert "controller-secret" not in post.body.decode() and "env" not in container
+
+
+def test_the_template_may_be_a_cronjob_in_the_namespace(cluster: tuple[Cluster, StandIn],
+                                                        tmp_path: Path) -> None:
+    """``cronjob/<name>``: read at each launch, as ``kubectl create job --from=cronjob/``."""
+    _, api = cluster
+    launcher = launcher_for(tmp_path, api,
+                            controller_kubernetes_job_template="cronjob/driftloop-train")
+    req = request(tmp_path)
+    launcher.launch(req)
+    read, post = api.seen[1], api.seen[2]
+    assert (read.method, read.path) == ("GET", f"{CRONJOBS}/driftloop-train")
+    job = post.json()
+    pod = job["spec"]["template"]["spec"]
+    expected = TEMPLATE["spec"]["jobTemplate"]["spec"]["template"]["spec"]  # type: ignore[index]
+    assert pod["volumes"] == expected["volumes"]
+    assert pod["containers"][0]["image"] == "driftloop:0.1.0"
+    assert pod["containers"][0]["args"] == train_args(req)
 
 
 def test_a_restarted_controller_finds_its_job_and_never_creates_a_second(
@@ -359,7 +380,7 @@ def test_incomplete_settings_are_one_line_usage_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: Deployment\n")
     with pytest.raises(UsageError, match="not a Job or CronJob") as wrong_kind:
-        make_launcher(ControllerSettings(**base, controller_kubernetes_job_template=bad),
+        make_launcher(ControllerSettings(**base, controller_kubernetes_job_template=str(bad)),
                       client=None)  # type: ignore[arg-type]
     for raised in (no_image, no_config, wrong_kind):
         assert "\n" not in str(raised.value)
