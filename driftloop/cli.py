@@ -40,6 +40,17 @@ def _root(
     # MLflow logs its own INFO lines (database migrations...) unless told otherwise.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if level == "DEBUG" else "WARNING")
     logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"])
+    quiet_progress_bars()
+
+
+def quiet_progress_bars() -> None:
+    """No third-party progress bars in service logs or on a command's stderr: MLflow's
+    artifact download/upload bars and tqdm's (Evidently, scikit-learn helpers), switched off
+    the supported way, by environment, so the children this process starts (serving workers,
+    the controller's training runs, the report's renderer) inherit it. Set either variable
+    to override."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @app.command("ui")
@@ -48,9 +59,11 @@ def ui(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
     """Start the MLflow UI on driftloop's store (the embedded default unless configured)."""
+    from kernel.cliutil import check_port_free
     from kernel.settings import CommonSettings
 
     settings = CommonSettings()
+    check_port_free(host, port, option="--port")
     args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri",
             settings.resolved_tracking_uri, "--host", host, "--port", str(port)]
     if settings.resolved_artifact_root:
@@ -89,14 +102,32 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except Exception as exc:
-        # Usage errors (a bad option value, a missing option): typer vendors click, so match
-        # the shape of click's ClickException rather than one import path.
-        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
-        if callable(show) and isinstance(exit_code, int):
+        return _unexpected(exc, argv)
+    return code if isinstance(code, int) else 0
+
+
+def _unexpected(exc: Exception, argv: list[str] | None) -> int:
+    """Every other failure is one line on stderr too, with a non-zero exit: a usage error
+    of click's (exit 2), a file or connection that failed (1), or a bug (1; the traceback
+    only with --log-level DEBUG)."""
+    # typer vendors click, so match the shape of click's exceptions, not one import path.
+    show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+    if callable(show) and isinstance(exit_code, int):
+        if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
             show()
             return exit_code
-        raise
-    return code if isinstance(code, int) else 0
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{where}", err=True)
+        return exit_code
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger("driftloop").exception("unexpected failure")
+    if isinstance(exc, OSError):
+        typer.echo(f"error: {exc}", err=True)
+    else:
+        typer.echo(f"error: {type(exc).__name__}: {' '.join(str(exc).split())} (a bug: "
+                   "--log-level DEBUG shows where)", err=True)
+    return 1
 
 
 if __name__ == "__main__":

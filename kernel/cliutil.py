@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
 
 import typer
@@ -27,3 +28,14 @@ def echo(message: str) -> None:
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def check_port_free(host: str, port: int, *, option: str) -> None:
+    """A usage error naming the option when nothing can listen on ``host:port`` (in use, or
+    an address of another machine), before a server starts and fails in its own words."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"{option}: cannot listen on {host}:{port}: "
+                             f"{exc.strerror or exc}") from None

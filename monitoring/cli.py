@@ -174,11 +174,14 @@ def drift_check(
         echo(f"  - {reason}")
     echo(f"verdict: {outcome.json_path}")
     if outcome.report_path:
-        sampled = (f" (sampled to {verdict.report_sampled_rows} rows)"
+        sampled = (f" (at most {verdict.report_sampled_rows} rows per side: the larger side "
+                   "was sampled)"
                    if verdict.report_sampled_rows else "")
         echo(f"report:  {outcome.report_path}{sampled}")
     if verdict.run_id:
         echo(f"mlflow run: {verdict.run_id}")
+    if outcome.posted:
+        echo(f"posted:  {outcome.posted}")
     if outcome.errors:
         raise DriftloopError("; ".join(outcome.errors))
     raise typer.Exit(verdict.exit_code)

@@ -48,6 +48,7 @@ class CheckOutcome:
     json_path: Path
     report_path: Path | None
     errors: list[str] = field(default_factory=list)   # publishing steps that failed
+    posted: str | None = None                          # the controller's answer to --post-to
 
 
 class _Progress:
@@ -144,8 +145,9 @@ def push_gauges(verdict: Verdict, url: str, *, timeout: float = 10.0) -> None:
                     grouping_key={"model": verdict.model}, timeout=timeout)
 
 
-def post_verdict(verdict: Verdict, url: str, token: str, client: httpx.Client) -> None:
-    """POST the verdict to ``<url>/verdicts`` (the controller) with the bearer token."""
+def post_verdict(verdict: Verdict, url: str, token: str, client: httpx.Client) -> str:
+    """POST the verdict to ``<url>/verdicts`` (the controller) with the bearer token; returns
+    the controller's answer in one line (status and body)."""
     import httpx
 
     target = url.rstrip("/") + "/verdicts"
@@ -156,6 +158,7 @@ def post_verdict(verdict: Verdict, url: str, token: str, client: httpx.Client) -
         raise DriftloopError(f"cannot post the verdict to {target}: {exc}") from None
     if response.status_code >= 300:
         raise DriftloopError(f"{target} answered {response.status_code}: {response.text[:200]}")
+    return f"{target} answered {response.status_code}: {' '.join(response.text.split())[:200]}"
 
 
 def _mlflow_metrics(verdict: Verdict) -> dict[str, float]:
@@ -399,7 +402,7 @@ def _publish(outcome: CheckOutcome, settings: MonitoringSettings, registry: Mode
         own = client is None
         http = client or httpx.Client(timeout=settings.http_timeout)
         try:
-            post_verdict(verdict, post_to, token or "", http)
+            outcome.posted = post_verdict(verdict, post_to, token or "", http)
         except DriftloopError as exc:
             outcome.errors.append(str(exc))
         finally:

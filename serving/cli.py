@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kernel.cliutil import echo
+from kernel.cliutil import check_port_free, echo
+
+if TYPE_CHECKING:
+    from serving.settings import ServingSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -23,6 +26,24 @@ def prepare_multiprocess_dir(path: Path) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
+
+
+def _warn_without_champion(settings: ServingSettings) -> None:
+    """Serving waits for its model (a service may start before the first training), but says
+    at once, on stderr, why /readyz will answer 503 until then."""
+    from registry import ALIAS_CHAMPION, open_registry
+
+    try:
+        aliases = open_registry(settings).aliases(settings.model or "")
+    except Exception as exc:
+        typer.echo(f"warning: registry unreachable: {' '.join(str(exc).split())}; serving "
+                   f"retries every {settings.serving_retry_interval:g} s", err=True)
+        return
+    if ALIAS_CHAMPION not in aliases:
+        typer.echo(f"warning: no model {settings.model}@{ALIAS_CHAMPION} in the registry yet: "
+                   f"/readyz answers 503 until one exists (train one with `driftloop train "
+                   f"--alias {ALIAS_CHAMPION}`); serving retries every "
+                   f"{settings.serving_retry_interval:g} s", err=True)
 
 
 def serve(
@@ -58,8 +79,11 @@ def serve(
         target = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR")
                       or settings.home_dir / "prometheus-multiproc" / str(settings.serving_port))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_multiprocess_dir(target))
+    check_port_free(settings.serving_host, settings.serving_port, option="--port")
     echo(f"serving {settings.model}@champion on http://{settings.serving_host}:"
-         f"{settings.serving_port} ({settings.serving_workers} worker(s))")
+         f"{settings.serving_port} ({settings.serving_workers} worker(s); registry "
+         f"{settings.resolved_tracking_uri}; log {settings.resolved_log_uri})")
+    _warn_without_champion(settings)
     uvicorn.run("serving.app:app_from_env", factory=True, host=settings.serving_host,
                 http=HTTP_PROTOCOL,
                 port=settings.serving_port, workers=settings.serving_workers,

@@ -36,8 +36,11 @@ def generate(
         raise UsageError(f"--scenario: unknown {scenario!r}; choose from {', '.join(SCENARIOS)}")
     onset = days // 2 if onset_day is None else onset_day
     frame = make(days, scenario=Scenario(scenario, onset), rows_per_day=rows_per_day, seed=seed)
-    target = out / "churn.parquet" if out.suffix == "" else out
-    write_table(frame, target)
+    target = out / "churn.parquet" if out.suffix == "" or out.is_dir() else out
+    try:
+        write_table(frame, target)
+    except OSError as exc:
+        raise UsageError(f"--out: cannot write {target}: {exc.strerror or exc}") from None
     echo(f"wrote {len(frame)} rows over {days} days to {target} "
          f"(scenario {scenario}{f' from day {onset}' if scenario != 'none' else ''})")
 
