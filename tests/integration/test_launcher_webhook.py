@@ -170,3 +170,32 @@ def test_incomplete_settings_are_one_line_usage_errors(tmp_path: Path, settings:
     with pytest.raises(UsageError) as raised:
         launcher(tmp_path, **settings)
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"DRIFTLOOP_CONTROLLER_LAUNCHER": "webhook",
+      "DRIFTLOOP_CONTROLLER_WEBHOOK_URL": "http://ci/${job}"}, "unknown placeholder ${job}"),
+    ({"DRIFTLOOP_CONTROLLER_LAUNCHER": "argo"}, "DRIFTLOOP_CONTROLLER_ARGO_SERVER"),
+    ({"DRIFTLOOP_CONTROLLER_LAUNCHER": "kubernetes",
+      "DRIFTLOOP_CONTROLLER_KUBERNETES_IMAGE": "driftloop:0.1.0"}, "cannot configure"),
+    ({"DRIFTLOOP_CONTROLLER_LAUNCHER": "jenkins"}, "kubernetes, argo, webhook"),
+])
+def test_start_up_refuses_incomplete_launcher_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        env: dict[str, str], message: str) -> None:
+    """``driftloop controller`` exits 2 with one line before binding its port (no cluster
+    configuration here: no kubeconfig, not in a pod)."""
+    from driftloop.cli import main
+
+    spec = Path(__file__).resolve().parents[2] / "examples" / "churn" / "spec.yaml"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DRIFTLOOP_CONTROLLER_TOKEN", "t")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = main(["controller", "--port", "1", "--spec", str(spec)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and message in err, err
