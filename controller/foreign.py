@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,11 +46,14 @@ class Found:
 
 
 class ForeignMoves:
-    def __init__(self, registry: ModelRegistry, clock: Callable[[], datetime]) -> None:
-        self.registry, self.clock = registry, clock
+    def __init__(self, registry: ModelRegistry, clock: Callable[[], datetime],
+                 every: float = 300.0) -> None:
+        self.registry, self.clock, self.every = registry, clock, every
+        self._last: dict[str, float] = {}                # model: when last checked (monotonic)
         self._seen: dict[str, dict[str, int]] = {}       # model: aliases when last checked
         self._reported: dict[tuple[str, str], AliasEvent] = {}
         self._dirty: set[str] = set()                     # models a webhook reported on
+        self._ours: dict[str, dict[str, int | None]] = {}
         self._lock = threading.Lock()
 
     def reported(self, event: AliasEvent) -> None:
@@ -58,14 +62,29 @@ class ForeignMoves:
             self._reported[(event.model, event.alias)] = event
             self._dirty.add(event.model)
 
+    def ours(self, model: str, aliases: dict[str, int | None]) -> None:
+        """Where the controller itself just put these aliases (in memory: after a restart,
+        the first look adopts what it finds)."""
+        with self._lock:
+            self._ours.setdefault(model, {}).update(aliases)
+
     def check(self, model: str, *, busy: bool) -> list[Found]:
         """Record every watched alias of ``model`` the records do not explain; nothing while
-        ``busy`` (a decision under way). Cheap when the aliases did not change since the last
-        check (one read)."""
+        ``busy`` (a decision under way), nor where an alias is where the controller itself
+        put it (``ours``: a move whose record was given up). Looks when a
+        webhook reported a move, else every ``every`` seconds; one read when the aliases did
+        not change since the last look."""
         if busy:
+            return []
+        now = time.monotonic()      # a period of the process, not of the decision clock
+        with self._lock:
+            last = self._last.get(model)
+            due = model in self._dirty or last is None or now - last >= self.every
+        if not due:
             return []
         aliases = self.registry.aliases(model)
         with self._lock:
+            self._last[model] = now
             before = self._seen.get(model)
             if before == aliases and model not in self._dirty:
                 return []
@@ -76,10 +95,15 @@ class ForeignMoves:
         replayed = replay(self.registry, model)
         latest = max((m.at for m in replayed.moves if m.at is not None), default=None)
         for alias, was, after in replayed.unexplained(aliases, first):
-            if alias in WATCHED:
-                with self._lock:
-                    event = self._reported.pop((model, alias), None)
-                found.append(Found(model, alias, was, after, event, latest))
+            if alias not in WATCHED or self._ours.get(model, {}).get(alias, -1) == after:
+                continue                                   # the controller's own move
+            if before is None and not replayed.seen(alias):
+                continue             # found at the first look, no record of it: adopted
+            if before is not None and before.get(alias) == after:
+                continue             # as at the last look: judged then already
+            with self._lock:
+                event = self._reported.pop((model, alias), None)
+            found.append(Found(model, alias, was, after, event, latest))
         for f in found:
             self._record(f)
         with self._lock:

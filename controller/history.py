@@ -158,6 +158,7 @@ class _Replay:
         self.name, self.by_version = name, by_version
         self.current: dict[str, int] = {}
         self.moves: list[AliasMove] = []
+        self.last: DecisionRecord | None = None          # the latest decision replayed
 
     def move(self, at: datetime | None, alias: str, to: int | None, **how: Any) -> None:
         before = self.current.get(alias)
@@ -201,10 +202,14 @@ class _Replay:
         if ALIAS_CHAMPION not in self.current and r.champion_version is not None \
                 and not any(m.alias == ALIAS_CHAMPION for m in self.moves):
             self.bootstrap(r.champion_version)
+        self.last = r
         if r.outcome in ("promoted", "rolled_back") and r.new_champion_version != r.champion_version:
             self.move(r.decided_at, ALIAS_CHAMPION, r.new_champion_version, **how)
             if r.champion_version is not None:
                 self.move(r.decided_at, ALIAS_PREVIOUS, r.champion_version, **how)
+        elif r.outcome == "failed" and r.new_champion_version not in (None, r.champion_version):
+            # a move half done, recorded as it stands: @champion moved, @previous may not have
+            self.move(r.decided_at, ALIAS_CHAMPION, r.new_champion_version, **how)
         # the shell drops @challenger when it promotes it (any kind) or rejects it (the gate)
         if r.challenger_version is not None \
                 and self.current.get(ALIAS_CHALLENGER) == r.challenger_version \
@@ -223,9 +228,14 @@ class _Replay:
         first = now.get(ALIAS_CHAMPION) if first is None else first
         if not self.seen(ALIAS_CHAMPION) and first is not None:
             self.bootstrap(first)
+        r = self.last            # after a failed decision, its half-done moves are its own
+        named = {None} if r is None or r.outcome != "failed" else {
+            None, r.champion_version, r.challenger_version, r.new_champion_version}
         return [(alias, self.current.get(alias), now.get(alias))
                 for alias in sorted(set(now) | set(self.current))
-                if now.get(alias) != self.current.get(alias)]
+                if now.get(alias) != self.current.get(alias)
+                and not (self.current.get(alias) in named and now.get(alias) in named
+                         and len(named) > 1)]
 
     def reconcile(self, now: dict[str, int]) -> None:
         """Moves the records do not explain: the first champion, moves made outside."""

@@ -378,11 +378,13 @@ class Controller:
             case Evaluate():
                 return self._evaluate(action)
             case Promote():
-                return self._guard(action.model, action.cycle_id, lambda: self._promote(action))
+                return self._moved(action.model, action.champion, self._guard(
+                    action.model, action.cycle_id, lambda: self._promote(action)))
             case Reject():
                 return self._guard(action.model, action.cycle_id, lambda: self._reject(action))
             case Rollback():
-                return self._guard(action.model, action.cycle_id, lambda: self._rollback(action))
+                return self._moved(action.model, action.from_version, self._guard(
+                    action.model, action.cycle_id, lambda: self._rollback(action)))
             case RecordDecision():
                 return self._record(action)
             case Notify():
@@ -394,6 +396,14 @@ class Controller:
                     self._side.submit(self.reloader.reload)
                 return None
         return None
+
+    def _moved(self, model: str, old: int | None, done: Event) -> Event:
+        """Note where the controller itself put @champion and @previous (a record given up
+        later must not make its own move look foreign: controller/foreign.py)."""
+        if isinstance(done, PromotionDone) and done.new_champion is not None \
+                and done.outcome in ("promoted", "rolled_back", "failed"):
+            self.foreign.ours(model, {ALIAS_CHAMPION: done.new_champion, ALIAS_PREVIOUS: old})
+        return done
 
     def _guard(self, model: str, cycle_id: str, fn: Callable[[], Event]) -> Event:
         try:

@@ -122,6 +122,7 @@ def test_champion_at_any_time_from_the_registry_alone(shell: dict) -> None:  # n
 
     # the controller's own pass notices it (no webhook here) and records it once, timed
     clock.now += timedelta(minutes=5)
+    c.foreign.every = 0                           # look on every pass
     c.reconcile_once()
     c.reconcile_once()
     t_noticed = clock()

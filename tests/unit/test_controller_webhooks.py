@@ -43,7 +43,8 @@ def alias_set(name: str, alias: str, version: int) -> dict[str, Any]:
 @pytest.fixture
 def world(tmp_path: Path, churn_spec: DatasetSpec) -> Iterator[tuple[World, SyncClient]]:
     w = make_world(tmp_path, churn_spec, controller_mlflow_webhook_secret=SECRET,
-                   controller_tokens="alice:alice-token,ci-bot:bot-token")
+                   controller_tokens="alice:alice-token,ci-bot:bot-token",
+                   controller_foreign_check_seconds=0)          # look on every pass
     for _ in range(3):
         add_version(w.registry)
     w.registry.set_alias("churn", "champion", 1)
