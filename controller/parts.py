@@ -126,7 +126,9 @@ def load_models(settings: ControllerSettings) -> dict[str, Managed]:
     models: dict[str, Managed] = {}
     for path in settings.spec_paths():
         spec = load_spec(path)
-        models[spec.model_name] = Managed(spec, path.resolve())
+        # absolute, not resolved: a ConfigMap-mounted spec is a symlink into a timestamped
+        # folder that a training Job's own mount names differently
+        models[spec.model_name] = Managed(spec, Path(os.path.abspath(path)))
     return models
 
 
