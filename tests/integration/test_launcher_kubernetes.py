@@ -421,3 +421,20 @@ def test_a_failed_job_is_retried_up_to_the_attempt_limit_then_the_cycle_fails(
     text = " ".join(decision.reasons)
     assert "BackoffLimitExceeded" in text and "attempt 3 of 3" in text
     assert "exited with 1" in text and "attempt 3 of 3" in text, text
+
+
+def test_the_spec_path_a_job_gets_is_the_mounted_one_not_its_symlink_target(
+        tmp_path: Path) -> None:
+    """A ConfigMap volume holds ``churn.yaml -> ..data/churn.yaml -> ..<timestamp>/churn.yaml``;
+    the Job's own mount has another timestamp, so the launcher passes the path as mounted."""
+    from controller.parts import load_models
+
+    spec = Path(__file__).resolve().parents[2] / "examples" / "churn" / "spec.yaml"
+    mounted = tmp_path / "specs"
+    (mounted / "..2026_12_02_08_00_00.1").mkdir(parents=True)
+    (mounted / "..2026_12_02_08_00_00.1" / "churn.yaml").write_text(spec.read_text())
+    (mounted / "..data").symlink_to("..2026_12_02_08_00_00.1")
+    (mounted / "churn.yaml").symlink_to("..data/churn.yaml")
+    settings = ControllerSettings(home=tmp_path, controller_specs=str(mounted / "churn.yaml"))
+    (managed,) = load_models(settings).values()
+    assert managed.spec_path == mounted / "churn.yaml"
