@@ -144,6 +144,20 @@ class ClockedRegistry(InMemoryRegistry):
     def __init__(self, clock: Callable[[], datetime]) -> None:
         super().__init__()
         self.clock = clock
+        self._ready: dict[tuple[str, int], datetime] = {}
+
+    def ready_at(self, name: str, version: int, when: datetime) -> None:
+        """The version exists for readers from ``when`` on (a retrain that takes simulated
+        time): :meth:`find_versions` hides it before then and its creation time is ``when``."""
+        with self._lock:
+            self._ready[(name, version)] = when
+            key = (name, version)
+            self._versions[key] = replace(self._versions[key], created_at=when)
+
+    def find_versions(self, name: str, tags: Mapping[str, str]) -> list[VersionInfo]:
+        now = self.clock()
+        return [v for v in super().find_versions(name, tags)
+                if self._ready.get((name, v.version), now) <= now]
 
     def register(self, new: NewVersion) -> VersionInfo:
         info = super().register(new)
@@ -158,10 +172,13 @@ class Trained:
     version: int | None
     seconds: float
     error: str | None = None
+    ready_at: datetime | None = None   # when the simulated training ends
 
 
 class InProcessLauncher:
-    """Runs the retrain in this process: ``training.train.train`` on the request's data."""
+    """Runs the retrain in this process: ``training.train.train`` on the request's data. The
+    retrain takes simulated time, its measured wall time: the version is registered at once but
+    stays hidden from the controller (and the launch ``running``) until the clock passes it."""
 
     def __init__(self, spec: DatasetSpec, registry: ClockedRegistry, *, seed: int = 0) -> None:
         self.spec = spec
@@ -185,8 +202,11 @@ class InProcessLauncher:
             self.runs[key] = Trained(None, 0.0, str(exc))
             log.info("%s attempt %d: training refused: %s", request.cycle_id, request.attempt, exc)
             return f"training refused: {exc}"
-        self.runs[key] = Trained(result.version.version, result.seconds)
-        return f"trained v{result.version.version} in process ({result.rows} rows)"
+        ready = self.registry.clock() + timedelta(seconds=result.seconds)
+        self.registry.ready_at(self.spec.model_name, result.version.version, ready)
+        self.runs[key] = Trained(result.version.version, result.seconds, ready_at=ready)
+        return (f"trained v{result.version.version} in process ({result.rows} rows, "
+                f"{result.seconds:.1f}s of simulated time)")
 
     def status(self, cycle_id: str, attempt: int) -> LaunchStatus:
         run = self.runs.get((cycle_id, attempt))
@@ -194,4 +214,6 @@ class InProcessLauncher:
             return LaunchStatus("gone", None, "never launched in this replay")
         if run.error is not None:
             return LaunchStatus("exited", 2, run.error)
+        if run.ready_at is not None and self.registry.clock() < run.ready_at:
+            return LaunchStatus("running", None, f"training until {run.ready_at.isoformat()}")
         return LaunchStatus("exited", 0, f"v{run.version}")

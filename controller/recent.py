@@ -199,14 +199,16 @@ def alarm_start(key: str | None) -> datetime | None:
 
 def change_start(triggers: Iterable[TriggerRow], *, champion: int | None, before: datetime,
                  lookback: timedelta) -> datetime | None:
-    """Where the change the alarms point at began: the earliest window start of the drift and
-    degraded-performance verdicts on ``champion`` received in ``[before - lookback, before]``
-    (None: no alarm locates one)."""
+    """Where the change the alarms point at began: the earliest window start, within
+    ``[before - lookback, before]``, of the drift and degraded-performance verdicts on
+    ``champion`` (None: no alarm locates one). The verdicts' own windows, not when they were
+    received: an intake stamped by another clock must not move the change."""
     starts = [start for t in triggers
-              if t.version == champion and before - lookback <= t.received_at <= before
+              if t.version == champion
               and ((t.source == "verdict" and t.action == "retrain")
                    or (t.source == "performance" and t.action == "degraded"))
-              and (start := alarm_start(t.dedup_key)) is not None]
+              and (start := alarm_start(t.dedup_key)) is not None
+              and before - lookback <= start <= before]
     return min(starts) if starts else None
 
 

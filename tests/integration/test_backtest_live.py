@@ -51,7 +51,8 @@ def test_backtest_decisions_match_the_live_controller(tmp_path: Path) -> None:
     data = tmp_path / "concept.parquet"
     write_table(frame, data)
     (tmp_path / "policy.yaml").write_text(POLICY)
-    spec = load_spec(CHURN_SPEC)
+    spec = load_spec(CHURN_SPEC)  # 600 rows a day: a change window starts from 600 labels
+    spec = spec.model_copy(update={"retrain": spec.retrain.model_copy(update={"min_rows": 600})})
     config = BacktestConfig(initial_periods=INITIAL, baselines=False)
     result = run_backtest(spec, CHURN_SPEC, [data], config=config,
                           policy=load_policy(tmp_path / "policy.yaml", home=tmp_path / "bt"))

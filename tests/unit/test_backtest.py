@@ -9,11 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtest.adapters import load_policy, parse_duration, parse_period, policy_overrides
+from backtest.adapters import (
+    ClockedRegistry,
+    load_policy,
+    parse_duration,
+    parse_period,
+    policy_overrides,
+)
 from backtest.replay import ReplayLog, SimClock
 from controller.settings import ControllerSettings
 from kernel.errors import UsageError
 from kernel.spec import DatasetSpec
+from registry import NewVersion
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -135,3 +142,18 @@ def test_the_replay_log_counts_fresh_labels_as_the_window_would() -> None:
             expected = int((rows["label"].notna() & (rows["label_received_at"] >= since)).sum())
             assert log.count_labels("m", T0, now, received_since=since, as_of=now) == expected
     assert all(r.newest_label is None or r.newest_label <= r.now for r in log.audit)
+
+
+def test_a_retrain_takes_simulated_time_its_version_is_hidden_until_then() -> None:
+    clock = SimClock(T0)
+    registry = ClockedRegistry(clock)
+    empty = pd.DataFrame()
+    info = registry.register(NewVersion("m", model=None, spec_yaml="", input_example=empty,
+                                        reference=empty, validation=empty, metrics={},
+                                        params={}, tags={"driftloop.cycle_id": "c1"}))
+    done = T0 + timedelta(seconds=90)
+    registry.ready_at("m", info.version, done)
+    assert registry.find_versions("m", {"driftloop.cycle_id": "c1"}) == []
+    clock.advance(done)
+    [found] = registry.find_versions("m", {"driftloop.cycle_id": "c1"})
+    assert found.version == info.version and found.created_at == done
