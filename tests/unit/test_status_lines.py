@@ -36,6 +36,6 @@ def test_no_none_where_a_version_belongs() -> None:
     assert "no challenger yet" in text
     assert "churn training failed" in text and "gate" not in text
     assert "churn@champion v2 -> v1 (moved outside driftloop)" in text
-    registry_only = {"churn": {"state": "unknown", "aliases": {}, "cycle": None,
+    registry_only: dict = {"churn": {"state": "unknown", "aliases": {}, "cycle": None,
                                "last_decisions": []}}
     assert status_lines(registry_only) == ["churn: no aliases"]
