@@ -9,7 +9,8 @@ a day. Each run is a fresh process timed with its peak memory (GNU time):
 2. the exact path (``reader.window`` + ``check_frames``) on the 1-day window, and on the
    whole window when ``--exact-days`` allows;
 3. incremental: a 7-day window summarised and stored, then the next day's 7-day window
-   (6 days reused, 1 new) against the same window summarised from raw rows.
+   (6 days reused, 1 new) against the same window summarised from raw rows;
+4. the Spark engine in local mode on the whole window (``--no-spark`` skips it).
 
 Verdicts of both engines are compared column by column where both ran.
 """
@@ -46,11 +47,15 @@ spec = parse_spec(json.loads(open(work + "/spec.json").read()))
 reference = Reference(spec, pd.read_parquet(work + "/reference.parquet"),
                       np.load(work + "/scores.npy"), {"roc_auc": 0.8})
 stats = {}
-if engine == "summary":
+if engine in ("summary", "spark"):
     from monitoring.predlog import LogStore
     from monitoring.summary.engine import SummaryEngine
     from monitoring.summary.window import check_summary
-    eng = SummaryEngine(LogStore(work + "/log"), reference, use_store=persist)
+    if engine == "spark":
+        from monitoring.summary.spark import SparkSummaryEngine
+        eng = SparkSummaryEngine(LogStore(work + "/log"), reference, use_store=persist)
+    else:
+        eng = SummaryEngine(LogStore(work + "/log"), reference, use_store=persist)
     window = eng.window(spec.model_name, 1, since, until)
     labelled, perf = eng.labelled(spec.model_name, 1, since, until)
     verdict = check_summary(reference, eng.ref, window, version=1, window_start=since,
@@ -116,6 +121,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--days", type=int, default=10)
     parser.add_argument("--exact-days", type=int, default=1,
                         help="largest window (days) the exact path is run on")
+    parser.add_argument("--no-spark", dest="spark", action="store_false",
+                        help="skip the Spark local-mode run (needs pyspark and Java)")
     parser.add_argument("--print-only", action="store_true",
                         help="print the section instead of writing docs/bench/summary.md")
     args = parser.parse_args(argv)
@@ -139,6 +146,9 @@ def main(argv: list[str]) -> int:
         exact_days = min(args.exact_days, args.days)
         exact_whole = (_run(work, "exact", args.days - exact_days, exact_days, persist=False)
                        if exact_days > 1 else None)
+        spark = (_run(work, "spark", 0, args.days, persist=False) if args.spark else None)
+        spark_one = (_run(work, "spark", args.days - 1, 1, persist=False) if args.spark
+                     else None)
         _run(work, "summary", 0, 7, persist=True)            # stores days 0-6
         incremental = _run(work, "summary", 1, 7, persist=True)  # days 1-7: day 7 is new
         full = _run(work, "summary", 1, 7, persist=False)
@@ -155,6 +165,12 @@ def main(argv: list[str]) -> int:
     if exact_whole is not None:
         lines.append(f"| exact path, {exact_days} days ({exact_whole['rows']:,} rows) | "
                      f"{exact_whole['wall']:.1f} s | {exact_whole['peak_mib']:,.0f} MiB |")
+    if spark is not None:
+        lines.append(f"| Spark engine, local mode, {args.days} days ({spark['rows']:,} rows; peak of the Python driver, the JVM is its child) | "
+                     f"{spark['wall']:.1f} s | {spark['peak_mib']:,.0f} MiB |")
+    if spark_one is not None:
+        lines.append(f"| Spark engine, local mode, 1 day ({spark_one['rows']:,} rows) | "
+                     f"{spark_one['wall']:.1f} s | {spark_one['peak_mib']:,.0f} MiB |")
     lines += [
         f"| next day's 7-day check, 6 stored days reused ({incremental['stats']['rows_read']:,} "
         f"rows read) | {incremental['wall']:.1f} s | {incremental['peak_mib']:,.0f} MiB |",
@@ -164,6 +180,20 @@ def main(argv: list[str]) -> int:
     table = "\n".join(lines)
     command = (f"python -m bench --only summary  # rows-per-day={args.rows_per_day} "
                f"days={args.days} exact-days={args.exact_days}")
+    spark_lines = ""
+    if spark is not None and spark_one is not None:
+        # the marginal cost of a day beyond the first: start-up and imports excluded
+        per_row = max(spark["wall"] - spark_one["wall"], 0.0) / max(
+            spark["rows"] - spark_one["rows"], 1)
+        spark_lines = (
+            f"- Spark (local mode on this machine's cores) against the local engine on the same "
+            f"{args.days}-day window: {spark['wall'] / whole['wall']:.1f}x the time; verdicts "
+            f"{_same(spark, whole)}.\n"
+            f"- Projection, not a measurement: from the marginal cost of a day on Spark here "
+            f"({per_row * 1e6:.2f} s per million rows: the {args.days}-day run minus the 1-day "
+            f"run), 100M rows would take {per_row * 1e8 / 60:.1f} min and 1B rows "
+            f"{per_row * 1e9 / 3600:.2f} h on these cores. Day summaries are independent, so on "
+            "a cluster that divides by the executor cores, and each day is summarised once.\n")
     text = f"""## Summary engine (issue 18)
 
 `{command}` on {machine()}.
@@ -184,7 +214,7 @@ resident memory. Load average (1 min) of the machine: {load_before:.2f} before,
   {full['wall'] / incremental['wall']:.1f}x faster.
 - 1-day verdicts, summary engine vs exact path: same methods and drift flags
   {_same(one, exact_one)}.
-"""
+{spark_lines}"""
     if args.print_only:
         print(text)
     else:

@@ -16,14 +16,16 @@ The session: ``spark_session()`` takes what ``spark-submit`` or ``spark-defaults
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from monitoring.check import SCORE_COLUMN, Reference
+from monitoring.predlog.reader import LogReadError
 from monitoring.predlog.store import LogStore
-from monitoring.summary.engine import SummaryEngine
+from monitoring.summary.engine import _RELISTS, SummaryEngine, _days, _Vanished
 from monitoring.summary.sketch import (
     CATEGORY_CAP,
     LOG_GAMMA,
@@ -38,6 +40,8 @@ from monitoring.summary.window import WindowSummary
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 
 def spark_session() -> SparkSession:
@@ -66,44 +70,107 @@ class SparkSummaryEngine(SummaryEngine):
         super().__init__(store, reference, **kwargs)
         self.spark = spark or spark_session()
 
+    def window(self, model: str, version: int, since: datetime, until: datetime) -> WindowSummary:
+        """The local engine's window (stored days reused, the rest stored), with every day
+        still to summarise computed in one set of Spark jobs, grouped by day."""
+        plan: list[tuple[str, list[str], bool]] = []
+        total = self.ref.empty()
+        for day in _days(since, until):
+            directory = self.store.path("predictions", f"model={model}", f"date={day}")
+            start = datetime.fromisoformat(day).replace(tzinfo=since.tzinfo)
+            whole = since <= start and start + timedelta(days=1) <= until
+            files = self._listed(directory)
+            if whole and files and self.use_store:
+                cached = self._load(self._stored_path(model, version, day), files)
+                if cached is not None:
+                    self.stats.partitions_reused += 1
+                    total = total.merge(cached)
+                    continue
+            plan.append((day, files, whole))
+        summaries = self._summarise_days(plan, version, since, until)
+        for day, files, whole in plan:
+            self.stats.partitions_summarised += 1
+            summary = summaries[day]
+            if whole and files and self.use_store:
+                stored = self._stored_path(model, version, day)
+                try:
+                    self._save(stored, files, summary)
+                except OSError as exc:
+                    log.warning("spark engine: cannot store %s: %s", stored, exc)
+            total = total.merge(summary)
+        return total
+
+    def _listed(self, directory: str) -> list[str]:
+        for _ in range(_RELISTS):
+            try:
+                return self._effective(directory)
+            except _Vanished:
+                continue
+        raise LogReadError(f"{directory}: files kept vanishing between listing and reading")
+
     def _summarise(self, files: list[str], version: int, since: datetime | None,
                    until: datetime | None) -> WindowSummary:
+        return self._summarise_days([("day", files, since is None)], version, since,
+                                    until)["day"]
+
+    def _summarise_days(self, plan: list[tuple[str, list[str], bool]], version: int,
+                        since: datetime | None, until: datetime | None
+                        ) -> dict[str, WindowSummary]:
         from pyspark.sql import functions as F  # noqa: N812
 
-        out = self.ref.empty()
-        if not files:
+        out = {day: self.ref.empty() for day, _, _ in plan}
+        paths = {spark_path(self.store, f): day for day, files, _ in plan for f in files}
+        if not paths:
             return out
-        frame = self.spark.read.option("mergeSchema", "true").parquet(
-            *[spark_path(self.store, f) for f in files])
+        frame = self.spark.read.option("mergeSchema", "true").parquet(*paths)
+        # a row's day: its file's partition directory (the local engine's day, too)
+        frame = frame.withColumn("_day", F.regexp_extract(
+            F.input_file_name(), r"date=(\d{4}-\d{2}-\d{2})/[^/]*$", 1))
+        if len(plan) == 1 and plan[0][0] == "day":
+            frame = frame.withColumn("_day", F.lit("day"))
         keep = F.col("model_version") == F.lit(int(version))
-        if since is not None:
-            keep &= F.col("ts") >= F.lit(since)
-        if until is not None:
-            keep &= F.col("ts") < F.lit(until)
+        bounded = [day for day, _, whole in plan if not whole]
+        if bounded and (since is not None or until is not None):
+            inside = F.lit(True)
+            if since is not None:
+                inside &= F.col("ts") >= F.lit(since)
+            if until is not None:
+                inside &= F.col("ts") < F.lit(until)
+            keep &= ~F.col("_day").isin(bounded) | inside
         frame = frame.where(keep)
-        numeric = {c: s for c, s in out.columns.items() if isinstance(s, NumericSummary)}
-        if out.score is not None:
-            numeric[SCORE_COLUMN] = out.score
+        empty = self.ref.empty()
+        numeric = {c: s for c, s in empty.columns.items() if isinstance(s, NumericSummary)}
+        if empty.score is not None:
+            numeric[SCORE_COLUMN] = empty.score
         present = set(frame.columns)
         numeric = {c: s for c, s in numeric.items() if c in present}
-        categorical = {c: s for c, s in out.columns.items()
+        categorical = {c: s for c, s in empty.columns.items()
                        if isinstance(s, CategoricalSummary) and c in present}
-        row = frame.agg(*self._aggregates(frame, numeric, categorical)).collect()[0]
-        rows = int(row["rows"])
-        out.rows = rows
-        self.stats.rows_read += rows
-        self.stats.files_read += len(files)
-        out.ts_min, out.ts_max = row["ts_min"], row["ts_max"]
-        for col, s in out.columns.items():
-            if col not in present:
-                s.missing += rows
-        for col, s in numeric.items():
-            self._numeric(s, row, col)
-        for col, c_summary in categorical.items():
-            c_summary.missing = int(row[f"{col}__missing"])
-        self._bucket_counts(frame, numeric)
-        self._values(frame, numeric, categorical)
+        for row in frame.groupBy("_day").agg(
+                *self._aggregates(frame, numeric, categorical)).collect():
+            day = row["_day"]
+            summary = out[day]
+            rows = int(row["rows"])
+            summary.rows = rows
+            self.stats.rows_read += rows
+            summary.ts_min, summary.ts_max = row["ts_min"], row["ts_max"]
+            for col, s in summary.columns.items():
+                if col not in present:
+                    s.missing += rows
+                elif isinstance(s, NumericSummary):
+                    self._numeric(s, row, col)
+                else:
+                    s.missing = int(row[f"{col}__missing"])
+            if summary.score is not None and SCORE_COLUMN in numeric:
+                self._numeric(summary.score, row, SCORE_COLUMN)
+        self.stats.files_read += len(paths)
+        self._bucket_counts(frame, numeric, out)
+        self._values(frame, numeric, categorical, out)
         return out
+
+    @staticmethod
+    def _column(summary: WindowSummary, col: str) -> Any:
+        return summary.score if col == SCORE_COLUMN else summary.columns[col]
 
     @staticmethod
     def _finite(col: str) -> Column:
@@ -154,10 +221,11 @@ class SparkSummaryEngine(SummaryEngine):
 
         pairs = F.explode(F.array(*[F.struct(F.lit(name).alias("name"), v.alias("v"))
                                     for name, v in values.items()]))
-        return (frame.select(pairs.alias("p")).select("p.name", "p.v")
-                .where(F.col("v").isNotNull()).groupBy("name", "v").count())
+        return (frame.select("_day", pairs.alias("p")).select("_day", "p.name", "p.v")
+                .where(F.col("v").isNotNull()).groupBy("_day", "name", "v").count())
 
-    def _bucket_counts(self, frame: DataFrame, numeric: dict[str, NumericSummary]) -> None:
+    def _bucket_counts(self, frame: DataFrame, numeric: dict[str, NumericSummary],
+                       out: dict[str, WindowSummary]) -> None:
         from pyspark.sql import functions as F  # noqa: N812
 
         if not numeric:
@@ -169,68 +237,80 @@ class SparkSummaryEngine(SummaryEngine):
             k = F.when(F.abs(z) < F.lit(ZMIN), F.lit(0)).otherwise(
                 F.least(k, F.lit(1_000_000)))
             exprs[col] = F.when(self._finite(col), (F.signum(z) * k).cast("long"))
-        got: dict[str, list[tuple[int, int]]] = {c: [] for c in numeric}
+        got: dict[tuple[str, str], list[tuple[int, int]]] = {}
         for r in self._pairs(frame, exprs).collect():
-            got[r["name"]].append((int(r["v"]), int(r["count"])))
-        for col, s in numeric.items():
-            pairs = sorted(got[col])
-            s.index = np.array([i for i, _ in pairs], np.int64)
-            s.counts = np.array([c for _, c in pairs], np.int64)
+            got.setdefault((r["_day"], r["name"]), []).append((int(r["v"]), int(r["count"])))
+        for day, summary in out.items():
+            for col in numeric:
+                pairs = sorted(got.get((day, col), []))
+                target = self._column(summary, col)
+                target.index = np.array([i for i, _ in pairs], np.int64)
+                target.counts = np.array([c for _, c in pairs], np.int64)
 
     def _values(self, frame: DataFrame, numeric: dict[str, NumericSummary],
-                categorical: dict[str, CategoricalSummary]) -> None:
+                categorical: dict[str, CategoricalSummary],
+                out: dict[str, WindowSummary]) -> None:
         from pyspark.sql import functions as F  # noqa: N812
 
         if numeric:
-            self._numeric_values(frame, numeric)
-        if categorical:
-            exprs = {c: F.col(c).cast("string") for c in categorical}
-            limit = CATEGORY_CAP * 4
-            grouped = self._pairs(frame, exprs).cache()
-            try:
-                sizes = {r["name"]: int(r["count"])
-                         for r in grouped.groupBy("name").count().collect()}
-                too_many = [c for c in categorical if sizes.get(c, 0) > limit]
-                if too_many:
-                    raise ValueError(f"columns {too_many}: more than {limit} categories in one "
-                                     "day, more than the Spark engine collects")
-                kept: dict[str, list[tuple[str, int]]] = {c: [] for c in categorical}
-                for r in grouped.collect():
-                    kept[r["name"]].append((r["v"], int(r["count"])))
-            finally:
-                grouped.unpersist()
-            for col, c_summary in categorical.items():
-                c_summary.values = Counts()
-                c_summary.values.add([v for v, _ in kept[col]], [c for _, c in kept[col]],
-                                     c_summary.basis.categories, CATEGORY_CAP)
+            self._numeric_values(frame, numeric, out)
+        if not categorical:
+            return
+        exprs = {c: F.col(c).cast("string") for c in categorical}
+        limit = CATEGORY_CAP * 4
+        grouped = self._pairs(frame, exprs).cache()
+        try:
+            sizes = grouped.groupBy("_day", "name").count().collect()
+            too_many = sorted({r["name"] for r in sizes if int(r["count"]) > limit})
+            if too_many:
+                raise ValueError(f"columns {too_many}: more than {limit} categories in one "
+                                 "day, more than the Spark engine collects")
+            kept: dict[tuple[str, str], list[tuple[str, int]]] = {}
+            for r in grouped.collect():
+                kept.setdefault((r["_day"], r["name"]), []).append((r["v"], int(r["count"])))
+        finally:
+            grouped.unpersist()
+        for day, summary in out.items():
+            for col in categorical:
+                target = summary.columns[col]
+                assert isinstance(target, CategoricalSummary)
+                pairs = kept.get((day, col), [])
+                target.values = Counts()
+                target.values.add([v for v, _ in pairs], [c for _, c in pairs],
+                                  target.basis.categories, CATEGORY_CAP)
 
-    def _numeric_values(self, frame: DataFrame, numeric: dict[str, NumericSummary]) -> None:
-        """Exact value counts of each numerical column while it has few distinct values;
-        past that (saturated) only the reference's values are collected."""
+    def _numeric_values(self, frame: DataFrame, numeric: dict[str, NumericSummary],
+                        out: dict[str, WindowSummary]) -> None:
+        """Exact value counts of each numerical column of a day while it has few distinct
+        values; past that (saturated) only the reference's values are collected."""
         from pyspark.sql import functions as F  # noqa: N812
 
         exprs = {c: F.when(self._finite(c), F.col(c).cast("double")) for c in numeric}
         grouped = self._pairs(frame, exprs).cache()
         try:
-            sizes = {r["name"]: int(r["count"]) for r in grouped.groupBy("name").count().collect()}
-            small = [c for c in numeric if sizes.get(c, 0) <= VALUE_CAP + self._protected(c)]
-            wanted = F.col("name").isin(small) if small else F.lit(False)
+            small = {f"{r['_day']}|{r['name']}"
+                     for r in grouped.groupBy("_day", "name").count().collect()
+                     if int(r["count"]) <= VALUE_CAP + self._protected(r["name"])}
+            wanted = F.concat_ws("|", "_day", "name").isin(sorted(small)) if small else F.lit(False)
             for col, s in numeric.items():
-                if col not in small and s.basis.values:
+                if s.basis.values:
                     wanted = wanted | ((F.col("name") == col)
                                        & F.col("v").isin([float(v) for v in s.basis.values]))
-            kept: dict[str, list[tuple[float, int]]] = {c: [] for c in numeric}
+            kept: dict[tuple[str, str], list[tuple[float, int]]] = {}
             for r in grouped.where(wanted).collect():
-                kept[r["name"]].append((float(r["v"]), int(r["count"])))
+                kept.setdefault((r["_day"], r["name"]), []).append((float(r["v"]),
+                                                                    int(r["count"])))
         finally:
             grouped.unpersist()
-        for col, s in numeric.items():
-            counts = dict(kept[col])
-            if col in small:
-                s.values = Counts(counts)
-                s.values.fold(s.basis.values, VALUE_CAP, saturate=True)
-            else:
-                s.values = Counts(counts, s.n - sum(counts.values()))
+        for day, summary in out.items():
+            for col in numeric:
+                target = self._column(summary, col)
+                counts = dict(kept.get((day, col), []))
+                if f"{day}|{col}" in small:
+                    target.values = Counts(counts)
+                    target.values.fold(target.basis.values, VALUE_CAP, saturate=True)
+                else:
+                    target.values = Counts(counts, target.n - sum(counts.values()))
 
     def _protected(self, col: str) -> int:
         basis = self.ref.score_basis if col == SCORE_COLUMN else self.ref.bases.get(col)

@@ -60,6 +60,12 @@ def test_spark_engine_gives_the_local_engines_summaries_and_the_exact_verdict(
     assert verdict.engine == "spark"
     exact = _exact(root, reference, since, until)
     _same(verdict.model_copy(update={"engine": "summary"}), exact)
+    # stored like the local engine's: the whole day is reused, the edge day read again
+    SparkSummaryEngine(store, reference, spark=spark).window(MODEL, 1, since, until)
+    again = SparkSummaryEngine(store, reference, spark=spark)
+    rerun = again.window(MODEL, 1, since, until)
+    assert (again.stats.partitions_reused, again.stats.partitions_summarised) == (1, 1)
+    assert 0 < again.stats.rows_read < rerun.rows == window.rows
 
 
 def test_drift_check_with_the_spark_engine(spark, world) -> None:  # noqa: ANN001, F811
