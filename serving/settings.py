@@ -39,6 +39,10 @@ class ServingSettings(CommonSettings):
     serving_shadow: bool = Field(True, description="Shadow-score @challenger when it exists.")
     serving_shadow_queue: int = Field(
         10_000, ge=1, description="Shadow queue bound; when full, shadow samples are dropped.")
+    serving_shadow_cpu_share: float = Field(
+        0.02, gt=0, le=1, description="Most of one core the shadow scorer may use (it rests "
+        "between batches); the shadow sample rate is derived from it, the challenger's cost "
+        "per row and the load (driftloop_shadow_target_rate).")
     serving_fast_path: bool = Field(
         True, description="Use the compiled array path when it matches scikit-learn.")
     log_sample_rate: float = Field(

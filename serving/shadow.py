@@ -1,25 +1,29 @@
 """Shadow scoring and the hand-off of answered predictions to the prediction log.
 
 Every answered prediction's row goes to the log exactly once. Without a challenger it is
-appended at once. With one, a *uniform sample* of requests is shadowed: a request is shadowed
-when the hash of its request id falls under the current sample rate (the prediction log's own
-hash, ``keep_sample``, so a log sampled by request id keeps the shadowed rows). Those go
-through a bounded queue to a worker thread that scores the challenger on the same validated
-features, fills ``shadow_version`` and ``shadow_score`` and then appends the rows; the others
-are appended at once. The response never waits for the challenger.
+appended at once. With one, a *uniform sample* of requests is shadowed: a request is
+shadowed when the hash of its request id falls under the current sample rate (the prediction
+log's own hash, ``keep_sample``, so a log sampled by request id keeps the shadowed rows).
+Those go through a bounded queue to a worker thread that scores the challenger on the same
+validated features, fills ``shadow_version`` and ``shadow_score`` and then appends the rows;
+the others are appended at once. The response never waits for the challenger, and the worker
+never takes more than its share of the process's CPU (the event loop's GIL): after each turn
+it rests for as long as the turn took times ``(1 - cpu_share) / cpu_share``, so a slow or
+new challenger costs the champion's requests at most that share even before the rate has
+adapted.
 
 The rate is derived from capacity, never from whether the queue happens to have room (which
 shadowed quiet periods fully and bursts hardly at all, so the gate's pairs over-represented
 quiet traffic). Every ``adjust_every`` seconds the worker measures the challenger's cost per
-row and the offered load, and sets the rate to what the challenger can keep up with at
-``utilisation`` of one thread, against the load averaged over ``horizon`` seconds (a running
-mean until that much has been seen): slow enough that a burst and the quiet after it are
-sampled at the same rate, the queue absorbing the burst (a new challenger is measured
-afresh, from a rate of 1). The rate rises at most 25% per
-adjustment and halves while the queue is over half full (a safety valve, only hit when the
-load itself rose). A request that still finds the queue full is dropped from the sample
-(counted); ``driftloop_shadow_sample_rate`` is the share actually queued (averaged as the
-load is), ``driftloop_shadow_target_rate`` the rate requests are drawn at.
+row and the offered load, and sets the rate to what the challenger can keep up with on
+``cpu_share`` of one core (``DRIFTLOOP_SERVING_SHADOW_CPU_SHARE``), against the load
+averaged over ``horizon`` seconds (a running mean until that much has been seen): slow
+enough that a burst and the quiet after it are sampled at the same rate, the queue absorbing
+the burst (a new challenger is measured afresh, from a rate of 1). The rate rises at most
+25% per adjustment and halves while the queue is over half full (a safety valve, only hit
+when the load itself rose). A request that still finds the queue full is dropped from the
+sample (counted); ``driftloop_shadow_sample_rate`` is the share actually queued (averaged as
+the load is), ``driftloop_shadow_target_rate`` the rate requests are drawn at.
 
 A challenger whose schema refuses a request the champion accepted (serving/schema.py: a
 dropped, added or retyped feature) is not scored on it: the row is logged without a shadow
@@ -58,7 +62,7 @@ class ShadowLogger:
 
     def __init__(self, sink: Callable[[Row], Any] | None, metrics: ServingMetrics | None, *,
                  queue_size: int = 10_000, interval: float = 0.02, adaptive: bool = True,
-                 utilisation: float = 0.5, horizon: float = 3600.0, adjust_every: float = 5.0,
+                 cpu_share: float = 0.02, horizon: float = 3600.0, adjust_every: float = 5.0,
                  min_rate: float = 0.001, batch: int = 256,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.sink = sink
@@ -66,7 +70,9 @@ class ShadowLogger:
         self.queue_size = queue_size
         self.interval = interval
         self.adaptive = adaptive
-        self.utilisation = utilisation
+        if not 0 < cpu_share <= 1:
+            raise ValueError(f"cpu_share must be in (0, 1], got {cpu_share}")
+        self.cpu_share = cpu_share
         self.horizon = horizon
         self.adjust_every = adjust_every
         self.min_rate = min_rate
@@ -172,44 +178,49 @@ class ShadowLogger:
     def _next_rate(self) -> float:
         target = 1.0
         if self.cost is not None and self.cost > 0 and self.load:
-            target = min(1.0, self.utilisation / (self.cost * self.load))
+            target = min(1.0, self.cpu_share / (self.cost * self.load))
         depth = len(self.items) / self.queue_size
         if depth > 0.5:
             target = min(target, self.rate / 2)
         return max(self.min_rate, min(target, self.rate * 1.25))
 
-    def _score(self, rows: list[Row], records: list[dict[str, Any]],
-               challenger: LoadedModel) -> tuple[int, int]:
-        """Fill the rows' shadow columns for the records the challenger's schema accepts;
-        returns (rows scored, how many agree with the champion's class). A challenger whose
-        answer is unusable leaves the rows without a shadow score: (0, 0)."""
+    def _accepted(self, rows: list[Row], records: list[dict[str, Any]],
+                  challenger: LoadedModel) -> tuple[list[Row], list[dict[str, Any]]]:
+        """The rows and records the challenger's schema accepts; the others are counted."""
         schema = getattr(challenger, "schema", None)
-        if schema is not None:
-            accepted = []
-            for i, record in enumerate(records):
-                try:
-                    schema.parse(record, allow_request_id=False)
-                except RecordError:
-                    continue
-                accepted.append(i)
-            refused = len(records) - len(accepted)
-            if refused:
-                self.refused += refused
-                if self.metrics:
-                    self.metrics.shadow_refused_child.inc(refused)
-                rows, records = [rows[i] for i in accepted], [records[i] for i in accepted]
-                if not rows:
-                    return 0, 0
+        if schema is None:
+            return rows, records
+        accepted = []
+        for i, record in enumerate(records):
+            try:
+                schema.parse(record, allow_request_id=False)
+            except RecordError:
+                continue
+            accepted.append(i)
+        refused = len(records) - len(accepted)
+        if not refused:
+            return rows, records
+        self.refused += refused
+        if self.metrics:
+            self.metrics.shadow_refused_child.inc(refused)
+        return [rows[i] for i in accepted], [records[i] for i in accepted]
+
+    def _fill(self, rows: list[Row], records: list[dict[str, Any]], challenger: LoadedModel,
+              *, strict: bool = False) -> tuple[int, int]:
+        """Fill the rows' shadow columns; returns (rows scored, how many agree with the
+        champion's class). A challenger whose answer is unusable leaves the rows without a
+        shadow score: (0, 0), or raises with ``strict``."""
+        if not rows:
+            return 0, 0
         try:
-            if len(records) == 1:
-                scores = [float(challenger.score_one(records[0]))]
-            else:
-                scores = [float(s) for s in challenger.score_many(records)]
+            scores = _scores(challenger, records)
             if len(scores) != len(rows):
                 raise ValueError(f"{len(scores)} scores for {len(rows)} rows")
             agreed = sum(int(score > THRESHOLD) == row["prediction"]
                          for row, score in zip(rows, scores, strict=True))
         except Exception:
+            if strict:
+                raise
             log.exception("shadow scoring with %s v%s failed", challenger.name, challenger.version)
             return 0, 0
         for row, score in zip(rows, scores, strict=True):
@@ -217,22 +228,43 @@ class ShadowLogger:
             row["shadow_score"] = score
         return len(rows), agreed
 
+    def _score(self, group: list[Item]) -> tuple[int, int]:
+        """Score the queued items of one challenger: without a fast path in one vectorised
+        call (item by item when that call fails, so one bad item spoils only itself)."""
+        challenger = group[0][2]
+        parts = [self._accepted(rows, records, challenger) for rows, records, _ in group]
+        if len(parts) > 1 and getattr(challenger, "fast", None) is None:
+            rows = [r for part, _ in parts for r in part]
+            records = [r for _, part in parts for r in part]
+            try:
+                return self._fill(rows, records, challenger, strict=True)
+            except Exception:
+                log.warning("shadow scoring %d rows in one call failed; scoring them item by "
+                            "item", len(rows), exc_info=True)
+        scored = agreed = 0
+        for rows, records in parts:
+            done, agreeing = self._fill(rows, records, challenger)
+            scored, agreed = scored + done, agreed + agreeing
+        return scored, agreed
+
     def step(self, limit: int | None = None) -> int:
         """One turn of the worker: adapt the rate, then score and log up to ``limit`` queued
-        items (all of them: ``None``), counting the metrics once per turn. Every item taken
-        is logged, whatever scoring or the sink does with another."""
+        items (all of them: ``None``), those of one challenger together, counting the
+        metrics once per turn. Every item taken is logged, whatever scoring or the sink does
+        with another."""
         self.adapt()
         count = len(self.items) if limit is None else min(limit, len(self.items))
         batch = [self.items.popleft() for _ in range(count)]
         scored = agreed = 0
-        for rows, records, challenger in batch:
+        for group in _groups(batch):
             started = self.clock()
             try:
-                done, agreeing = self._score(rows, records, challenger)
-            except Exception:  # _score catches its own; this keeps the batch going regardless
-                log.exception("shadow worker: scoring %d rows failed", len(rows))
+                done, agreeing = self._score(group)
+            except Exception:  # _fill catches its own; this keeps the batch going regardless
+                log.exception("shadow worker: scoring %d items failed", len(group))
                 done = agreeing = 0
             self._busy += self.clock() - started
+            rows = [r for item in group for r in item[0]]
             self._busy_rows += len(rows)
             scored += done
             agreed += agreeing
@@ -250,11 +282,15 @@ class ShadowLogger:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.thread_time()
             try:
-                if not self.step(self.batch):
-                    self._stop.wait(self.interval)
+                worked = self.step(self.batch)
             except Exception:  # the sink failed: keep going, the writer counts its own losses
                 log.exception("shadow worker error")
+                worked = 1
+            spent = time.thread_time() - started
+            self._stop.wait(rest_after(spent, self.cpu_share, self.interval) if worked
+                            else self.interval)
 
     def close(self) -> None:
         """Score and log everything queued, then stop the worker."""
@@ -264,3 +300,28 @@ class ShadowLogger:
             self._thread = None
         self._manual = False
         self.step()
+
+
+def _groups(batch: list[Item]) -> list[list[Item]]:
+    """Consecutive items of one challenger, grouped (scored together)."""
+    out: list[list[Item]] = []
+    for item in batch:
+        if out and out[-1][0][2] is item[2]:
+            out[-1].append(item)
+        else:
+            out.append([item])
+    return out
+
+
+def _scores(challenger: Any, records: list[dict[str, Any]]) -> list[float]:
+    """The challenger's scores: row by row on its compiled fast path (tens of microseconds
+    a row), else one vectorised ``predict_proba`` for the whole batch (one DataFrame)."""
+    if getattr(challenger, "fast", None) is not None or len(records) == 1:
+        return [float(challenger.score_one(r)) for r in records]
+    return [float(s) for s in challenger.score_many(records)]
+
+
+def rest_after(spent: float, cpu_share: float, interval: float) -> float:
+    """Seconds the worker rests after a turn that took ``spent`` CPU seconds, so that it
+    uses at most ``cpu_share`` of a core: ``spent / (spent + rest) <= cpu_share``."""
+    return max(interval, spent * (1.0 - cpu_share) / cpu_share)

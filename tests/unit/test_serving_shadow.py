@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from serving.metrics import ServingMetrics
 from serving.schema import RecordSchema
-from serving.shadow import ShadowLogger
+from serving.shadow import ShadowLogger, rest_after
 
 
 class SlowChallenger:
@@ -159,7 +159,8 @@ class TickingChallenger:
 
 def test_the_rate_follows_capacity_and_a_new_challenger_is_measured_afresh() -> None:
     now = [0.0]
-    shadow = ShadowLogger(None, None, adjust_every=5, clock=lambda: now[0]).start(thread=False)
+    shadow = ShadowLogger(None, None, adjust_every=5, cpu_share=0.5,
+                          clock=lambda: now[0]).start(thread=False)
     slow = TickingChallenger(now)
     for n in range(40):  # 100 requests every 10 s, then the worker's turn
         now[0] = max(now[0], 10.0 * n)
@@ -173,3 +174,44 @@ def test_the_rate_follows_capacity_and_a_new_challenger_is_measured_afresh() -> 
     now[0] += 5
     shadow.adapt()
     assert (shadow.rate, shadow.load, shadow.cost) == (1.0, None, None)
+
+
+class CountingChallenger:
+    """Counts its scoring calls; ``fast`` set: it has a compiled fast path."""
+
+    name, version = "m", 11
+
+    def __init__(self, fast: object = None) -> None:
+        self.fast = fast
+        self.calls: list[tuple[str, int]] = []
+
+    def score_one(self, record: dict[str, Any]) -> float:
+        self.calls.append(("one", 1))
+        return 0.7
+
+    def score_many(self, records: list[dict[str, Any]]) -> list[float]:
+        self.calls.append(("many", len(records)))
+        return [0.7] * len(records)
+
+
+@pytest.mark.parametrize(("fast", "calls"), [(None, [("many", 3)]),
+                                             (object(), [("one", 1)] * 3)])
+def test_queued_requests_of_one_challenger_are_scored_in_one_turn(fast, calls) -> None:
+    logged: list[dict[str, Any]] = []
+    shadow = ShadowLogger(logged.append, None).start(thread=False)
+    challenger = CountingChallenger(fast)
+    for i in range(3):
+        shadow.submit([row(i)], [{"kind": "ok"}], challenger)
+    assert shadow.step() == 3
+    assert challenger.calls == calls  # one vectorised call, or the fast path row by row
+    assert sorted(r["request_id"] for r in logged) == ["r0", "r1", "r2"]
+    assert {r["shadow_score"] for r in logged} == {0.7}
+
+
+def test_the_worker_rests_so_that_it_uses_at_most_its_cpu_share() -> None:
+    for spent, share in [(0.01, 0.05), (0.2, 0.5), (0.003, 0.02)]:
+        rest = rest_after(spent, share, 0.0)
+        assert spent / (spent + rest) == pytest.approx(share)
+    assert rest_after(0.0, 0.05, 0.02) == 0.02  # an idle turn polls every interval
+    with pytest.raises(ValueError, match="cpu_share"):
+        ShadowLogger(None, None, cpu_share=0)

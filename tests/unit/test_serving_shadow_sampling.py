@@ -53,7 +53,7 @@ def simulate(adaptive: bool) -> tuple[list[dict[str, Any]], ShadowLogger, Collec
     logged: list[dict[str, Any]] = []
     registry = CollectorRegistry()
     shadow = ShadowLogger(logged.append, ServingMetrics(registry, "m"), queue_size=2000,
-                          adaptive=adaptive, clock=clock).start(thread=False)
+                          adaptive=adaptive, cpu_share=0.5, clock=clock).start(thread=False)
     challenger = SlowChallenger(clock)
     free_at = 0.0  # when the worker is done with what it took
     for second in range(HOURS * 3600):
@@ -106,7 +106,7 @@ def test_every_row_is_logged_once(adaptive) -> None:
 def test_pairs_are_a_uniform_sample_of_traffic_per_hour_and_per_period(adaptive) -> None:
     logged, shadow, registry = adaptive
     overall = sum(r["shadow_score"] is not None for r in logged) / len(logged)
-    # the challenger can score 5 rows a second at half utilisation of 8.4 offered: about 0.3
+    # the challenger can score 5 rows a second on half a core (cpu_share) of 8.4 offered: about 0.3
     assert 0.2 < overall < 0.4
     per_hour = shares(logged, hour)
     assert len(per_hour) == HOURS
