@@ -166,7 +166,8 @@ def main(argv: list[str]) -> int:
         lines.append(f"| exact path, {exact_days} days ({exact_whole['rows']:,} rows) | "
                      f"{exact_whole['wall']:.1f} s | {exact_whole['peak_mib']:,.0f} MiB |")
     if spark is not None:
-        lines.append(f"| Spark engine, local mode, {args.days} days ({spark['rows']:,} rows; peak of the Python driver, the JVM is its child) | "
+        lines.append(f"| Spark engine, local mode, {args.days} days ({spark['rows']:,} rows; "
+                     "peak of the Python driver, the JVM is its child) | "
                      f"{spark['wall']:.1f} s | {spark['peak_mib']:,.0f} MiB |")
     if spark_one is not None:
         lines.append(f"| Spark engine, local mode, 1 day ({spark_one['rows']:,} rows) | "

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from monitoring.check import LABEL_COLUMN, SCORE_COLUMN, Reference, performance
 from monitoring.predlog.reader import LogReadError, PredictionLogReader
+from monitoring.predlog.reader import _days as _days  # the reader's days of a window
 from monitoring.predlog.store import LogStore, decode_manifest
 from monitoring.summary.window import SUMMARY_FORMAT, ReferenceSummary, WindowSummary
 from monitoring.verdict import Performance, Verdict
@@ -61,11 +62,6 @@ class EngineStats:
 def batch_rows(memory_mib: int, columns: int) -> int:
     """Rows per batch so that summarising one batch stays within ``memory_mib``."""
     return max(1024, int(memory_mib * 2**20 // (max(columns, 1) * _BYTES_PER_CELL)))
-
-
-def _days(since: datetime, until: datetime) -> list[str]:
-    first, last = since.date(), (until - timedelta(microseconds=1)).date()
-    return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
 class _Vanished(Exception):
