@@ -1,7 +1,10 @@
-"""Serving speed: driftloop /predict (metrics + log + shadow on) against
-``mlflow models serve`` on the same model version, and driftloop with monitoring on vs
-off, in one run, for one pipeline of each estimator kind (``--kinds``). One worker each, loopback, 16 connections, ``--duration`` seconds each
-(20 by default), one server at a time. Load generator: wrk with a Lua POST script, or an
+"""Serving speed: driftloop /predict with monitoring on (metrics + log + shadow) and off,
+``mlflow models serve`` and MLServer's scikit-learn runtime on the same fitted pipeline, in
+one run with interleaved slices, for one pipeline of each estimator kind (``--kinds``). One
+worker each, loopback, 16 connections, ``--duration`` seconds per server (20 by default, in
+``--rounds`` slices). Reported: requests/s, p50/p99, and the server's CPU per request.
+MLServer runs from its own venv (``.bench-venvs/mlserver``; docs/serving.md says how to make
+it) and is skipped, saying so, without it. Load generator: wrk with a Lua POST script, or an
 httpx async loop when wrk is not installed. Writes docs/bench/serving.md."""
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import pickle
 import platform
 import re
 import shutil
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -41,6 +46,8 @@ class Result:
     requests: int
     errors: int
     tool: str
+    cpu_seconds: float = float("nan")  # the server's CPU (process tree) during the run
+    cpu_us: float = float("nan")    # that per request, microseconds
 
 
 def free_port() -> int:
@@ -83,15 +90,22 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def run_wrk(name: str, url: str, body: str, seconds: int, connections: int) -> Result:
+def _no_cpu() -> float:
+    return float("nan")
+
+
+def run_wrk(name: str, url: str, body: str, seconds: int, connections: int,
+            cpu: Callable[[], float] = _no_cpu) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                      f"wrk.body = {json.dumps(body)}\n")
     subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", "-s", script.name, url],
                    check=True, capture_output=True)  # warm-up
+    cpu_before = cpu()
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                           "--timeout", "10s", "-s", script.name, url],
                          check=True, capture_output=True, text=True).stdout
+    cpu_seconds = cpu() - cpu_before
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -100,10 +114,12 @@ def run_wrk(name: str, url: str, body: str, seconds: int, connections: int) -> R
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
-    return Result(name, rps, p50, p99, total, errors, "wrk")
+    return Result(name, rps, p50, p99, total, errors, "wrk", cpu_seconds,
+                  cpu_seconds / max(1, total) * 1e6)
 
 
-def run_httpx(name: str, url: str, body: str, seconds: int, connections: int) -> Result:
+def run_httpx(name: str, url: str, body: str, seconds: int, connections: int,
+              cpu: Callable[[], float] = _no_cpu) -> Result:
     import httpx
 
     async def main() -> Result:
@@ -124,13 +140,13 @@ def run_httpx(name: str, url: str, body: str, seconds: int, connections: int) ->
 
             warm = time.perf_counter() + 2
             await asyncio.gather(*(worker(warm, False) for _ in range(connections)))
-            start = time.perf_counter()
+            cpu_before, start = cpu(), time.perf_counter()
             await asyncio.gather(*(worker(start + seconds, True) for _ in range(connections)))
-            elapsed = time.perf_counter() - start
+            elapsed, cpu_seconds = time.perf_counter() - start, cpu() - cpu_before
         latencies.sort()
         pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
         return Result(name, len(latencies) / elapsed, pick(0.5), pick(0.99), len(latencies),
-                      errors, "httpx")
+                      errors, "httpx", cpu_seconds, cpu_seconds / max(1, len(latencies)) * 1e6)
 
     return asyncio.run(main())
 
@@ -150,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4,
                         help="alternating slices per driftloop configuration")
     parser.add_argument("--no-wrk", action="store_true", help="use the httpx load generator")
-    parser.add_argument("--skip-mlflow", action="store_true", help="driftloop only (quick)")
+    parser.add_argument("--skip-mlflow", action="store_true", help="no mlflow models serve")
+    parser.add_argument("--skip-mlserver", action="store_true",
+                        help="no MLServer (otherwise run from .bench-venvs/mlserver when it "
+                        "exists; see docs/serving.md)")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help="estimator kinds, one pipeline each, measured in this order")
     args = parser.parse_args(argv)
@@ -182,12 +201,123 @@ class KindRun:
     challenger: int
     fast_path: str                  # what the champion's GET /model says is live
     results: list[Result]
+    spread: float = 0.0             # largest difference in the record's probability
+
+
+MLSERVER_VENV = ROOT / ".bench-venvs" / "mlserver"
+ON, OFF = "driftloop, metrics + log + shadow on", "driftloop, monitoring off"
+MLFLOW, MLSERVER = "mlflow models serve", "MLServer (mlserver-sklearn)"
+
+
+@dataclass
+class Server:
+    name: str
+    url: str                        # the scoring endpoint
+    body: str
+    process: subprocess.Popen[bytes]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and all its descendants (Linux /proc)."""
+    tick, total, todo = os.sysconf("SC_CLK_TCK"), 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def mlserver_setup(work: Path, estimator: Any, name: str) -> Path | None:
+    """A model repository for ``mlserver start`` (the fitted pipeline as model.pkl,
+    answering ``predict_proba``), or None when the MLServer venv is missing."""
+    if not (MLSERVER_VENV / "bin" / "mlserver").exists():
+        return None
+    repo = work / f"mlserver-{name}"
+    model_dir = repo / name
+    model_dir.mkdir(parents=True)
+    with open(model_dir / "model.pkl", "wb") as f:  # mlserver-sklearn reads it with joblib
+        pickle.dump(estimator, f)
+    (model_dir / "model-settings.json").write_text(json.dumps({
+        "name": name, "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.pkl", "extra": {"predict_fn": "predict_proba"}}}))
+    return repo
+
+
+def mlserver_body(record: dict[str, Any]) -> str:
+    """One record in the V2 inference protocol, decoded as a DataFrame (pandas codec)."""
+    inputs = [{"name": k, "shape": [1],
+               "datatype": "BYTES" if isinstance(v, str) else "FP64", "data": [v]}
+              for k, v in record.items()]
+    return json.dumps({"parameters": {"content_type": "pd"}, "inputs": inputs})
+
+
+def start_servers(kind: str, spec: Any, record: dict[str, Any], estimator: Any, work: Path,
+                  env: dict[str, str], args: argparse.Namespace) -> list[Server]:
+    servers: list[Server] = []
+    configs = [(ON, {}), (OFF, {"DRIFTLOOP_SERVING_METRICS": "false",
+                               "DRIFTLOOP_SERVING_LOG": "false",
+                               "DRIFTLOOP_SERVING_SHADOW": "false"})]
+    for name, extra in configs:
+        port = free_port()
+        log = work / f"driftloop-{port}.log"
+        process = start([sys.executable, "-m", "driftloop.cli", "serve", "--port", str(port)],
+                        {**env, **extra}, log)
+        servers.append(Server(name, f"http://127.0.0.1:{port}/predict", json.dumps(record),
+                              process))
+        wait_ready(f"http://127.0.0.1:{port}/readyz", process, log)
+    if not args.skip_mlflow:
+        port = free_port()
+        log = work / f"mlflow-{port}.log"
+        process = start([str(VENV_BIN / "mlflow"), "models", "serve", "-m",
+                         f"models:/{spec.model_name}@champion", "--env-manager", "local",
+                         "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env, log)
+        servers.append(Server(MLFLOW, f"http://127.0.0.1:{port}/invocations",
+                              json.dumps({"dataframe_records": [record]}), process))
+        wait_ready(f"http://127.0.0.1:{port}/ping", process, log)
+    repo = None if args.skip_mlserver else mlserver_setup(work, estimator, kind.replace("_", "-"))
+    if repo is not None:
+        port, name = free_port(), kind.replace("_", "-")
+        (repo / "settings.json").write_text(json.dumps({
+            "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+            "parallel_workers": 0, "host": "127.0.0.1"}))
+        log = work / f"mlserver-{port}.log"
+        menv = {**env, "PYTHONPATH": str(ROOT)}
+        process = start([str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(repo)], menv, log)
+        servers.append(Server(MLSERVER, f"http://127.0.0.1:{port}/v2/models/{name}/infer",
+                              mlserver_body(record), process))
+        wait_ready(f"http://127.0.0.1:{port}/v2/models/{name}/ready", process, log)
+    return servers
+
+
+def peer_scores(servers: list[Server]) -> dict[str, float]:
+    """Each server's positive-class probability for the benchmark record (checked equal
+    before anything is timed)."""
+    import httpx
+
+    out = {}
+    for s in servers:
+        answer = httpx.post(s.url, content=s.body, timeout=30,
+                            headers={"content-type": "application/json"}).json()
+        if s.name in (ON, OFF):
+            out[s.name] = float(answer["score"])
+        elif s.name == MLFLOW:
+            out[s.name] = float(answer["predictions"][0][1])
+        else:
+            out[s.name] = float(answer["outputs"][0]["data"][1])
+    return out
 
 
 def measure_kind(kind: str, work: Path, data: Path, frame: Any, args: argparse.Namespace,
                  use_wrk: bool) -> KindRun:
-    """Train a champion and a challenger of ``kind`` and measure driftloop (monitoring on
-    and off, alternating slices) and then ``mlflow models serve`` on that champion."""
+    """Train a champion and a challenger of ``kind``; start driftloop (monitoring on and
+    off), ``mlflow models serve`` and MLServer on that champion, check they give the same
+    probability, and measure them in interleaved slices (CPU per request of each server's
+    process tree alongside)."""
     import httpx
 
     from kernel.settings import CommonSettings
@@ -205,6 +335,8 @@ def measure_kind(kind: str, work: Path, data: Path, frame: Any, args: argparse.N
     registry = open_registry(settings)
     champion = train(spec, [data], registry, alias="champion", seed=0).version.version
     challenger = train(spec, [data], registry, alias="challenger", seed=1).version.version
+    estimator = registry.load_model(registry.download(spec.model_name, champion,
+                                                      work / f"bundle-{kind}"))
     row = frame.iloc[0]
     record: dict[str, Any] = {c: float(row[c]) for c in spec.features.numerical}
     record.update({c: str(row[c]) for c in spec.features.categorical})
@@ -214,58 +346,43 @@ def measure_kind(kind: str, work: Path, data: Path, frame: Any, args: argparse.N
     env.update({"DRIFTLOOP_HOME": str(home), "DRIFTLOOP_MODEL": spec.model_name,
                 "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
                 "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"})
-    driftloop_body = json.dumps(record)
-    results: list[Result] = []
-    runs = [("driftloop, metrics + log + shadow on", {}),
-            ("driftloop, monitoring off", {"DRIFTLOOP_SERVING_METRICS": "false",
-                                           "DRIFTLOOP_SERVING_LOG": "false",
-                                           "DRIFTLOOP_SERVING_SHADOW": "false"})]
-    # Both driftloop servers run at once and are measured in alternating slices, so a
-    # change in background load on the shared machine hits both alike.
-    servers: list[tuple[str, str, subprocess.Popen[bytes]]] = []
-    slices: dict[str, list[Result]] = {name: [] for name, _ in runs}
+    servers: list[Server] = []
+    slices: dict[str, list[Result]] = {}
     rounds = max(1, args.rounds)
-    fast_path = "?"
     try:
-        for name, extra in runs:
-            port = free_port()
-            log = work / f"driftloop-{port}.log"
-            process = start([sys.executable, "-m", "driftloop.cli", "serve", "--port",
-                             str(port)], {**env, **extra}, log)
-            servers.append((name, f"http://127.0.0.1:{port}", process))
-            wait_ready(f"http://127.0.0.1:{port}/readyz", process, log)
-        fast_path = httpx.get(servers[0][1] + "/model", timeout=5).json()["champion"]["fast_path"]
+        servers = start_servers(kind, spec, record, estimator, work, env, args)
+        scores = peer_scores(servers)
+        spread = max(scores.values()) - min(scores.values())
+        if spread > 1e-6:
+            raise RuntimeError(f"{kind}: the servers disagree on the record: {scores}")
+        base = servers[0].url.removesuffix("/predict")
+        fast_path = httpx.get(base + "/model", timeout=5).json()["champion"]["fast_path"]
+        # Every server is measured in each round, one after the other, so a change in
+        # background load on the shared machine hits them all alike.
         for i in range(rounds):
-            for name, base, _ in servers:
-                print(f"-- {kind}: {name} (slice {i + 1}/{rounds})", flush=True)
-                slices[name].append(load(name, base + "/predict", driftloop_body,
-                                         max(1, args.duration // rounds), args.connections))
+            for s in servers:
+                print(f"-- {kind}: {s.name} (slice {i + 1}/{rounds})", flush=True)
+                pid = s.process.pid
+                slices.setdefault(s.name, []).append(load(
+                    s.name, s.url, s.body, max(1, args.duration // rounds), args.connections,
+                    lambda pid=pid: process_cpu(pid)))  # type: ignore[misc]
     finally:
-        for _, _, process in servers:
-            stop(process)
-    for name, parts in slices.items():
-        seconds = sum(p.requests / p.rps for p in parts)
-        results.append(Result(name, sum(p.requests for p in parts) / seconds,
-                              statistics.median(p.p50_ms for p in parts),
-                              statistics.median(p.p99_ms for p in parts),
-                              sum(p.requests for p in parts), sum(p.errors for p in parts),
-                              parts[0].tool))
-    if not args.skip_mlflow:
-        port = free_port()
-        log = work / f"mlflow-{port}.log"
-        process = start([str(VENV_BIN / "mlflow"), "models", "serve", "-m",
-                         f"models:/{spec.model_name}@champion", "--env-manager", "local",
-                         "-h", "127.0.0.1", "-p", str(port), "-w", "1"], env, log)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_ready(base + "/ping", process, log)
-            print(f"-- {kind}: mlflow models serve", flush=True)
-            results.append(load("mlflow models serve", base + "/invocations",
-                                json.dumps({"dataframe_records": [record]}), args.duration,
-                                args.connections))
-        finally:
-            stop(process)
-    return KindRun(kind, champion, challenger, fast_path, results)
+        for s in servers:
+            stop(s.process)
+    return KindRun(kind, champion, challenger, fast_path,
+                   [combine(name, parts) for name, parts in slices.items()], spread)
+
+
+def combine(name: str, results: list[Result]) -> Result:
+    """One server's slices: requests/s and CPU per request over all of them, p50/p99 the
+    median of the slices."""
+    seconds = sum(r.requests / r.rps for r in results)
+    requests = sum(r.requests for r in results)
+    cpu = sum(r.cpu_seconds for r in results)
+    return Result(name, requests / seconds, statistics.median(r.p50_ms for r in results),
+                  statistics.median(r.p99_ms for r in results), requests,
+                  sum(r.errors for r in results), results[0].tool, cpu,
+                  cpu / max(1, requests) * 1e6)
 
 
 def write_report(runs: list[KindRun], args: argparse.Namespace, argv: list[str],
@@ -274,58 +391,81 @@ def write_report(runs: list[KindRun], args: argparse.Namespace, argv: list[str],
     flags = " ".join(argv)
     command = ("python -m bench --only serving" if not argv
                else f"python -m bench.bench_serving {flags}")
-    tool = (f"wrk -t1 -c{args.connections} -d{args.duration}s --latency (Lua POST script)"
+    slice_s = max(1, args.duration // max(1, args.rounds))
+    tool = (f"wrk -t1 -c{args.connections} -d{slice_s}s --latency (Lua POST script)"
             if use_wrk else f"httpx async loop, {args.connections} concurrent requests")
     pipelines = "; ".join(f"{run.kind} (champion v{run.champion}, challenger "
-                          f"v{run.challenger}, fast path `{run.fast_path}`)" for run in runs)
+                          f"v{run.challenger}, fast path `{run.fast_path}`, the servers' "
+                          f"probabilities for the record within {run.spread:.1e})"
+                          for run in runs)
+    mlserver = (metadata_of(MLSERVER_VENV, "mlserver") or "not installed")
     lines = [
-        "## Serving (issue 3, both estimator kinds: issue 21)", "",
+        "## Serving (issue 3, both estimator kinds and the monitoring overhead: issues 12, 21)",
+        "",
         f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, mlflow {metadata.version('mlflow')}, fastapi "
         f"{metadata.version('fastapi')}, uvicorn {metadata.version('uvicorn')}, scikit-learn "
-        f"{metadata.version('scikit-learn')}; {datetime.now(UTC):%Y-%m-%d}.", "",
+        f"{metadata.version('scikit-learn')}, MLServer {mlserver} (its own venv, "
+        f"`.bench-venvs/mlserver`); {datetime.now(UTC):%Y-%m-%d}.", "",
         f"One churn pipeline per estimator kind, measured one kind after the other: {pipelines}. "
-        "For each, the same registered model for every server (the challenger for shadow "
-        "scoring), one worker per server, "
-        f"loopback, one record per request, load by {tool}, after a 2 s warm-up; one server "
-        "at a time on the same 2 cores as the load generator. driftloop answers `POST "
-        "/predict`; MLflow answers `POST /invocations` with `{\"dataframe_records\": [...]}` "
-        "(`mlflow models serve -m models:/NAME@champion --env-manager local -w 1`). The two "
-        f"driftloop configurations run side by side and are measured in {args.rounds} "
-        "alternating slices each (requests/s over all slices, p50/p99 the median of the "
-        "slices), so background load on the shared machine hits both alike; MLflow is "
-        "measured after them in one piece. Load average (1 min) of the shared machine "
-        f"before and after the run: {load[0]:.2f} and {load[1]:.2f} (the benchmark itself "
-        "keeps about 1.5 busy).", "",
-        "| estimator | server | requests/s | p50 | p99 | requests | errors |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "For each, the same fitted champion in every server (the challenger for driftloop's "
+        "shadow scoring), one worker per server, loopback, one record per request, load by "
+        f"{tool} after a 2 s warm-up per slice, on the same 2 cores as the load generator. "
+        "driftloop answers `POST /predict`; MLflow `POST /invocations` with "
+        "`{\"dataframe_records\": [...]}` (`mlflow models serve -m models:/NAME@champion "
+        "--env-manager local -w 1`); MLServer `POST /v2/models/NAME/infer` (V2 protocol, "
+        "pandas codec, `mlserver_sklearn.SKLearnModel` with `predict_fn: predict_proba`, "
+        "`parallel_workers: 0`). All servers of a kind run at once and are measured in "
+        f"{args.rounds} interleaved slices each (requests/s and CPU per request over all "
+        "slices, p50/p99 the median of the slices), so background load on the shared machine "
+        "hits them alike. CPU per request is the server's whole process tree (user + system, "
+        "/proc) over the timed part of its slices: less sensitive to other load than "
+        f"requests/s. Load average (1 min) before and after the run: {load[0]:.2f} and "
+        f"{load[1]:.2f}.", "",
+        "| estimator | server | requests/s | p50 | p99 | CPU per request | requests | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         for r in run.results:
             lines.append(f"| {run.kind} | {r.name} | {r.rps:,.0f} | {r.p50_ms:.2f} ms | "
-                         f"{r.p99_ms:.2f} ms | {r.requests:,} | {r.errors} |")
+                         f"{r.p99_ms:.2f} ms | {r.cpu_us:,.0f} µs | {r.requests:,} | "
+                         f"{r.errors} |")
     lines.append("")
     for run in runs:
-        by = {r.name: r for r in run.results}
-        on, off = by["driftloop, metrics + log + shadow on"], by["driftloop, monitoring off"]
-        peer = by.get("mlflow models serve")
-        overhead = 1 - on.rps / off.rps
-        lines.append(f"- {run.kind}: monitoring overhead (metrics + log + shadow on vs off, "
-                     f"same app): {overhead:.1%} fewer requests/s, p99 {on.p99_ms:.2f} vs "
-                     f"{off.p99_ms:.2f} ms (target at most 15%: "
-                     f"{'met' if overhead <= 0.15 else 'MISSED'}).")
-        if peer is not None:
-            ratio, p99 = on.rps / peer.rps, on.p99_ms / peer.p99_ms
-            lines.append(f"- {run.kind}: driftloop (monitoring on) vs mlflow models serve: "
-                         f"{ratio:.1f}x the requests/s (target at least 20x: "
-                         f"{'met' if ratio >= 20 else 'MISSED'}), p99 {p99:.3f} of MLflow's "
-                         f"(target at most 0.1: {'met' if p99 <= 0.1 else 'MISSED'}).")
-        else:
-            lines.append(f"- {run.kind}: mlflow models serve was skipped in this run "
-                         "(--skip-mlflow).")
+        lines += verdicts(run)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
+
+
+def metadata_of(venv: Path, package: str) -> str | None:
+    """``package``'s version in another venv (from its dist-info), or None."""
+    found = sorted(venv.glob(f"lib/python*/site-packages/{package}-*.dist-info"))
+    return found[-1].name.removeprefix(f"{package}-").removesuffix(".dist-info") if found \
+        else None
+
+
+def verdicts(run: KindRun) -> list[str]:
+    """The targets of issues 12 and 21 for one kind, each with its figures."""
+    by = {r.name: r for r in run.results}
+    on, off = by[ON], by[OFF]
+    overhead, p99 = 1 - on.rps / off.rps, on.p99_ms / off.p99_ms
+    cpu = on.cpu_us / off.cpu_us - 1
+    ok = overhead <= 0.10 and p99 <= 1.5
+    lines = [f"- {run.kind}: monitoring overhead (metrics + log + shadow on vs off, same app): "
+             f"{overhead:.1%} fewer requests/s (target at most 10%), p99 {on.p99_ms:.2f} vs "
+             f"{off.p99_ms:.2f} ms = {p99:.2f}x (target at most 1.5x), CPU per request "
+             f"{cpu:+.1%}: {'met' if ok else 'MISSED'}."]
+    for peer in (MLFLOW, MLSERVER):
+        if peer not in by:
+            lines.append(f"- {run.kind}: {peer} was not measured in this run.")
+            continue
+        ratio, cpu_ratio = on.rps / by[peer].rps, by[peer].cpu_us / on.cpu_us
+        lines.append(f"- {run.kind}: driftloop (monitoring on) vs {peer}: {ratio:.1f}x the "
+                     f"requests/s (target at least 20x: {'met' if ratio >= 20 else 'MISSED'}), "
+                     f"{cpu_ratio:.1f}x less CPU per request, p99 "
+                     f"{on.p99_ms / by[peer].p99_ms:.3f} of the peer's.")
+    return lines
 
 
 if __name__ == "__main__":
