@@ -94,13 +94,21 @@ class ForeignMoves:
         found = []
         replayed = replay(self.registry, model)
         latest = max((m.at for m in replayed.moves if m.at is not None), default=None)
-        for alias, was, after in replayed.unexplained(aliases, first):
+        odd = {alias: was for alias, was, _ in replayed.unexplained(aliases, first)}
+        for alias in WATCHED:            # an adopted alias (no record of it) moved since
+            if alias not in odd and not replayed.seen(alias) and before is not None \
+                    and before.get(alias) != aliases.get(alias):
+                odd[alias] = before.get(alias)
+        for alias, was in sorted(odd.items()):
+            after = aliases.get(alias)
             if alias not in WATCHED or self._ours.get(model, {}).get(alias, -1) == after:
                 continue                                   # the controller's own move
             if before is None and not replayed.seen(alias):
                 continue             # found at the first look, no record of it: adopted
             if before is not None and before.get(alias) == after:
                 continue             # as at the last look: judged then already
+            if not replayed.seen(alias) and before is not None:
+                was = before.get(alias)          # the adopted version it moved from
             with self._lock:
                 event = self._reported.pop((model, alias), None)
             found.append(Found(model, alias, was, after, event, latest))

@@ -197,6 +197,8 @@ class _Replay:
                     and r.champion_version is not None:
                 self.bootstrap(r.champion_version, by=r.decided_at)
             if r.alias:
+                if r.alias not in self.current and r.champion_version is not None:
+                    self.current[r.alias] = r.champion_version   # where it was found first
                 self.move(r.decided_at, r.alias, r.new_champion_version, **how)
             return
         if ALIAS_CHAMPION not in self.current and r.champion_version is not None \

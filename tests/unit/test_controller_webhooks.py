@@ -233,3 +233,22 @@ def test_tokens_file_adds_people(tmp_path: Path) -> None:
     missing = settings.model_copy(update={"controller_tokens_file": tmp_path / "nope"})
     with pytest.raises(UsageError, match="No such file"):
         load_tokens(missing)
+
+
+def test_a_deleted_alias_is_a_foreign_move_to_none(world: tuple[World, SyncClient]) -> None:
+    w, client = world
+    w.registry.set_alias("churn", "previous", 2)
+    w.controller.reconcile_once()                         # found at the first look: adopted
+    assert not w.registry.decisions
+    w.registry.delete_alias("churn", "previous")
+    deleted = {"entity": "model_version_alias", "action": "deleted",
+               "timestamp": "2026-12-02T08:00:00+00:00",
+               "data": {"name": "churn", "alias": "previous"}}
+    answer = client.post("/webhooks/mlflow", **signed(deleted)).json()
+    assert answer["status"] == "accepted" and answer["serving_reload"] is False  # no reloader
+    w.controller.reconcile_once()
+    (record,) = w.registry.decisions
+    assert (record.kind, record.alias, record.champion_version, record.new_champion_version) \
+        == ("foreign", "previous", 2, None)
+    assert record.title == "churn@previous v2 -> none (moved outside driftloop)"
+    assert "MLflow registry webhook" in record.reasons[0]
