@@ -275,6 +275,9 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
                                              settings.report_max_rows)
                 renderer.wait()
                 progress("waited for the report")
+                from monitoring.report_page import prepend_verdict
+
+                prepend_verdict(report_file, verdict)  # the verdict first, then Evidently's
                 report_path = report_file
                 verdict = verdict.model_copy(update={"report_path": str(report_path),
                                                      "report_sampled_rows": sampled})

@@ -1,0 +1,105 @@
+"""The verdict on the report's own page, above Evidently's data-drift panels.
+
+Evidently renders what it measured (per-column drift); the verdict is driftloop's. A reader
+opening the HTML of a "degraded" day must see that first: the verdict and its reasons, then
+realised performance against the version's baseline, data quality, prediction drift, and
+only then the data-drift panels. Each section is a ``<section data-driftloop="...">`` so a
+test (or a script) can find it.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from monitoring.verdict import Verdict
+
+SECTIONS = ("verdict", "performance", "data-quality", "prediction-drift", "data-drift")
+
+_COLOURS = {"ok": "#d1e7dd", "insufficient_data": "#e2e3e5", "drift": "#fff3cd",
+            "degraded": "#f8d7da"}
+_STYLE = ("font-family:sans-serif;padding:8px 16px;margin:0;border-bottom:1px solid #ccc")
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    cells = "".join(f"<th style='text-align:left;padding:2px 12px'>{escape(h)}</th>"
+                    for h in head)
+    body = "".join("<tr>" + "".join(f"<td style='padding:2px 12px'>{escape(c)}</td>"
+                                    for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _section(name: str, title: str, body: str, colour: str = "#fff") -> str:
+    return (f'<section data-driftloop="{name}" style="{_STYLE};background:{colour}">'
+            f"<h2>{escape(title)}</h2>{body}</section>")
+
+
+def _verdict(v: Verdict) -> str:
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in v.reasons) or "<li>no finding</li>"
+    body = (f'<p>driftloop verdict for {escape(v.model)} v{v.version}: <strong '
+            f'data-driftloop="status">{escape(v.status)}</strong> ({v.rows} rows, '
+            f"{v.labelled_rows} labelled; window {v.window_start.isoformat()} to "
+            f"{v.window_end.isoformat()}; {escape(v.engine)} engine)</p><ul>{reasons}</ul>")
+    return _section("verdict", "Verdict", body, _COLOURS.get(v.status, "#fff"))
+
+
+def _performance(v: Verdict) -> str:
+    p = v.performance
+    if p is None:
+        return _section("performance", "Realised performance",
+                        "<p>no labels in the window: realised performance not measured</p>")
+    direction = "lower is better" if p.lower_is_better else "higher is better"
+    rows = [[p.metric, _num(p.value), _num(p.baseline), _num(p.tolerance),
+             str(p.labelled_rows), "degraded" if p.degraded else "within tolerance"]]
+    body = (_table(["metric", "realised", "baseline (validation)", "tolerance", "labelled rows",
+                    "judgement"], rows) + f"<p>{direction}</p>")
+    return _section("performance", "Realised performance", body)
+
+
+def _quality(v: Verdict) -> str:
+    if not v.data_quality:
+        return _section("data-quality", "Data quality", "<p>no data-quality findings</p>")
+    rows = [[q.column, _num(q.missing_share, 3), _num(q.reference_missing_share, 3),
+             _num(q.out_of_range_share, 3), ", ".join(q.unseen_categories) or "-",
+             "flagged" if q.flagged else "-"] for q in v.data_quality]
+    return _section("data-quality", "Data quality", _table(
+        ["column", "missing", "missing (reference)", "out of range", "unseen categories",
+         "flag"], rows))
+
+
+def _prediction(v: Verdict) -> str:
+    d = v.prediction_drift
+    if d is None:
+        return _section("prediction-drift", "Prediction drift",
+                        "<p>no prediction-drift reference for this version</p>")
+    rows = [[d.column, d.method, _num(d.score), _num(d.threshold),
+             "drifted" if d.drifted else "not drifted"]]
+    return _section("prediction-drift", "Prediction drift",
+                    _table(["column", "method", "score", "threshold", "judgement"], rows))
+
+
+def _data_drift(v: Verdict) -> str:
+    share = "n/a" if v.drift_share is None else f"{v.drift_share:.2f}"
+    drifted = ", ".join(v.drifted_columns) or "none"
+    body = (f"<p>drift share {share} (dataset drift at {v.drift_share_threshold:.2f}); drifted "
+            f"columns: {escape(drifted)}. Evidently's per-column panels follow.</p>")
+    return _section("data-drift", "Data drift", body)
+
+
+def verdict_header(verdict: Verdict) -> str:
+    """The sections, in order, as one HTML fragment."""
+    return "".join([_verdict(verdict), _performance(verdict), _quality(verdict),
+                    _prediction(verdict), _data_drift(verdict)])
+
+
+def prepend_verdict(path: Path, verdict: Verdict) -> None:
+    """Put the verdict's sections at the top of the report's ``<body>``."""
+    text = path.read_text()
+    at = text.find("<body>")
+    header = verdict_header(verdict)
+    text = text[: at + 6] + header + text[at + 6:] if at >= 0 else header + text
+    path.write_text(text)
