@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     _assemble()
     try:
         # Without standalone mode click returns a raised typer.Exit's code instead of raising.
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="driftloop", standalone_mode=False)
     except DriftloopError as exc:
         typer.echo(f"error: {exc}", err=True)
         return 2
@@ -102,8 +102,30 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except Exception as exc:
+        if _is_settings_error(exc):
+            typer.echo(f"error: {_settings_message(exc)}", err=True)
+            return 2
         return _unexpected(exc, argv)
     return code if isinstance(code, int) else 0
+
+
+def _is_settings_error(exc: Exception) -> bool:
+    """A DRIFTLOOP_* setting that does not parse: the operator's input, so exit 2."""
+    from pydantic import ValidationError
+
+    return isinstance(exc, ValidationError) and exc.title.endswith("Settings")
+
+
+def _settings_message(exc: Exception) -> str:
+    """One line naming each bad environment variable, what it needs and what it got."""
+    parts = []
+    for err in exc.errors():  # type: ignore[attr-defined]
+        name = str(err["loc"][0]) if err.get("loc") else "?"
+        env = name if name.isupper() else f"DRIFTLOOP_{name.upper()}"
+        got = f" (got {err['input']!r})" if isinstance(err.get("input"), str | int | float) \
+            else ""
+        parts.append(f"{env}: {err['msg']}{got}")
+    return "invalid setting " + "; ".join(parts) + " (the README's Configuration section lists them)"
 
 
 def _unexpected(exc: Exception, argv: list[str] | None) -> int:

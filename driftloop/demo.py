@@ -111,7 +111,10 @@ class Demo:
         history_path = self.home / "data" / "history.parquet"
         history_path.parent.mkdir(parents=True)
         history.to_parquet(history_path, index=False)
-        spec = SPEC.read_text() + "history: [data/history.parquet]\n"
+        # a drift-triggered retrain trains from the located change once retrain.min_rows
+        # labelled rows exist since it (default 3,000): here, half a simulated day's labels
+        spec = (SPEC.read_text() + "history: [data/history.parquet]\n"
+                f"retrain:\n  min_rows: {max(100, self.rows_per_day // 2)}\n")
         (self.home / "spec.yaml").write_text(spec)
         self.say(f"[1/4] generated {len(data):,} churn rows over {self.days} days "
                  f"(concept drift from day {self.onset}); training the first champion on days "
@@ -203,7 +206,10 @@ class Demo:
             row.realised, row.baseline = perf.get("value"), perf.get("baseline")
         row.state, row.trigger, row.decision = status
         if row.state == "training":
-            self.wait_state(client, lambda s: s != "training", 120)
+            try:
+                self.wait_state(client, lambda s: s != "training", 120)
+            except TimeoutError:  # e.g. waiting for labels: the next day may bring them
+                self.say("      (the controller is still training; playing the next day)")
             row.state = self.controller_status(client)[0]
         return row
 

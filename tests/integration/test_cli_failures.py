@@ -120,6 +120,24 @@ def test_an_unreachable_tracking_server_is_one_line(args: list[str],
     assert url in result.stderr
 
 
+BAD_SETTINGS = [
+    ("controller-tick", ["controller"], {"DRIFTLOOP_CONTROLLER_TICK_SECONDS": "abc"},
+     "DRIFTLOOP_CONTROLLER_TICK_SECONDS: Input should be a valid number"),
+    ("drift-engine", ["drift-check", "--model", "churn"], {"DRIFTLOOP_DRIFT_ENGINE": "bogus"},
+     "DRIFTLOOP_DRIFT_ENGINE"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "fragment"), [c[1:] for c in BAD_SETTINGS],
+                         ids=[c[0] for c in BAD_SETTINGS])
+def test_an_invalid_setting_is_a_usage_error(args: list[str], env: dict[str, str],
+                                             fragment: str, place: dict[str, str]) -> None:
+    result = _run(args, place, env)
+    _assert_one_line(result, 2, fragment)
+    assert "a bug" not in result.stderr
+    assert repr(next(iter(env.values()))) in result.stderr  # the value it got
+
+
 def _commands() -> list[list[str]]:
     from driftloop.cli import _assemble, app
 

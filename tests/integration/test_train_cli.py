@@ -114,7 +114,7 @@ def test_console_script_exit_codes(home, tmp_path):
 def test_usage_errors_are_short_and_exit_2(argv, capsys):
     assert run(*argv) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "Error:" in err
+    assert "Traceback" not in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
 def test_train_records_where_its_data_came_from(data_file, monkeypatch):
