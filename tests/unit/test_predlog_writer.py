@@ -154,3 +154,38 @@ def test_a_batch_the_store_cannot_encode_is_counted_and_never_retried() -> None:
     assert writer.flush() == 1
     assert writer.stats.rows_lost == {"unencodable": 1} and writer.stats.rows_written == 1
     assert writer.health().ok
+
+
+def test_a_large_flush_is_encoded_in_pieces_with_one_type_per_column(monkeypatch) -> None:
+    """More rows than one encoding step: one table, in order, a bad value escaped in its own
+    piece, and an undeclared column null in the first piece and numeric in a later one
+    keeps a single (numeric) type."""
+    from monitoring.predlog import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_ENCODE_CHUNK", 4)
+    store = MemoryStore()
+    writer = PredictionLogWriter(store)
+    for i in range(10):
+        writer.append(row(i, extra_col=None if i < 4 else i, comment="\ud800" if i == 6 else "ok"))
+    assert writer.flush() == 10
+    (tables,) = store.tables.values()
+    (table,) = tables
+    assert table.column("request_id").to_pylist() == [f"r{i}" for i in range(10)]
+    assert pa.types.is_integer(table.schema.field("extra_col").type)
+    assert table.column("extra_col").to_pylist() == [None] * 4 + list(range(4, 10))
+    assert table.column("comment").to_pylist()[6] == escape_text("\ud800")
+    assert writer.stats.values_escaped == 1 and writer.stats.rows_lost == {}
+
+
+def test_pieces_whose_inferred_types_cannot_be_joined_are_encoded_again_whole(monkeypatch
+                                                                              ) -> None:
+    from monitoring.predlog import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_ENCODE_CHUNK", 2)
+    store = MemoryStore()
+    writer = PredictionLogWriter(store)
+    for i, value in enumerate([1, 2, "a", "b"]):  # int64 piece, then a string piece
+        writer.append(row(i, note=value))
+    assert writer.flush() == 4
+    (table,) = next(iter(store.tables.values()))
+    assert table.column("note").to_pylist() == ["1", "2", "a", "b"]
