@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kernel.cliutil import echo, parse_time
+from kernel.cliutil import check_port_free, echo, parse_time
 from kernel.errors import DriftloopError
 
 if TYPE_CHECKING:
@@ -78,14 +78,48 @@ def controller(
     if not settings.spec_paths():
         raise UsageError("no models to manage: set DRIFTLOOP_CONTROLLER_SPECS or pass --spec")
     check_startup(settings)  # a bad spec or launcher: one line and exit 2, not a traceback
+    bind_host, bind_port = host or settings.controller_host, port or settings.controller_port
+    check_port_free(bind_host, bind_port, option="--port")
     from controller.deps import load_tokens
 
     people = load_tokens(settings)  # a bad pair or file: one line, exit 2 (never the token)
     if not settings.controller_token and not people:
         echo("warning: neither DRIFTLOOP_CONTROLLER_TOKEN nor DRIFTLOOP_CONTROLLER_TOKENS is "
              "set: every mutating endpoint answers 401")
-    uvicorn.run(create_app(settings), host=host or settings.controller_host,
-                port=port or settings.controller_port, log_level="warning", http=HTTP_PROTOCOL)
+    from controller.parts import load_models
+
+    _check_store(settings)
+    echo(f"controller managing {', '.join(sorted(load_models(settings)))} on "
+         f"http://{bind_host}:{bind_port} (launcher {settings.controller_launcher}; store "
+         f"{_masked(settings.database_url)}; registry {settings.resolved_tracking_uri}; log "
+         f"{settings.resolved_log_uri})")
+    uvicorn.run(create_app(settings), host=bind_host, port=bind_port, log_level="warning",
+                http=HTTP_PROTOCOL)
+
+
+def _check_store(settings: ControllerSettings) -> None:
+    """The state store reachable and migrated before the port opens: one line and exit 2
+    naming it (password hidden), not the server's start-up traceback."""
+    import sqlalchemy.exc
+
+    from controller.store import Store
+
+    try:
+        Store(settings.database_url).close()
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise DriftloopError(f"controller store unavailable at {_masked(settings.database_url)}"
+                             f" (DRIFTLOOP_CONTROLLER_DATABASE_URL): {reason}") from exc
+
+
+def _masked(url: str) -> str:
+    """A database URL with its password (if any) replaced, for the start-up line."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: say nothing of it rather than leak it
+        return "(unreadable URL)"
 
 
 def _call(method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -63,6 +63,8 @@ CASES = [
     ("backtest-missing-policy", ["backtest", "--spec", SPEC, "--data", "{data}", "--policy",
                                  "{tmp}/nosuch.yaml"], 2, "--policy"),
     ("demo-bad-days", ["demo", "--days", "0"], 2, "--days"),
+    ("controller-busy-port", ["controller", "--spec", SPEC, "--port", "{busy}"], 2, "--port"),
+    ("controller-missing-spec", ["controller", "--spec", "{tmp}/nosuch.yaml"], 2, "nosuch.yaml"),
 ]
 
 UNREACHABLE = [
@@ -136,6 +138,33 @@ def test_an_invalid_setting_is_a_usage_error(args: list[str], env: dict[str, str
     _assert_one_line(result, 2, fragment)
     assert "a bug" not in result.stderr
     assert repr(next(iter(env.values()))) in result.stderr  # the value it got
+
+
+def test_an_unreachable_controller_store_is_one_line_without_its_password(
+        place: dict[str, str]) -> None:
+    url = f"postgresql://driftloop:s3cret@127.0.0.1:{free_port()}/driftloop"
+    result = _run(["controller", "--spec", SPEC, "--port", str(free_port())], place,
+                  {"DRIFTLOOP_CONTROLLER_DATABASE_URL": url})
+    _assert_one_line(result, 2, "controller store unavailable at postgresql://driftloop:***@")
+    assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_the_controller_says_what_it_manages_and_where(place: dict[str, str]) -> None:
+    port = free_port()
+    home = Path(place["tmp"]) / "home"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DRIFTLOOP_", "MLFLOW_"))}
+    proc = subprocess.Popen(driftloop_command("controller", "--spec", SPEC, "--port", str(port)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=place["tmp"], env={**clean, "DRIFTLOOP_HOME": str(home),
+                                                   "DRIFTLOOP_CONTROLLER_TOKEN": "t"})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert line.startswith(f"controller managing churn on http://127.0.0.1:{port} "), line
+    assert "launcher local" in line and f"sqlite:///{home}" in line and "registry " in line
 
 
 def _commands() -> list[list[str]]:
