@@ -65,7 +65,10 @@ class ControllerPolicy(BaseSettings):
                                                "(within the retrain window) kept out of training "
                                                "for offline replay.")
     controller_retrain_window_days: float | None = Field(
-        None, description="Train only on rows from the last N days (--since); default all.")
+        None, description="With the spec's retrain.window auto (the default): retrains with "
+        "no located change (scheduled, new labels, manual) train only on rows from the last N "
+        "days (--since); default all. A drift or degraded alarm that locates a change trains "
+        "from the change; retrain.window all or N days replaces this setting.")
     controller_schedule: str | None = Field(None, description="5-field cron (UTC; named days and "
                                             "months allowed) or @hourly, @daily, @weekly: "
                                             "scheduled retrains.")
