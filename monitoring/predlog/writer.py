@@ -2,8 +2,8 @@
 
 Every row appended is accounted for: written to the store, put in the spool (at close, when
 the store cannot take it; replayed on the next start and after any successful flush), or
-lost with a reason (``LOST_REASONS``), counted in :class:`WriterStats` and named in the
-shutdown line. Failed flushes are counted by reason (``FLUSH_ERROR_REASONS``) and keep their
+lost with a reason (``stats.LOST_REASONS``), counted in :class:`WriterStats` and named in the
+shutdown line. Failed flushes are counted by reason (``stats.FLUSH_ERROR_REASONS``) and keep their
 rows for the next try; :meth:`PredictionLogWriter.health` says whether the log is keeping up.
 A process killed with SIGKILL loses what was buffered: at most ``flush_interval`` seconds of
 rows while the store works (more, up to ``max_buffer`` rows, while it fails).
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import errno
 import logging
 import threading
 import time
@@ -21,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -36,72 +35,26 @@ from monitoring.predlog.schema import (
     salvage,
 )
 from monitoring.predlog.spool import Spool
+from monitoring.predlog.stats import (
+    WriterHealth,
+    WriterStats,
+    failure_reason,
+)
 from monitoring.predlog.store import LogStore, keep_sample
 
 log = logging.getLogger(__name__)
 
 _EPOCH_DAY = date(1970, 1, 1)
-#: Why rows were lost (``WriterStats.rows_lost`` / ``labels_lost``, a bounded label set).
-LOST_REASONS = ("buffer_full", "unencodable", "shutdown", "spool_corrupt")
-#: Why a flush failed (``WriterStats.flush_errors_by_reason``).
-FLUSH_ERROR_REASONS = ("no_space", "read_only", "permission", "io", "encode", "other")
 _REPLAY_FILES_PER_FLUSH = 16
 _REPEAT_LOG_SECONDS = 60.0
 # Rows converted to Arrow per step of a flush (the GIL is yielded between steps).
 _ENCODE_CHUNK = 1024
 
+#: The two kinds of rows, each under its own top directory of the store.
+PREDICTIONS, LABELS = "predictions", "labels"
+
 Rows = list[dict[str, Any]]
 Builder = Callable[[Rows], pa.Table]
-
-
-def failure_reason(exc: BaseException) -> str:
-    """One of ``FLUSH_ERROR_REASONS`` for a store's exception."""
-    if isinstance(exc, UnicodeError | pa.ArrowInvalid | pa.ArrowTypeError):
-        return "encode"
-    if isinstance(exc, OSError):
-        code, text = exc.errno, str(exc)
-        if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text:
-            return "no_space"
-        if code == errno.EROFS or "Read-only file system" in text:
-            return "read_only"
-        if code in (errno.EACCES, errno.EPERM) or "ermission denied" in text:
-            return "permission"
-        return "io"
-    return "other"
-
-
-@dataclass
-class WriterStats:
-    """Running totals of one writer. Invariant, per kind (rows, labels): appended ==
-    written + spooled + lost + still buffered (replayed rows came from an earlier spool)."""
-
-    rows_written: int = 0
-    labels_written: int = 0
-    flushes: int = 0
-    flush_errors: int = 0
-    last_flush_lag_seconds: float = 0.0
-    buffered: int = 0
-    flush_errors_by_reason: dict[str, int] = field(default_factory=dict)
-    rows_lost: dict[str, int] = field(default_factory=dict)
-    labels_lost: dict[str, int] = field(default_factory=dict)
-    rows_spooled: int = 0
-    labels_spooled: int = 0
-    rows_replayed: int = 0
-    labels_replayed: int = 0
-    spool_pending_rows: int = 0  # rows and labels waiting in the spool directory
-    values_escaped: int = 0  # rows stored with unencodable text escaped
-    last_flush_ok_at: float | None = None  # epoch seconds of the last flush that failed nothing
-    last_error: str | None = None  # "<reason>: <message>" while flushes fail, else None
-
-    @property
-    def rows_dropped(self) -> int:
-        """Rows dropped because the buffer was full (the oldest first)."""
-        return self.rows_lost.get("buffer_full", 0)
-
-
-class WriterHealth(NamedTuple):
-    ok: bool
-    reason: str
 
 
 @dataclass
@@ -288,33 +241,60 @@ class PredictionLogWriter:
         if not rows:
             return True, 0
         groups, oldest = self._group_predictions(rows)
+        ok, written = self._write_groups(PREDICTIONS, sorted(groups.items()))
+        if ok:
+            self.stats.flushes += 1
+            if oldest is not None:
+                self.stats.last_flush_lag_seconds = time.time() - oldest
+        return ok, written
+
+    def _flush_labels(self) -> tuple[bool, int]:
+        rows = _drain(self._labels)
+        if not rows:
+            return True, 0
+        return self._write_groups(LABELS, sorted(_group_labels(rows).items()))
+
+    def _write_groups(self, kind: str, pending: list[tuple[tuple[str, str], Rows]]
+                      ) -> tuple[bool, int]:
+        """Write each (model, day) group of ``kind`` as one file. On the first failure of
+        the store, the group and all after it go back to the front of the buffer (the next
+        flush retries them); a group the store cannot encode is counted lost, never retried."""
+        queue, lost = self._queue(kind)
+        what = "prediction log" if kind == PREDICTIONS else "label log"
         written = 0
-        pending = list(groups.items())
         while pending:
             (model, day), group = pending[0]
-            table, kept = self._encode(group, self._prediction_builder(model),
-                                       self.stats.rows_lost)
+            table, kept = self._encode(group, self._builder(kind, model), lost)
             try:
                 if table is not None:
-                    self.store.write(table, self.store.path(
-                        "predictions", f"model={model}", f"date={day}"))
+                    self.store.write(table, self.store.path(kind, f"model={model}",
+                                                            f"date={day}"))
             except Exception as exc:
                 if failure_reason(exc) == "encode":  # this batch, not the store: never retried
-                    log.exception("%s: %d rows the store cannot encode", "prediction log", len(kept))
-                    self._unencodable(self.stats.rows_lost, 0, len(kept))
+                    log.exception("%s: %d rows the store cannot encode", what, len(kept))
+                    self._unencodable(lost, 0, len(kept))
                     pending.pop(0)
                     continue
                 left = kept + [r for _, g in pending[1:] for r in g]
-                self._requeue(self._rows, left)
-                self._failed(exc, "prediction log", len(left))
+                self._requeue(queue, left)
+                self._failed(exc, what, len(left))
                 return False, written
             pending.pop(0)
             written += len(kept)
-            self.stats.rows_written += len(kept)
-        self.stats.flushes += 1
-        if oldest is not None:
-            self.stats.last_flush_lag_seconds = time.time() - oldest
+            if kind == PREDICTIONS:
+                self.stats.rows_written += len(kept)
+            else:
+                self.stats.labels_written += len(kept)
         return True, written
+
+    def _queue(self, kind: str) -> tuple[collections.deque[dict[str, Any]], dict[str, int]]:
+        """The buffer of ``kind`` and its lost-rows counts."""
+        if kind == PREDICTIONS:
+            return self._rows, self.stats.rows_lost
+        return self._labels, self.stats.labels_lost
+
+    def _builder(self, kind: str, model: str) -> Builder:
+        return self._prediction_builder(model) if kind == PREDICTIONS else label_table
 
     def _prediction_builder(self, model: str) -> Builder:
         types = self._types.get(model, META_TYPES)
@@ -369,37 +349,6 @@ class PredictionLogWriter:
             self._unencodable(self.stats.rows_lost, 0, len(rows) - len(usable))
             return _group(usable) if usable else ({}, None)
 
-    def _flush_labels(self) -> tuple[bool, int]:
-        rows = _drain(self._labels)
-        if not rows:
-            return True, 0
-        groups: dict[tuple[str, str], Rows] = collections.defaultdict(list)
-        for row in rows:
-            groups[(row["model"], row["received_at"].date().isoformat())].append(row)
-        written = 0
-        pending = sorted(groups.items())
-        while pending:
-            (model, day), group = pending[0]
-            table, kept = self._encode(group, label_table, self.stats.labels_lost)
-            try:
-                if table is not None:
-                    self.store.write(table, self.store.path(
-                        "labels", f"model={model}", f"date={day}"))
-            except Exception as exc:
-                if failure_reason(exc) == "encode":  # this batch, not the store: never retried
-                    log.exception("%s: %d rows the store cannot encode", "label log", len(kept))
-                    self._unencodable(self.stats.labels_lost, 0, len(kept))
-                    pending.pop(0)
-                    continue
-                left = kept + [r for _, g in pending[1:] for r in g]
-                self._requeue(self._labels, left)
-                self._failed(exc, "label log", len(left))
-                return False, written
-            pending.pop(0)
-            written += len(kept)
-            self.stats.labels_written += len(kept)
-        return True, written
-
     # --- the spool ------------------------------------------------------------------------
 
     def _check_spool(self) -> None:
@@ -431,20 +380,15 @@ class PredictionLogWriter:
 
     def _spool_remaining(self) -> None:
         """At close: what the store did not take goes to the spool, else is lost."""
-        for queue, lost, kind in ((self._rows, self.stats.rows_lost, "predictions"),
-                                  (self._labels, self.stats.labels_lost, "labels")):
+        for kind in (PREDICTIONS, LABELS):
+            queue, lost = self._queue(kind)
             rows = _drain(queue)
             if not rows:
                 continue
-            if kind == "predictions":
-                groups = self._group_predictions(rows)[0]
-            else:
-                groups = collections.defaultdict(list)
-                for row in rows:
-                    groups[(row["model"], row["received_at"].date().isoformat())].append(row)
+            groups = (self._group_predictions(rows)[0] if kind == PREDICTIONS
+                      else _group_labels(rows))
             for (model, day), group in groups.items():
-                build = self._prediction_builder(model) if kind == "predictions" else label_table
-                table, kept = self._encode(group, build, lost)
+                table, kept = self._encode(group, self._builder(kind, model), lost)
                 if table is None:
                     continue
                 try:
@@ -457,7 +401,7 @@ class PredictionLogWriter:
                     log.error("%d %s rows could not be spooled and are lost: %s",
                               len(kept), kind, exc)
                     continue
-                if kind == "predictions":
+                if kind == PREDICTIONS:
                     self.stats.rows_spooled += len(kept)
                 else:
                     self.stats.labels_spooled += len(kept)
@@ -496,6 +440,14 @@ class PredictionLogWriter:
 
 def _drain(queue: collections.deque[dict[str, Any]]) -> Rows:
     return [queue.popleft() for _ in range(len(queue))]
+
+
+def _group_labels(rows: Rows) -> dict[tuple[str, str], Rows]:
+    """Labels by (model, UTC day received)."""
+    groups: dict[tuple[str, str], Rows] = collections.defaultdict(list)
+    for row in rows:
+        groups[(row["model"], row["received_at"].date().isoformat())].append(row)
+    return groups
 
 
 def _group(rows: Rows) -> tuple[dict[tuple[str, str], Rows], float | None]:
