@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -153,7 +153,9 @@ def build_controller(settings: ControllerSettings, *, registry: ModelRegistry | 
                      launcher: Launcher | None = None, store: Store | None = None,
                      metrics: ControllerMetrics | None = None,
                      client: httpx.Client | None = None,
-                     clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Parts:
+                     clock: Callable[[], datetime] | None = None) -> Parts:
+    """``clock``: the controller's clock; default the settings' (the wall clock, or the
+    simulated one of DRIFTLOOP_SIMULATED_CLOCK_FILE)."""
     client = client or httpx.Client()
     store = store or Store(settings.database_url)
     registry = registry or open_registry(settings)
@@ -168,5 +170,5 @@ def build_controller(settings: ControllerSettings, *, registry: ModelRegistry | 
         models=load_models(settings), metrics=metrics,
         notifier=Notifier(client, settings.controller_notify_url),
         reloader=ServingReloader(client, settings.serving_url, settings.admin_token),
-        clock=clock, crash_at=os.environ.get(CRASH_ENV))
+        clock=clock or settings.clock().now, crash_at=os.environ.get(CRASH_ENV))
     return Parts(controller, store, metrics, client)

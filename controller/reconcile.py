@@ -102,6 +102,24 @@ class ActionFailed(Exception):
 
 
 @dataclass(frozen=True)
+class Pass:
+    """One completed reconcile pass: its number, the controller's clock when it started, and
+    whether it was quiet (took no trigger, changed no state, failed nothing, and left no
+    training running). A quiet pass that started after some change means the controller has
+    caught up with it at that instant: what ``driftloop demo`` waits for before it moves
+    its simulated clock (``GET /status``, ``loop``)."""
+
+    seq: int
+    at: datetime
+    quiet: bool
+
+
+def _training_running(state: ModelState) -> bool:
+    c = state.cycle
+    return state.phase == "training" and c is not None and c.launched_at is not None
+
+
+@dataclass(frozen=True)
 class Managed:
     spec: DatasetSpec
     spec_path: Path
@@ -148,6 +166,9 @@ class Controller:
         self._last_labels_check: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self.errors = 0
+        self.passes_started = 0
+        self.last_pass: Pass | None = None
+        self._saves = 0
         self.foreign = ForeignMoves(registry, clock, settings.controller_foreign_check_seconds)
 
     # -- state ------------------------------------------------------------------------------
@@ -171,6 +192,7 @@ class Controller:
                      "reasons": list(c.reasons)}
         revision = self.store.save(state.model, state_to_json(state), revision, now=self.clock(),
                                    trigger_done=trigger_done, cycle=cycle)
+        self._saves += 1
         self.metrics.set_phase(state.model, state.phase)
         self._crash(state.phase)
         return revision
@@ -197,14 +219,20 @@ class Controller:
 
     def reconcile_once(self) -> None:
         with self._lock:
+            self.passes_started += 1
+            seq, at, saves, errors = self.passes_started, self.clock(), self._saves, self.errors
+            running = False
             for model in self.models:
                 now_wall = time.time()
                 if not self.store.acquire_lease(f"model:{model}", self.holder,
                                                 ttl=self.settings.controller_lease_seconds,
                                                 now=now_wall):
+                    running = True  # another replica holds it: not caught up here
                     continue
                 try:
-                    self.notice_foreign(self.step(model))
+                    state = self.step(model)
+                    running = running or _training_running(state)
+                    self.notice_foreign(state)
                 except StaleState:
                     log.warning("state of %s changed under us; next pass", model)
                 except RetryableError as exc:
@@ -214,6 +242,8 @@ class Controller:
                     self.errors += 1
                     log.exception("%s: permanent error; its cycle ends failed", model)
                     self._step_failed(model, exc)
+            self.last_pass = Pass(seq, at, quiet=self._saves == saves and self.errors == errors
+                                  and not running)
 
     def notice_foreign(self, state: ModelState) -> None:
         """Record alias moves made outside driftloop (controller/foreign.py), once; skipped
@@ -726,8 +756,16 @@ class Controller:
 
     # -- status ------------------------------------------------------------------------------
 
+    def loop_status(self) -> dict[str, object]:
+        """Where the reconcile loop is: passes started, the last completed one (``Pass``)."""
+        last = self.last_pass
+        return {"passes_started": self.passes_started,
+                "last_pass": None if last is None else {"seq": last.seq, "at": last.at,
+                                                        "quiet": last.quiet}}
+
     def status(self) -> dict[str, object]:
         out: dict[str, object] = {}
+        loop = self.loop_status()
         for model in self.models:
             state, _ = self.load(model)
             try:
@@ -740,7 +778,8 @@ class Controller:
                 "aliases": aliases,
                 "cycle": None if cycle is None else {
                     "id": cycle.id, "started_at": cycle.started_at, "reasons": cycle.reasons,
-                    "attempt": cycle.attempt, "challenger": cycle.challenger,
+                    "attempt": cycle.attempt, "launched_at": cycle.launched_at,
+                    "challenger": cycle.challenger,
                     "champion": cycle.champion, "plan": cycle.plan,
                     "gate": None if cycle.gate is None else {
                         "outcome": cycle.gate.outcome, "n": cycle.gate.n,
@@ -752,6 +791,7 @@ class Controller:
                 "override": None if state.override is None else {
                     "id": state.override.id, "kind": state.override.kind},
                 "last_decisions": self.store.decisions_of(model, limit=5),
+                "loop": loop,
             }
         return out
 

@@ -123,7 +123,7 @@ async def alertmanager(body: RawBody, p: PartsDep) -> JSONResponse:
         # About a millisecond of SQLite work: done on the event loop, because handing it
         # to the thread pool costs more (GIL and lock hand-offs) than it saves.
         result = take_alertmanager(p.store, body, models=set(p.controller.models),
-                                   now=datetime.now(UTC))
+                                   now=p.controller.clock())
     except IntakeError as exc:
         raise _invalid(p.metrics, "alertmanager", exc) from None
     return _counted(result, p)
@@ -140,7 +140,7 @@ async def verdicts(body: RawBody, p: PartsDep) -> JSONResponse:
     if verdict.model in p.controller.models:
         p.metrics.set_verdict(verdict.model, verdict.status, verdict.drift_share)
     result = await run_in_threadpool(take_verdict, p.store, body, verdict,
-                                     models=set(p.controller.models), now=datetime.now(UTC))
+                                     models=set(p.controller.models), now=p.controller.clock())
     return _counted(result, p)
 
 
@@ -244,7 +244,7 @@ async def manual(p: Parts, wait: float, *, model: str, action: str, body: Retrai
     trigger_id = await run_in_threadpool(
         lambda: p.store.add_trigger(model=model, source="manual", action=action,
                                     reason=reason, actor=actor, version=version,
-                                    now=datetime.now(UTC)))
+                                    now=p.controller.clock()))
     assert trigger_id is not None
     p.controller.wake.set()
     answer = await wait_for(p.store, trigger_id, wait)
@@ -314,7 +314,7 @@ async def mlflow_webhook(request: Request, body: SignedBody, p: PartsDep,
     with DRIFTLOOP_CONTROLLER_MLFLOW_WEBHOOK_SECRET: the move is checked against driftloop's
     records on the next reconcile pass (a foreign one is recorded once), and serving is told
     to reload at once when @champion or @challenger moved."""
-    now = datetime.now(UTC)
+    now = datetime.now(UTC)  # the wall clock, always: MLflow signs its deliveries with it
     tolerance = settings.controller_mlflow_webhook_tolerance_seconds
     try:
         delivery_id, at = webhooks.verify(dict(request.headers), body,

@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kernel.clock import Clock, clock_for
+
 
 class CommonSettings(BaseSettings):
     """Locations and the registry; each deployable's settings extend this class."""
@@ -51,6 +53,17 @@ class CommonSettings(BaseSettings):
         30.0, gt=0, description="Both HTTP apps: a request body not received whole within "
         "this many seconds is refused with 408.",
     )
+
+    simulated_clock_file: Path | None = Field(
+        None, description="Demo and testing only: a file holding an ISO 8601 instant that "
+        "replaces the wall clock (log rows, labels, the controller's cycles, cooldowns, "
+        "windows and gate looks, verdicts); whoever writes it decides the time "
+        "(`driftloop demo` does). Unset: the wall clock.",
+    )
+
+    def clock(self) -> Clock:
+        """The wall clock, or the simulated one that ``simulated_clock_file`` names."""
+        return clock_for(self.simulated_clock_file)
 
     @property
     def home_dir(self) -> Path:

@@ -14,7 +14,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -192,7 +192,7 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
     ``renderer``: a ``monitoring.drift.ReportRenderer`` the caller started earlier (say
     before opening the registry, which imports MLflow), so evidently's import in the
     child starts sooner; used only when ``report`` is true, closed here either way."""
-    now = now or datetime.now(UTC)
+    now = now or settings.clock().now()
     token = settings.controller_token.get_secret_value() if settings.controller_token else None
     if post_to and not token:
         raise UsageError("--post-to needs DRIFTLOOP_CONTROLLER_TOKEN (the controller's token)")

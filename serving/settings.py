@@ -43,6 +43,10 @@ class ServingSettings(CommonSettings):
         0.02, gt=0, le=1, description="Most of one core the shadow scorer may use (it rests "
         "between batches); the shadow sample rate is derived from it, the challenger's cost "
         "per row and the load (driftloop_shadow_target_rate).")
+    serving_shadow_adaptive: bool = Field(
+        True, description="Derive the shadow sample rate from the CPU share (above); false: "
+        "shadow every request the queue has room for, whatever it costs (the demo: the same "
+        "requests shadowed on every run).")
     serving_fast_path: bool = Field(
         True, description="Use the compiled array path when it matches scikit-learn.")
     log_sample_rate: float = Field(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
 
+from kernel.clock import Clock
 from monitoring.predlog import LogStore, PredictionLogWriter
 from registry.port import ModelRegistry
 from serving.follower import ModelFollower
@@ -35,6 +36,10 @@ class ServingState:
     follower: ModelFollower | None = None
     shadow: ShadowLogger | None = None
     _stop_sync: threading.Event = field(default_factory=threading.Event)
+    clock: Clock = field(init=False)  # what log rows and labels are stamped with
+
+    def __post_init__(self) -> None:
+        self.clock = self.settings.clock()
 
     @property
     def champion(self) -> LoadedModel | None:
@@ -68,7 +73,8 @@ class ServingState:
                 spool_dir=settings.spool_dir, stall_after=settings.log_stall_seconds).start()
         self.shadow = ShadowLogger(self.writer.append if self.writer else None, self.metrics,
                                    queue_size=settings.serving_shadow_queue,
-                                   cpu_share=settings.serving_shadow_cpu_share).start()
+                                   cpu_share=settings.serving_shadow_cpu_share,
+                                   adaptive=settings.serving_shadow_adaptive).start()
         self.follower = ModelFollower(
             name, self.registry, BundleCache(settings.cache_dir, name,
                                              settings.serving_cache_versions),

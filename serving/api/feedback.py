@@ -33,6 +33,7 @@ async def feedback(request: Request, state: StateDep, model: ChampionDep,
     except HTTPProblem as exc:
         state.count_refusal("/feedback")
         return problem_response(exc)
+    received_at = state.clock.now()
     for request_id, label in labels:
-        writer.append_label(request_id, label, model=model.name)
+        writer.append_label(request_id, label, model=model.name, received_at=received_at)
     return json_response(202, {"accepted": len(labels)})

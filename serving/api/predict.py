@@ -66,7 +66,7 @@ async def predict(request: Request) -> Response:
     prediction = 1 if score > THRESHOLD else 0
     request_id = request_id or uuid.uuid4().hex
     state.count_prediction(model, score, prediction, model.schema.observe(record))
-    logged = row(model, time.time(), request_id, score, prediction,
+    logged = row(model, state.clock.time(), request_id, score, prediction,
                  (time.perf_counter() - started) * 1000.0, record)
     state.shadow.submit([logged], [record], state.follower.challenger)  # type: ignore[union-attr]
     return Response(json.dumps({"request_id": request_id, "prediction": prediction,
@@ -124,7 +124,7 @@ async def predict_batch(request: Request) -> Response:
         return problem_response(exc)
     records = [r for r, _ in parsed]
     scores = await run_in_threadpool(model.score_many, records)
-    now = time.time()  # epoch seconds: the log converts them in bulk
+    now = state.clock.time()  # epoch seconds: the log converts them in bulk
     latency = (time.perf_counter() - started) * 1000.0
     out, rows = [], []
     for (record, rid), s in zip(parsed, scores, strict=True):
