@@ -4,50 +4,70 @@ It generates churn data whose label process changes half way (concept drift), tr
 first champion, starts the serving app and the controller as real processes on 127.0.0.1,
 and then plays simulated days: each day's traffic goes to ``/predict``, the day's labels
 arrive at its end through ``/feedback``, ``driftloop drift-check`` judges the day and posts its
-verdict to the controller. The controller retrains, shadow-evaluates the challenger on the
-following traffic, and promotes it when the gate says so; the serving app follows the alias.
-A simulated day takes a few seconds of wall time.
+verdict to the controller. The controller retrains, evaluates the challenger, and promotes it
+when the gate says so; the serving app follows the alias.
+
+Everything runs in simulated time (kernel/clock.py), so the same seed tells the same story
+on any machine, under any load. Two clock files, both written only here:
+
+- the *world's* clock (the serving app's ``DRIFTLOOP_SIMULATED_CLOCK_FILE``) is set to each
+  request's own time before it is sent, and to the day's end when its labels are posted:
+  log rows and labels carry simulated stamps;
+- the *controller's* clock moves once a day, to the day's end, only after the day's rows
+  and labels are in the log (``/metrics``: rows and labels written). The controller sees
+  predictions before its instant and labels up to it, so what it sees at an instant is
+  fixed before it gets there. The demo then waits until a reconcile pass that started
+  after the move was quiet (``GET /status``, ``loop``), runs the day's drift check (the
+  verdict triggers at that same instant), and waits again. Training runs while the
+  controller's clock stands still, so it takes no simulated time; cooldowns, probation,
+  training windows, gate looks and label arrival are all in simulated time.
+
+Shadow scoring is not sampled (``DRIFTLOOP_SERVING_SHADOW_ADAPTIVE=false``), and before a
+day starts the serving app must serve the versions the aliases name.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import subprocess
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
 
-from driftloop.processes import ProcessGroup, driftloop_command, free_port, wait_http, wait_until
+from driftloop.demo_timeline import (
+    HEADER,
+    LEGEND,
+    DayRow,
+    Event,
+    champion_moves,
+    format_row,
+    plot,
+    write_json,
+)
+from driftloop.processes import (
+    Child,
+    ProcessGroup,
+    driftloop_command,
+    free_port,
+    wait_http,
+    wait_until,
+)
+from kernel.clock import write_instant
 
 SPEC = Path(__file__).resolve().parent.parent / "examples" / "churn" / "spec.yaml"
+DAY = timedelta(days=1)
+CATCH_UP_SECONDS = 300.0  # a retrain and its gate, on a loaded machine
 
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
-
-
-@dataclass
-class DayRow:
-    day: int
-    phase: str
-    requests: int
-    failed: int
-    live_version: int | None
-    status: str = "-"
-    drift_share: float | None = None
-    realised: float | None = None
-    baseline: float | None = None
-    trigger: str = "-"
-    state: str = "-"
-    decision: str = "-"
 
 
 @dataclass
@@ -66,6 +86,20 @@ class Demo:
     admin_token: str = field(default_factory=lambda: secrets.token_hex(16))
     feedback_token: str = field(default_factory=lambda: secrets.token_hex(16))
     env: dict[str, str] = field(default_factory=dict)
+    day0: datetime | None = None          # the simulated start of day 0
+    sent_rows: int = 0
+    sent_labels: int = 0
+    seen_cycles: set[str] = field(default_factory=set)
+    seen_decisions: set[str] = field(default_factory=set)
+    children: dict[str, Child] = field(default_factory=dict)
+
+    @property
+    def world_clock(self) -> Path:
+        return self.home / "clock" / "world"
+
+    @property
+    def controller_clock(self) -> Path:
+        return self.home / "clock" / "controller"
 
     # -- set-up --------------------------------------------------------------------
 
@@ -86,16 +120,19 @@ class Demo:
     def say(self, message: str) -> None:
         typer.echo(message)
 
-    def driftloop(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(driftloop_command(*args), capture_output=True, text=True,
-                              env={**_os_environ(), **self.env})
+    def driftloop(self, *args: str, check: bool = True,
+                  clock: Path | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**_os_environ(), **self.env}
+        if clock is not None:
+            env["DRIFTLOOP_SIMULATED_CLOCK_FILE"] = str(clock)
+        proc = subprocess.run(driftloop_command(*args), capture_output=True, text=True, env=env)
         if check and proc.returncode not in (0, 1):
             raise RuntimeError(f"driftloop {' '.join(args)} failed ({proc.returncode}):\n"
                                f"{proc.stdout}{proc.stderr}")
         return proc
 
     def prepare(self) -> list[Any]:
-        from training.generate import Scenario, generate
+        from training.generate import DEFAULT_START, Scenario, generate
 
         self.env = {
             "DRIFTLOOP_HOME": str(self.home),
@@ -104,8 +141,9 @@ class Demo:
             "DRIFTLOOP_FEEDBACK_TOKEN": self.feedback_token,
             "MLFLOW_TRACKING_URI": "",  # the embedded default, whatever the shell says
         }
+        self.day0 = DEFAULT_START
         data = generate(self.days, scenario=Scenario("concept", self.onset),
-                        rows_per_day=self.rows_per_day, seed=self.seed)
+                        rows_per_day=self.rows_per_day, seed=self.seed, start=self.day0)
         day_of = (data["ts"].dt.normalize() - data["ts"].min().normalize()).dt.days
         history = data[day_of < self.train_days]
         history_path = self.home / "data" / "history.parquet"
@@ -124,79 +162,92 @@ class Demo:
         self.say("      " + out.stdout.strip().splitlines()[-1])
         return [data[day_of == d] for d in range(self.train_days, self.days)]
 
+    def start_of(self, day: int) -> datetime:
+        assert self.day0 is not None
+        return self.day0 + day * DAY
+
     def start_services(self) -> None:
         serving_port, controller_port = free_port(), free_port()
         self.serving_url = f"http://127.0.0.1:{serving_port}"
         self.controller_url = f"http://127.0.0.1:{controller_port}"
+        first = self.start_of(self.train_days)
+        write_instant(self.world_clock, first)
+        write_instant(self.controller_clock, first)
         self.env.update({
             "DRIFTLOOP_SERVING_PORT": str(serving_port),
             "DRIFTLOOP_SERVING_POLL_INTERVAL": "1",
+            "DRIFTLOOP_LOG_FLUSH_INTERVAL": "0.2",
+            "DRIFTLOOP_SERVING_SHADOW_ADAPTIVE": "false",  # every request shadowed, every run
             "DRIFTLOOP_CONTROLLER_PORT": str(controller_port),
             "DRIFTLOOP_CONTROLLER_URL": self.controller_url,
             "DRIFTLOOP_CONTROLLER_SPECS": str(self.home / "spec.yaml"),
             "DRIFTLOOP_SERVING_URL": self.serving_url,
-            # A simulated day lasts seconds, so the controller's clocks are set in seconds too.
-            "DRIFTLOOP_CONTROLLER_TICK_SECONDS": "0.5",
-            "DRIFTLOOP_CONTROLLER_EVALUATE_EVERY_SECONDS": "2",
-            "DRIFTLOOP_CONTROLLER_COOLDOWN_SECONDS": "20",
-            "DRIFTLOOP_CONTROLLER_RETRAIN_WINDOW_DAYS": "0.0003",
-            "DRIFTLOOP_CONTROLLER_RECENT_DAYS": "0.0003",
+            "DRIFTLOOP_CONTROLLER_TICK_SECONDS": "0.1",  # wall seconds: how fast it catches up
+            # simulated seconds, like every other time of the controller's
+            "DRIFTLOOP_CONTROLLER_EVALUATE_EVERY_SECONDS": "3600",
+            "DRIFTLOOP_CONTROLLER_COOLDOWN_SECONDS": str(12 * 3600),
+            "DRIFTLOOP_CONTROLLER_PROBATION_SECONDS": str(2 * 86_400),
             "DRIFTLOOP_CONTROLLER_MIN_PAIRS": "200",
         })
         self.say(f"[2/4] starting the serving app ({self.serving_url}) and the controller "
-                 f"({self.controller_url})...")
+                 f"({self.controller_url}), both on simulated time...")
         serving = self.group.start("serving", driftloop_command("serve", "--model", "churn"),
-                                   env=self.env)
-        controller = self.group.start("controller", driftloop_command("controller"), env=self.env)
+                                   env={**self.env, "DRIFTLOOP_SIMULATED_CLOCK_FILE":
+                                        str(self.world_clock)})
+        controller = self.group.start("controller", driftloop_command("controller"),
+                                      env={**self.env, "DRIFTLOOP_SIMULATED_CLOCK_FILE":
+                                           str(self.controller_clock)})
+        self.children = {"serving": serving, "controller": controller}
         wait_http(f"{self.serving_url}/readyz", timeout=90, child=serving)
         wait_http(f"{self.controller_url}/healthz", timeout=90, child=controller)
 
     # -- the simulated days --------------------------------------------------------
 
     def play(self, frames: list[Any]) -> None:
-        self.say(f"[3/4] playing {len(frames)} days of traffic; labels arrive at the end of "
-                 "each day, then the daily drift check runs\n")
-        self.say(f"{'day':>3}  {'phase':<7} {'reqs':>5} {'fail':>4}  {'live':>4}  "
-                 f"{'verdict':<17} {'drift':>5}  {'AUC':>5} {'(base)':>7}  {'controller':<9} "
-                 f"{'trigger':<22} decision")
+        self.say(f"[3/4] playing {len(frames)} simulated days: each request at its own time, "
+                 "the labels at the day's end, then the daily drift check\n")
+        self.say(LEGEND + "\n")
+        self.say(HEADER)
         with httpx.Client(timeout=30) as client:
             for index, frame in enumerate(frames):
                 day = self.train_days + index
                 row = self.play_day(client, day, frame)
                 self.timeline.append(row)
-                self.say(_format(row))
-            self.wait_for_quiet(client)
+                self.say(format_row(row))
 
     def play_day(self, client: httpx.Client, day: int, frame: Any) -> DayRow:
+        start, end = self.start_of(day), self.start_of(day + 1)
+        self.serving_follows(client)
         features = [c for c in frame.columns if c not in ("customer_id", "ts", "churned")]
         records = frame[features].to_dict("records")
         ids = [f"d{day}-{cid}" for cid in frame["customer_id"]]
-        since = datetime.now(UTC)
         failed = 0
         versions: dict[int, int] = {}
-
-        def send(i: int) -> tuple[int, int | None]:
-            body = {**records[i], "request_id": ids[i]}
-            resp = client.post(f"{self.serving_url}/predict", json=body)
-            return resp.status_code, resp.json().get("model_version") if resp.is_success else None
-
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            for code, version in pool.map(send, range(len(records))):
-                if code != 200:
-                    failed += 1
-                elif version is not None:
-                    versions[version] = versions.get(version, 0) + 1
+        # one request at a time, each at its own simulated time: the log's order is the same
+        # on every run
+        for record, rid, ts in zip(records, ids, frame["ts"], strict=True):
+            write_instant(self.world_clock, ts.floor("us").to_pydatetime())
+            resp = client.post(f"{self.serving_url}/predict", json={**record, "request_id": rid})
+            if resp.status_code != 200:
+                failed += 1
+                continue
+            version = resp.json().get("model_version")
+            versions[version] = versions.get(version, 0) + 1
+        self.sent_rows += len(records) - failed
+        write_instant(self.world_clock, end)  # the day's labels arrive at its end
         labels = [{"request_id": rid, "label": int(y)} for rid, y in zip(ids, frame["churned"],
                                                                           strict=True)]
-        for start in range(0, len(labels), 500):
-            client.post(f"{self.serving_url}/feedback", json={"labels": labels[start:start + 500]},
+        for first in range(0, len(labels), 500):
+            client.post(f"{self.serving_url}/feedback", json={"labels": labels[first:first + 500]},
                         headers={"Authorization": f"Bearer {self.feedback_token}"}
                         ).raise_for_status()
-        until = datetime.now(UTC)
-        time.sleep(1.2)  # the log flushes at least every second: let the day's rows land
+        self.sent_labels += len(labels)
+        self.logged(client)
+        write_instant(self.controller_clock, end)
+        self.caught_up(client, end)
         live = max(versions, key=lambda v: versions[v]) if versions else None
-        verdict = self.check(since, until, live)
-        status = self.controller_status(client)
+        verdict = self.check(start, end, live)
+        status = self.caught_up(client, end)
         row = DayRow(day=day, phase="drift" if day >= self.onset else "stable",
                      requests=len(records), failed=failed, live_version=live)
         if verdict:
@@ -204,14 +255,23 @@ class Demo:
             row.status = verdict["status"]
             row.drift_share = verdict.get("drift_share")
             row.realised, row.baseline = perf.get("value"), perf.get("baseline")
-        row.state, row.trigger, row.decision = status
-        if row.state == "training":
-            try:
-                self.wait_state(client, lambda s: s != "training", 120)
-            except TimeoutError:  # e.g. waiting for labels: the next day may bring them
-                self.say("      (the controller is still training; playing the next day)")
-            row.state = self.controller_status(client)[0]
+        self.take_status(row, status)
         return row
+
+    def take_status(self, row: DayRow, model: dict[str, Any]) -> None:
+        """The controller's state after the day, the cycle it started that day, the decisions
+        it made that day: each cycle and decision is shown on one day only."""
+        row.state = str(model.get("state", "-"))
+        cycle = model.get("cycle") or {}
+        if cycle.get("id") and cycle["id"] not in self.seen_cycles:
+            self.seen_cycles.add(cycle["id"])
+            reasons = cycle.get("reasons") or []
+            row.trigger = ", ".join(str(r) for r in reasons) or "-"
+        new = [d for d in model.get("last_decisions") or []
+               if _decision_key(d) not in self.seen_decisions]
+        for d in sorted(new, key=lambda d: str(d.get("decided_at", ""))):
+            self.seen_decisions.add(_decision_key(d))
+            row.events.append(Event.from_decision(d))
 
     def check(self, since: datetime, until: datetime, version: int | None) -> dict[str, Any] | None:
         """The daily check of the version that served most of the day."""
@@ -219,100 +279,120 @@ class Demo:
         pick = ["--version", str(version)] if version else []
         proc = self.driftloop("drift-check", "--model", "churn", *pick, "--since", since.isoformat(),
                               "--until", until.isoformat(), "--post-to", self.controller_url,
-                              "--out", str(out))
-        paths = sorted(out.glob("*.json"), key=lambda p: p.stat().st_mtime)
-        if not paths:
+                              "--out", str(out), clock=self.controller_clock)
+        found = re.search(r"^verdict: (.+\.json)$", proc.stdout, re.MULTILINE)
+        if not found:
             self.say(f"      drift-check wrote no verdict: {proc.stderr.strip()[-300:]}")
             return None
-        return json.loads(paths[-1].read_text())
+        return dict(json.loads(Path(found.group(1)).read_text()))
 
-    def controller_status(self, client: httpx.Client) -> tuple[str, str, str]:
-        data = client.get(f"{self.controller_url}/status").json()
-        model = _model_status(data, "churn")
-        state = str(model.get("state", "-"))
-        cycle = model.get("cycle") or model.get("current_cycle") or {}
-        reasons = cycle.get("reasons") or cycle.get("triggers") or []
-        trigger = ", ".join(str(r) for r in reasons)[:22] if reasons else "-"
-        decisions = model.get("decisions") or model.get("last_decisions") or []
-        decision = _format_decision(decisions[0]) if decisions else "-"
-        return state, trigger, decision
+    # -- waiting for the services, never a blind sleep -------------------------------
 
-    def wait_state(self, client: httpx.Client, ok: Any, timeout: float) -> None:
-        wait_until(lambda: ok(self.controller_status(client)[0]), timeout=timeout,
-                   what="the controller", interval=0.5)
+    def model_status(self, client: httpx.Client) -> dict[str, Any]:
+        return _model_status(client.get(f"{self.controller_url}/status").json(), "churn")
 
-    def wait_for_quiet(self, client: httpx.Client) -> None:
-        """After the last day, give a running cycle time to end (bounded)."""
-        try:
-            self.wait_state(client, lambda s: s in ("idle", "cooldown", "failed"), 60)
-        except TimeoutError:
-            self.say("      (the controller is still busy; the status below is where it is)")
+    def caught_up(self, client: httpx.Client, at: datetime) -> dict[str, Any]:
+        """Wait for a quiet reconcile pass at ``at`` that started after this call (every
+        trigger taken, no state changed, no training running); the model's status then."""
+        started = self.model_status(client)["loop"]["passes_started"]
+        found: dict[str, Any] = {}
+
+        def done() -> bool:
+            status = self.model_status(client)
+            last = status["loop"]["last_pass"]
+            if last and last["seq"] > started and last["quiet"] \
+                    and datetime.fromisoformat(last["at"]) == at:
+                found.update(status)
+                return True
+            return False
+
+        wait_until(done, timeout=CATCH_UP_SECONDS, interval=0.1,
+                   what=f"the controller to catch up at {at.isoformat()}",
+                   child=self.children["controller"])
+        return found
+
+    def logged(self, client: httpx.Client) -> None:
+        """Wait until every answered request and every label is in the log (shadow scores
+        included: a shadowed row is logged once scored)."""
+        def done() -> bool:
+            text = client.get(f"{self.serving_url}/metrics").text
+            return (_counter(text, "driftloop_log_rows_written_total") >= self.sent_rows
+                    and _counter(text, "driftloop_log_labels_written_total") >= self.sent_labels)
+
+        wait_until(done, timeout=60, interval=0.1, what="the prediction log to be written",
+                   child=self.children["serving"])
+
+    def serving_follows(self, client: httpx.Client) -> None:
+        """Wait until serving answers with the champion and shadows the challenger the
+        registry's aliases name (it is told to reload after a move, and polls)."""
+        def done() -> bool:
+            aliases = self.model_status(client).get("aliases") or {}
+            live = client.get(f"{self.serving_url}/model").json()
+            return ((live.get("champion") or {}).get("version") == aliases.get("champion")
+                    and (live.get("challenger") or {}).get("version") == aliases.get("challenger"))
+
+        wait_until(done, timeout=60, interval=0.1, what="serving to follow the aliases",
+                   child=self.children["serving"])
 
     # -- the end -------------------------------------------------------------------
 
     def finish(self) -> None:
         with httpx.Client(timeout=10) as client:
             live = client.get(f"{self.serving_url}/model").json()
-            status = client.get(f"{self.controller_url}/status").json()
-        model = _model_status(status, "churn")
-        decisions = model.get("decisions") or model.get("last_decisions") or []
-        plot = self.plot()
-        reports = sorted((self.home / "reports").rglob("*.html"), key=lambda p: p.stat().st_mtime)
+        events = [e for r in self.timeline for e in r.events]
+        moves = self.moves()
+        reports = self.home / "reports"
+        write_json(reports / "demo-timeline.json", self.timeline, seed=self.seed, moves=moves)
+        drawn = plot(reports / "demo-metric.png", self.timeline, moves, onset=self.onset)
+        html = sorted(reports.rglob("*.html"), key=lambda p: p.stat().st_mtime)
         self.say("\n[4/4] done.")
         champion = live.get("champion") or {}
         challenger = live.get("challenger") or {}
         self.say(f"  serving now: {live.get('model', 'churn')} v{champion.get('version')} "
                  f"(@champion)" + (f", shadowing v{challenger.get('version')} (@challenger)"
                                    if challenger else ""))
-        for decision in decisions[:3]:
-            self.say(f"  decision: {_format_decision(decision, long=True)}")
+        for event in events:
+            self.say(f"  decision: {event.long()}")
         self.say("\nWhere to look:")
         self.say(f"  MLflow UI (decision runs in 'driftloop-decisions', version tags, drift reports "
                  f"in 'driftloop-monitoring'):\n    DRIFTLOOP_HOME={self.home} driftloop ui  "
                  "# then open http://127.0.0.1:5000")
-        if reports:
-            self.say(f"  latest drift report: {reports[-1]}")
-        if plot:
-            self.say(f"  metric over time:    {plot}")
+        self.say(f"  promotion history:    DRIFTLOOP_HOME={self.home} driftloop history "
+                 "--model churn")
+        if html:
+            self.say(f"  latest drift report: {html[-1]}")
+        self.say(f"  timeline (JSON):     {reports / 'demo-timeline.json'}")
+        if drawn:
+            self.say(f"  metric over time:    {drawn}")
         self.say(f"  logs of the services: {self.home / 'logs'}")
 
-    def plot(self) -> Path | None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        points = [(r.day, r.realised) for r in self.timeline if r.realised is not None]
-        if not points:
-            return None
-        fig, ax = plt.subplots(figsize=(8, 4))
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                label="realised ROC AUC of the live model")
-        base = next((r.baseline for r in self.timeline if r.baseline is not None), None)
-        if base is not None:
-            ax.axhline(base, color="grey", linestyle=":", label="first champion's validation AUC")
-        ax.axvline(self.onset - 0.5, color="red", linestyle="--", label="drift onset")
-        versions = [(r.day, r.live_version) for r in self.timeline]
-        for (_, before), (day, after) in zip(versions, versions[1:], strict=False):
-            if before is not None and after is not None and after != before:
-                ax.axvline(day - 0.5, color="green", linestyle="-.",
-                           label=f"promotion: v{before} -> v{after}")
-        ax.set_xlabel("simulated day")
-        ax.set_ylabel("ROC AUC")
-        ax.set_title("driftloop demo: concept drift, retrain, shadow gate, promotion")
-        ax.legend(loc="lower left", fontsize=8)
-        fig.tight_layout()
-        path = self.home / "reports" / "demo-metric.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+    def moves(self) -> list[dict[str, Any]]:
+        """The champion's moves, from the registry's own record (``driftloop history``)."""
+        proc = self.driftloop("history", "--model", "churn", "--json", check=False)
+        try:
+            history = json.loads(proc.stdout)
+        except ValueError:
+            self.say(f"      driftloop history failed: {proc.stderr.strip()[-300:]}")
+            return []
+        items = history.get("moves", history) if isinstance(history, dict) else history
+        assert self.day0 is not None
+        return champion_moves(items, day0=self.day0, since=self.start_of(self.train_days))
 
 
 def _os_environ() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def _decision_key(d: dict[str, Any]) -> str:
+    return f"{d.get('cycle_id')}:{d.get('kind')}:{d.get('outcome')}"
+
+
+def _counter(text: str, name: str) -> float:
+    """The sum of a Prometheus counter's samples in an exposition."""
+    return sum(float(m.group(1)) for m in re.finditer(
+        rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
 
 def _model_status(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -322,29 +402,6 @@ def _model_status(data: dict[str, Any], name: str) -> dict[str, Any]:
     return models.get(name, {}) if isinstance(models, dict) else {}
 
 
-def _num(x: float | None, fmt: str = ".3f") -> str:
-    return "-" if x is None else format(x, fmt)
-
-
-def _format_decision(d: dict[str, Any], long: bool = False) -> str:
-    outcome = d.get("outcome", "?")
-    text = (f"{outcome} v{d.get('challenger_version')} vs v{d.get('champion_version')}: "
-            f"{d.get('metric', '')} diff {_num(d.get('difference'), '+.3f')} CI "
-            f"[{_num(d.get('ci_low'), '+.3f')}, {_num(d.get('ci_high'), '+.3f')}] "
-            f"n={d.get('n')} ({d.get('evidence')})")
-    if long and d.get("reasons"):
-        text += "\n    reasons: " + "; ".join(d["reasons"])
-    return text
-
-
-def _format(r: DayRow) -> str:
-    flagged = "!" if r.status in ("drift", "degraded") else " "
-    return (f"{r.day:>3}  {r.phase:<7} {r.requests:>5} {r.failed:>4}  "
-            f"{'v' + str(r.live_version) if r.live_version else '-':>4}  {flagged}{r.status:<16} "
-            f"{_num(r.drift_share, '.2f'):>5}  {_num(r.realised):>5} ({_num(r.baseline)})  "
-            f"{r.state:<9} {r.trigger:<22} {r.decision}")
-
-
 def demo(
     home: Annotated[Path, typer.Option(help="Where the demo's store, logs and reports go "
                                        "(wiped at the start).")] = Path(".driftloop-demo"),
@@ -352,9 +409,11 @@ def demo(
     onset: Annotated[int, typer.Option(help="Day the concept drift starts.")] = 7,
     train_days: Annotated[int, typer.Option(help="Days the first champion is trained on.")] = 4,
     rows_per_day: Annotated[int, typer.Option(min=200, help="Requests per simulated day.")] = 1500,
-    seed: Annotated[int, typer.Option(help="Random seed of the demo data.")] = 7,
+    seed: Annotated[int, typer.Option(help="Random seed of the demo data (the same seed "
+                                      "tells the same story).")] = 7,
 ) -> None:
-    """Run the whole loop on the embedded default: drift, retrain, shadow gate, promotion."""
+    """Run the whole loop on the embedded default, in simulated time: drift, retrain, shadow
+    gate, promotion."""
     from kernel.errors import UsageError
 
     if not train_days < onset < days:
