@@ -11,7 +11,9 @@ the log::
 with the summary format, the reference's fingerprint and the names of the files it
 summarised. The next check reuses it while the partition holds exactly those files (a new
 flush file or a compaction makes it be summarised again) and the fingerprint matches.
-Partial days at the window's edges are summarised afresh and not stored.
+Partial days at the window's edges are summarised afresh and not stored. The reference's own
+summary is stored once per version beside them (``reference.json``,
+``monitoring.summary.stored``) and read by every later check.
 
 Realised performance needs each labelled prediction's score: when the window has labels, the
 engine streams ``request_id`` and ``score`` of the window's files and keeps the labelled
@@ -20,7 +22,6 @@ rows only (``stats.label_rows_scanned``).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +35,7 @@ from monitoring.check import LABEL_COLUMN, SCORE_COLUMN, Reference, performance
 from monitoring.predlog.reader import LogReadError, PredictionLogReader
 from monitoring.predlog.reader import _days as _days  # the reader's days of a window
 from monitoring.predlog.store import LogStore, decode_manifest
+from monitoring.summary.stored import read_json, write_json
 from monitoring.summary.window import SUMMARY_FORMAT, ReferenceSummary, WindowSummary
 from monitoring.verdict import Performance, Verdict
 
@@ -48,7 +50,8 @@ _BYTES_PER_CELL = 64
 @dataclass
 class EngineStats:
     """What the engine read: raw rows summarised (after the version filter), files opened,
-    partitions summarised and reused from the store, rows scanned for labelled scores."""
+    partitions summarised and reused from the store, rows scanned for labelled scores, and
+    whether the reference's summary was computed or read from the store."""
 
     rows_read: int = 0
     files_read: int = 0
@@ -57,6 +60,8 @@ class EngineStats:
     partitions_reused: int = 0
     partitions_stored: int = 0
     label_rows_scanned: int = 0
+    reference_summarised: int = 0
+    reference_reused: int = 0
 
 
 def batch_rows(memory_mib: int, columns: int) -> int:
@@ -75,14 +80,42 @@ class SummaryEngine:
                  reference_summary: ReferenceSummary | None = None, use_store: bool = True) -> None:
         self.store = store
         self.reference = reference
-        self.ref = reference_summary or ReferenceSummary.of(reference)
-        self.fingerprint = self.ref.fingerprint()
-        self.use_store = use_store  # read and write stored day summaries
+        self._ref = reference_summary
+        self._fingerprint: tuple[ReferenceSummary, str] | None = None
+        self.use_store = use_store  # read and write stored day and reference summaries
         features = reference.spec.features.all
         self.columns = [*features, SCORE_COLUMN]
         self.batch_rows = batch_rows(memory_mib, len(self.columns) + 2)
         self.stats = EngineStats()
         self._current: WindowSummary | None = None
+
+    # -- the reference's summary --------------------------------------------------------------
+    @property
+    def ref(self) -> ReferenceSummary:
+        """The reference's summary: given, read from the store by ``prepare``, or computed."""
+        if self._ref is None:
+            self._ref = ReferenceSummary.of(self.reference)
+            self.stats.reference_summarised += 1
+        return self._ref
+
+    @property
+    def fingerprint(self) -> str:
+        ref = self.ref
+        if self._fingerprint is None or self._fingerprint[0] is not ref:
+            self._fingerprint = (ref, ref.fingerprint())
+        return self._fingerprint[1]
+
+    def prepare(self, model: str, version: int) -> None:
+        """The version's reference summary from the store (computed and stored once)."""
+        if self._ref is not None or not self.use_store:
+            return
+        from monitoring.summary.stored import stored_reference
+
+        self._ref, reused = stored_reference(self.store, model, version, self.reference)
+        if reused:
+            self.stats.reference_reused += 1
+        else:
+            self.stats.reference_summarised += 1
 
     # -- files of a partition ----------------------------------------------------------------
     def _effective(self, directory: str) -> list[str]:
@@ -155,27 +188,19 @@ class SummaryEngine:
                                f"date={day}.json")
 
     def _load(self, path: str, files: list[str]) -> WindowSummary | None:
+        doc = read_json(self.store, path)
         try:
-            with self.store.fs.open_input_stream(path) as source:
-                doc = json.loads(source.read())
-        except (FileNotFoundError, OSError, ValueError):
-            return None
-        if (doc.get("format") != SUMMARY_FORMAT or doc.get("fingerprint") != self.fingerprint
-                or doc.get("files") != [p.rsplit("/", 1)[-1] for p in files]):
-            return None
-        return self.ref.load(doc["summary"])
+            if (doc["format"] != SUMMARY_FORMAT or doc["fingerprint"] != self.fingerprint
+                    or doc["files"] != [p.rsplit("/", 1)[-1] for p in files]):
+                return None
+            return self.ref.load(doc["summary"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # missing or corrupt: summarised again and overwritten
 
     def _save(self, path: str, files: list[str], summary: WindowSummary) -> None:
-        doc = {"format": SUMMARY_FORMAT, "fingerprint": self.fingerprint,
-               "files": [p.rsplit("/", 1)[-1] for p in files], "summary": summary.to_dict()}
-        data = json.dumps(doc, separators=(",", ":")).encode()
-        directory = path.rsplit("/", 1)[0]
-        self.store.fs.create_dir(directory, recursive=True)
-        target = f"{directory}/.{path.rsplit('/', 1)[1]}.tmp" if self.store.local else path
-        with self.store.fs.open_output_stream(target) as sink:
-            sink.write(data)
-        if self.store.local:
-            self.store.fs.move(target, path)
+        write_json(self.store, path, {"format": SUMMARY_FORMAT, "fingerprint": self.fingerprint,
+                                      "files": [p.rsplit("/", 1)[-1] for p in files],
+                                      "summary": summary.to_dict()})
         self.stats.partitions_stored += 1
 
     # -- a day, a window -----------------------------------------------------------------------
@@ -207,6 +232,7 @@ class SummaryEngine:
         raise LogReadError(f"{directory}: files kept vanishing between listing and reading")
 
     def window(self, model: str, version: int, since: datetime, until: datetime) -> WindowSummary:
+        self.prepare(model, version)
         total = self.ref.empty()
         for day in _days(since, until):
             total = total.merge(self._day(model, version, day, since, until))

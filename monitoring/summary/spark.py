@@ -1,14 +1,14 @@
 """The Spark engine (``DRIFTLOOP_DRIFT_ENGINE=spark``): the local engine's day summaries as
 Spark DataFrame aggregations over the same Parquet files.
 
-Listing, stored summaries, edge days and labelled rows are the local engine's
-(``SummaryEngine``); only summarising a day's files runs on Spark: one aggregation for counts,
-moments, min/max and the time range, then one group-by over (column, z-bucket) pairs and one
-over (column, value) pairs, of which only what a summary keeps is collected (a column with
-more distinct values than ``VALUE_CAP`` brings back only the reference's values). The bucket
-of a value is the same formula as ``sketch.bucket_index``, in Spark SQL; a value that lies
-within a float rounding of a bucket edge may land in the neighbouring bucket, which the error
-bounds allow (docs/monitoring.md).
+Listing, stored summaries (the days' and the reference's), edge days and labelled rows are
+the local engine's (``SummaryEngine``); only summarising a day's files runs on Spark: one
+aggregation for counts, moments, min/max and the time range, then one group-by over
+(column, z-bucket) pairs and one over (column, value) pairs, of which only what a summary
+keeps is collected (a column with more distinct values than ``VALUE_CAP`` brings back only
+the reference's values). The bucket of a value is the same formula as
+``sketch.bucket_index``, in Spark SQL; a value that lies within a float rounding of a bucket
+edge may land in the neighbouring bucket, which the error bounds allow (docs/monitoring.md).
 
 The session: ``spark_session()`` takes what ``spark-submit`` or ``spark-defaults.conf`` set
 (``spark.master``, ``--conf``), and ``local[*]`` when no master is set.
@@ -73,6 +73,7 @@ class SparkSummaryEngine(SummaryEngine):
     def window(self, model: str, version: int, since: datetime, until: datetime) -> WindowSummary:
         """The local engine's window (stored days reused, the rest stored), with every day
         still to summarise computed in one set of Spark jobs, grouped by day."""
+        self.prepare(model, version)
         plan: list[tuple[str, list[str], bool]] = []
         total = self.ref.empty()
         for day in _days(since, until):

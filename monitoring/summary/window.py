@@ -1,9 +1,10 @@
 """Summaries of a reference and of a window, and the verdict made from them.
 
-``ReferenceSummary.of(reference)`` is computed once per version: each column's basis and the
-reference's own summaries. ``WindowSummary`` is what a window (or one partition of it)
-reduces to; ``merge`` is associative. ``check_summary`` makes the same ``Verdict`` as
-``monitoring.check.check_frames`` from them, ``engine`` naming the path.
+``ReferenceSummary.of(reference)`` is computed once per version (and stored beside the log by
+``monitoring.summary.stored``): each column's basis and the reference's own summaries.
+``WindowSummary`` is what a window (or one partition of it) reduces to; ``merge`` is
+associative. ``check_summary`` makes the same ``Verdict`` as ``monitoring.check.check_frames``
+from them, ``engine`` naming the path.
 """
 
 from __future__ import annotations
@@ -187,6 +188,23 @@ class ReferenceSummary:
         return WindowSummary(columns, score, int(d["rows"]),
                              _stamp(d.get("ts_min")), _stamp(d.get("ts_max")))
 
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the reference's rows: ``from_dict`` gives back an equal summary
+        (the same fingerprint), so a stored one is as good as a recomputed one."""
+        return {"bases": {c: _basis_dict(b) for c, b in self.bases.items()},
+                "score_basis": None if self.score_basis is None else _basis_dict(self.score_basis),
+                "kinds": dict(self.kinds), "summary": self.summary.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReferenceSummary:
+        bases = {str(c): _basis_of(b) for c, b in d["bases"].items()}
+        score = None if d["score_basis"] is None else _basis_of(d["score_basis"])
+        if not isinstance(score, NumericBasis | None):
+            raise ValueError("the score's basis is not numerical")
+        out = cls(bases, score, WindowSummary({}, None), dict(d["kinds"]))
+        out.summary = out.load(d["summary"])
+        return out
+
     def fingerprint(self) -> str:
         """Changes with the format, the accuracy and every basis: stored summaries made
         against another are recomputed."""
@@ -196,6 +214,20 @@ class ReferenceSummary:
                                                     self.bases.items()),
                      None if self.score_basis is None else _basis_key(self.score_basis)))
         return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _basis_dict(b: Basis) -> dict[str, Any]:
+    if isinstance(b, CategoricalBasis):
+        return {"categories": sorted(b.categories)}
+    return {"center": b.center, "scale": b.scale, "low": b.low, "high": b.high,
+            "values": sorted(b.values)}
+
+
+def _basis_of(d: Mapping[str, Any]) -> Basis:
+    if "categories" in d:
+        return CategoricalBasis(frozenset(str(c) for c in d["categories"]))
+    return NumericBasis(float(d["center"]), float(d["scale"]), float(d["low"]),
+                        float(d["high"]), frozenset(float(v) for v in d["values"]))
 
 
 def _basis_key(b: Basis) -> tuple:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from bench.bench_drift import CATEGORICAL, NUMERICAL, _features
 from kernel.spec import DatasetSpec, parse_spec
@@ -115,7 +116,7 @@ def test_summary_engine_verdicts_equal_the_exact_paths_and_reuse_stored_days(tmp
     assert (engine.stats.partitions_summarised, engine.stats.partitions_stored) == (3, 3)
     stored = sorted((root / "summaries" / f"model={MODEL}" / "version=1").glob("*.json"))
     assert [p.name for p in stored] == [f"date={(DAY0 + timedelta(days=d)).date()}.json"
-                                        for d in range(3)]
+                                        for d in range(3)] + ["reference.json"]
     assert json.loads(stored[0].read_text())["format"] == SUMMARY_FORMAT
 
     # the next day: only its rows are read; the stored days are reused
@@ -159,7 +160,7 @@ def test_a_stored_summary_of_another_format_is_recomputed(tmp_path: Path) -> Non
     reference = _reference()
     since, until = DAY0, DAY0 + timedelta(days=1)
     SummaryEngine(LogStore(root), reference).window(MODEL, 1, since, until)
-    path = next((root / "summaries").rglob("*.json"))
+    path = next((root / "summaries").rglob("date=*.json"))
     doc = json.loads(path.read_text())
     doc["format"] = SUMMARY_FORMAT + 1
     path.write_text(json.dumps(doc))
@@ -167,6 +168,76 @@ def test_a_stored_summary_of_another_format_is_recomputed(tmp_path: Path) -> Non
     engine.window(MODEL, 1, since, until)
     assert (engine.stats.partitions_reused, engine.stats.partitions_summarised) == (0, 1)
     assert json.loads(path.read_text())["format"] == SUMMARY_FORMAT
+
+
+def _reference_file(root: Path, version: int = 1) -> Path:
+    return root / "summaries" / f"model={MODEL}" / f"version={version}" / "reference.json"
+
+
+def test_the_reference_summary_is_computed_once_per_version_and_stored(tmp_path: Path) -> None:
+    root = tmp_path / "log"
+    _write_day(root, 0, shift=True)
+    reference = _reference()
+    since, until = DAY0, DAY0 + timedelta(days=1)
+    first = SummaryEngine(LogStore(root), reference)
+    first.window(MODEL, 1, since, until)
+    assert (first.stats.reference_summarised, first.stats.reference_reused) == (1, 0)
+    doc = json.loads(_reference_file(root).read_text())
+    assert doc["format"] == SUMMARY_FORMAT and doc["reference"]
+
+    second = SummaryEngine(LogStore(root), reference)
+    second.window(MODEL, 1, since, until)
+    assert (second.stats.reference_summarised, second.stats.reference_reused) == (0, 1)
+    assert second.ref.fingerprint() == first.ref.fingerprint()
+    assert second.ref.to_dict() == first.ref.to_dict()
+    assert second.stats.partitions_reused == 1  # the day summaries match the stored reference
+    _same(summary_check(str(root), reference, model=MODEL, version=1, since=since, until=until,
+                        now=until), _exact(root, reference, since, until))
+
+    # another version has its own; another reference under the same number is not trusted
+    other = SummaryEngine(LogStore(root), reference)
+    other.window(MODEL, 2, since, until)
+    assert other.stats.reference_summarised == 1 and _reference_file(root, 2).exists()
+    rng = np.random.default_rng(7)
+    changed = Reference(reference.spec, _features(rng, 5000, shift=True),
+                        reference.validation_scores, reference.metrics)
+    third = SummaryEngine(LogStore(root), changed)
+    third.window(MODEL, 1, since, until)
+    assert (third.stats.reference_summarised, third.stats.partitions_reused) == (1, 0)
+
+
+@pytest.mark.parametrize("damage", ["format", "truncated", "not json", "wrong shape",
+                                    "a column missing", "empty"])
+def test_a_stale_or_corrupt_stored_reference_is_recomputed_and_overwritten(
+        tmp_path: Path, damage: str) -> None:
+    root = tmp_path / "log"
+    _write_day(root, 0, shift=False)
+    reference = _reference()
+    since, until = DAY0, DAY0 + timedelta(days=1)
+    SummaryEngine(LogStore(root), reference).window(MODEL, 1, since, until)
+    path = _reference_file(root)
+    good = path.read_text()
+    doc = json.loads(good)
+    if damage == "format":
+        doc["format"] = SUMMARY_FORMAT + 1
+        path.write_text(json.dumps(doc))
+    elif damage == "truncated":
+        path.write_text(good[: len(good) // 2])
+    elif damage == "not json":
+        path.write_bytes(b"\x00\xff garbage")
+    elif damage == "wrong shape":
+        path.write_text(json.dumps([1, 2, 3]))
+    elif damage == "a column missing":
+        del doc["summary"]["bases"][NUMERICAL[0]]
+        path.write_text(json.dumps(doc))
+    else:
+        path.write_text("")
+    engine = SummaryEngine(LogStore(root), reference)
+    engine.window(MODEL, 1, since, until)
+    assert (engine.stats.reference_summarised, engine.stats.reference_reused) == (1, 0)
+    assert json.loads(path.read_text()) == json.loads(good)  # overwritten with a good one
+    _same(summary_check(str(root), reference, model=MODEL, version=1, since=since, until=until,
+                        now=until), _exact(root, reference, since, until))
 
 
 def test_drift_check_on_the_summary_engine_gives_the_exact_engines_verdict(world) -> None:  # noqa: ANN001, F811

@@ -60,11 +60,15 @@ def test_spark_engine_gives_the_local_engines_summaries_and_the_exact_verdict(
     assert verdict.engine == "spark"
     exact = _exact(root, reference, since, until)
     _same(verdict.model_copy(update={"engine": "summary"}), exact)
-    # stored like the local engine's: the whole day is reused, the edge day read again
-    SparkSummaryEngine(store, reference, spark=spark).window(MODEL, 1, since, until)
+    # stored like the local engine's: the whole day and the reference's summary are reused,
+    # the edge day read again
+    first = SparkSummaryEngine(store, reference, spark=spark)
+    first.window(MODEL, 1, since, until)
+    assert first.stats.reference_summarised == 1  # then stored beside the log
     again = SparkSummaryEngine(store, reference, spark=spark)
     rerun = again.window(MODEL, 1, since, until)
     assert (again.stats.partitions_reused, again.stats.partitions_summarised) == (1, 1)
+    assert (again.stats.reference_reused, again.stats.reference_summarised) == (1, 0)
     assert 0 < again.stats.rows_read < rerun.rows == window.rows
 
 

@@ -255,3 +255,32 @@ def test_every_column_verdict_equals_the_exact_paths_on_benchmark_frames(shift: 
     assert exact.prediction_drift is not None and approx.prediction_drift is not None
     assert approx.prediction_drift.drifted == exact.prediction_drift.drifted
     assert approx.data_quality == exact.data_quality  # counts are exact
+
+
+def test_a_reference_summary_survives_json_unchanged() -> None:
+    """What monitoring/summary/stored.py writes reads back as the same summary (same
+    fingerprint, so the day summaries made against it still match), adversarial columns too:
+    all missing, constant, few distinct values, heavy tails, a single category."""
+    import json
+
+    rng = np.random.default_rng(3)
+    frame = _features(rng, 3000, shift=False)
+    frame["n00"] = np.nan
+    frame["n01"] = 5.0
+    frame["n02"] = rng.integers(0, 4, len(frame)).astype(float)
+    frame["n03"] = rng.standard_cauchy(len(frame))
+    frame["c0"] = "only"
+    reference = Reference(_spec(), frame, rng.uniform(0, 1, 500), {"roc_auc": 0.8})
+    ref = ReferenceSummary.of(reference)
+    back = ReferenceSummary.from_dict(json.loads(json.dumps(ref.to_dict())))
+    assert back.fingerprint() == ref.fingerprint()
+    nan_free = [c for c, b in ref.bases.items() if c != "n00"]  # NaN bounds: never equal
+    assert {c: back.bases[c] for c in nan_free} == {c: ref.bases[c] for c in nan_free}
+    assert repr(back.bases["n00"]) == repr(ref.bases["n00"])
+    assert back.score_basis == ref.score_basis
+    assert back.kinds == ref.kinds
+    assert json.dumps(back.to_dict()) == json.dumps(ref.to_dict())
+    current = _features(rng, 2000, shift=True)
+    a = check_summary(reference, ref, ref.summarise(current), now=NOW)
+    b = check_summary(reference, back, back.summarise(current), now=NOW)
+    assert a == b
