@@ -51,7 +51,7 @@ from kernel.errors import DataError, UsageError
 from kernel.metrics import metric_value
 from kernel.spec import DatasetSpec
 from kernel.tables import conform, read_table
-from monitoring.check import Reference, check_frames, performance
+from monitoring.check import Reference, check_frames, outcome, performance
 from monitoring.verdict import Verdict
 from registry import ALIAS_CHALLENGER, ALIAS_CHAMPION, TAG_PREFIX
 
@@ -102,6 +102,19 @@ class PeriodRow:
     triggers: list[dict[str, Any]]
     decisions: list[dict[str, Any]]
     reasons: list[str] = field(default_factory=list)
+    # the label-free (CBPE) estimate of the metric on the period's rows and its band; None
+    # for a champion without a calibration (docs/monitoring.md, "Estimated performance")
+    estimated: float | None = None
+    estimated_band: tuple[float, float] | None = None
+
+    @property
+    def in_band(self) -> bool | None:
+        """Whether the hindsight realised metric of the period lies inside the estimate's
+        band (None when either is missing)."""
+        realised = self.realised.get("configured")
+        if realised is None or self.estimated_band is None:
+            return None
+        return self.estimated_band[0] <= realised <= self.estimated_band[1]
 
     @property
     def alarm(self) -> bool:
@@ -156,6 +169,8 @@ class BacktestResult:
             "false_retrains": sum(p.cycle_started for p in stable),
             "detection_delay_seconds": detection, "promotion_delay_seconds": promotion,
             "metric_overall": self.overall,
+            "estimate_periods": sum(p.in_band is not None for p in self.periods),
+            "estimate_in_band": sum(bool(p.in_band) for p in self.periods),
             "label_reads": self.label_reads, "label_violations": self.label_violations,
             "seconds": round(self.seconds, 2),
         }
@@ -240,9 +255,16 @@ def period_verdict(reader: Any, reference: Reference, version: int, start: datet
     perf = performance(reference, recent)
     if perf is None or perf.value is None:
         return verdict
-    status = "degraded" if perf.degraded else verdict.status
+    estimated = verdict.estimated
+    if estimated is not None:  # realised performance decides from here
+        estimated = estimated.model_copy(update={"superseded": True})
+    status = verdict.status
+    if status != "insufficient_data":
+        status = outcome(perf, estimated, dataset_drift=(verdict.drift_share or 0.0)
+                         >= verdict.drift_share_threshold, quality_flagged=verdict.quality_flagged)
     return verdict.model_copy(update={
         "performance": perf, "status": status, "labelled_rows": len(recent),
+        "estimated": estimated,
         "reasons": [*verdict.reasons, f"performance {'degraded' if perf.degraded else 'ok'}: "
                     f"{perf.metric} {perf.value:.4f} vs validation {perf.baseline:.4f} on "
                     f"{perf.labelled_rows} rows labelled by {end.isoformat()}"]})
@@ -419,7 +441,9 @@ class Replay:
                 triggers=[{"source": t.source, "action": t.action, "outcome": t.outcome,
                            "reason": t.reason, "at": t.received_at} for t in triggers
                           if t.status != "ignored"],
-                decisions=decisions, reasons=list(verdict.reasons))
+                decisions=decisions, reasons=list(verdict.reasons),
+                estimated=verdict.estimated.value if verdict.estimated else None,
+                estimated_band=_band(verdict))
             rows_out.append(row)
             self.progress(_progress_line(row, self.spec.metric, len(rows_out),
                                          self.n_periods - self.config.initial_periods))
@@ -467,6 +491,13 @@ class Replay:
             if hi > lo:
                 out[lo:hi] = model.predict_proba(self._features.iloc[lo:hi])[:, 1]
         return out
+
+
+def _band(verdict: Verdict) -> tuple[float, float] | None:
+    e = verdict.estimated
+    if e is None or e.lower is None or e.upper is None:
+        return None
+    return (e.lower, e.upper)
 
 
 def _decision(d: Any) -> dict[str, Any]:

@@ -55,6 +55,9 @@ def as_dict(result: BacktestResult) -> dict[str, Any]:
             "labelled_at_end": p.labelled_at_end,
             "drift": {"status": p.status, "share": p.drift_share, "columns": p.drifted},
             "checked_metric": p.checked_metric, "realised": p.realised,
+            "estimated": p.estimated,
+            "estimated_band": list(p.estimated_band) if p.estimated_band else None,
+            "realised_in_band": p.in_band,
             "trigger": _trigger_text(p) or None, "triggers": p.triggers,
             "decisions": p.decisions, "live_version": p.live_version,
             "served_versions": p.served_versions, "shadow_version": p.shadow_version,
@@ -77,6 +80,10 @@ def table(result: BacktestResult) -> pd.DataFrame:
             "start": p.start.strftime("%Y-%m-%d %H:%M"), "rows": p.rows, "status": p.status,
             "drift_share": p.drift_share, "checked": p.checked_metric,
             **{f"{k}": p.realised.get(k) for k in POLICIES if k in p.realised},
+            "estimated": p.estimated,
+            "est_band": (f"[{p.estimated_band[0]:.3f}, {p.estimated_band[1]:.3f}]"
+                         if p.estimated_band else None),
+            "in_band": None if p.in_band is None else ("yes" if p.in_band else "no"),
             "trigger": _trigger_text(p),
             "decision": "; ".join(_decision_text(d) for d in p.decisions),
             "live": f"v{p.live_version}"})
@@ -95,6 +102,9 @@ def render_text(result: BacktestResult) -> str:
     for name, values in s["metric_overall"].items():
         parts = ", ".join(f"{k} {_f(v)}" for k, v in values.items())
         lines.append(f"  {LABELS.get(name, name):<22} {parts}")
+    if s["estimate_periods"]:
+        lines.append(f"realised {metric} inside the estimate's band: {s['estimate_in_band']} of "
+                     f"{s['estimate_periods']} periods")
     lines.append(f"retrains {s['retrains']}, promotions {s['promotions']}, rejections "
                  f"{s['rejections']}, no change {s['no_change']}, failed {s['failed']}, "
                  f"rollbacks {s['rollbacks']}")

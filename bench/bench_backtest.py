@@ -31,6 +31,8 @@ def main(argv: list[str]) -> int:
                         help="only the covariate-shift section of docs/backtest.md")
     parser.add_argument("--scenarios-only", action="store_true",
                         help="only the scenario section of docs/backtest.md")
+    parser.add_argument("--estimate-only", action="store_true",
+                        help="only the estimated-vs-realised section of docs/backtest.md")
     parser.add_argument("--speed-only", action="store_true",
                         help="only the 260k-row labelled-rows-trigger timing (docs/bench)")
     parser.add_argument("--no-before", action="store_true",
@@ -39,6 +41,9 @@ def main(argv: list[str]) -> int:
     if args.speed_only:
         print(speed_section(before=not args.no_before))
         return 0
+    if args.estimate_only:
+        print(estimate_section())
+        return 0
     if not args.scenarios_only:
         print(covariate_section())
     if args.covariate_only:
@@ -46,6 +51,7 @@ def main(argv: list[str]) -> int:
     print(scenario_section())
     if args.scenarios_only:
         return 0
+    print(estimate_section())
     print(speed_section(before=not args.no_before))
     spec = ROOT / "examples" / "churn" / "spec.yaml"
     days, per_day = args.periods, args.rows // args.periods
@@ -299,6 +305,82 @@ configured never worse than never retraining by more than {NEVER_SLACK}; for `co
         anchor = "## After a covariate shift: does the alarm end?"
         text = text.replace(anchor, "## The scenarios with the defaults\n\n" + body + "\n\n"
                             + anchor)
+    doc.write_text(text)
+    return doc
+
+
+EST_BEGIN, EST_END = "<!-- bench:estimate:begin -->", "<!-- bench:estimate:end -->"
+#: The estimate is judged on the first champion: no retrain moves it.
+EST_POLICY = "drift_trigger: false\nperformance_trigger: false\n"
+
+
+def _estimate_table(result: Any) -> tuple[list[str], dict[str, Any]]:
+    onset = START + timedelta(days=COV_ONSET)
+    lines = ["| period | status | realised (hindsight) | estimated | band | inside |",
+             "|---|---|---:|---:|---|---|"]
+    before: list[tuple[float, float]] = []
+    after: list[tuple[float, float]] = []
+    for p in result.periods:
+        realised = p.realised.get("configured")
+        band = "-" if p.estimated_band is None else (f"[{p.estimated_band[0]:.4f}, "
+                                                      f"{p.estimated_band[1]:.4f}]")
+        inside = "-" if p.in_band is None else ("yes" if p.in_band else "**no**")
+        lines.append(f"| {p.start:%m-%d} | {p.status} | {_fmt3(realised)} | "
+                     f"{_fmt3(p.estimated)} | {band} | {inside} |")
+        if realised is not None and p.estimated is not None:
+            (after if p.end > onset else before).append((realised, p.estimated))
+    inside = [p.in_band for p in result.periods if p.in_band is not None]
+
+    def mean(pairs: list[tuple[float, float]], i: int) -> float | None:
+        return sum(x[i] for x in pairs) / len(pairs) if pairs else None
+
+    return lines, {"inside": sum(inside), "periods": len(inside),
+                   "realised_before": mean(before, 0), "estimated_before": mean(before, 1),
+                   "realised_after": mean(after, 0), "estimated_after": mean(after, 1)}
+
+
+def estimate_section() -> Path:
+    """Estimated (CBPE) vs realised ROC AUC per period on the covariate and concept
+    scenarios, the first champion kept, written into docs/backtest.md between the
+    ``estimate`` markers: figures from the run, never typed."""
+    import tempfile
+
+    parts = []
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("covariate", "concept"):
+            result = _generated(name, Path(tmp) / name, policy_text=EST_POLICY)
+            lines, f = _estimate_table(result)
+            figures[name] = f
+            share = f["inside"] / f["periods"] if f["periods"] else float("nan")
+            parts.append(
+                f"**{name}**: realised inside the estimate's band in {f['inside']} of "
+                f"{f['periods']} periods ({share:.0%}). Mean before the onset: realised "
+                f"{_fmt3(f['realised_before'])}, estimated {_fmt3(f['estimated_before'])}; "
+                f"after: realised {_fmt3(f['realised_after'])}, estimated "
+                f"{_fmt3(f['estimated_after'])}.\n\n" + "\n".join(lines) + "\n")
+    onset = START + timedelta(days=COV_ONSET)
+    body = f"""{EST_BEGIN}
+_Written by `python -m bench --only backtest` (`bench/bench_backtest.py`, `--estimate-only` for
+this part alone) on {machine()}._
+
+`driftloop generate --scenario covariate` and `--scenario concept` ({COV_ROWS:,} rows a day,
+{COV_DAYS} days, seed 3, the change from {onset:%Y-%m-%d}, day {COV_ONSET}); the first
+{COV_INITIAL} days train the champion, which is kept (policy `drift_trigger: false`,
+`performance_trigger: false`) so that every period judges the same version's estimate. Per daily
+period: ROC AUC realised in hindsight on every label of the period, and the estimate from the
+scores alone (CBPE, docs/monitoring.md "Estimated performance") with its band (3 sampling errors
+at the period's row count).
+
+{chr(10).join(parts)}
+{EST_END}"""
+    doc = ROOT / "docs" / "backtest.md"
+    text = doc.read_text()
+    if EST_BEGIN in text and EST_END in text:
+        text = text[:text.index(EST_BEGIN)] + body + text[text.index(EST_END) + len(EST_END):]
+    else:
+        text = (text.rstrip() + "\n\n## Estimated against realised performance\n\n" + body
+                + "\n")
     doc.write_text(text)
     return doc
 

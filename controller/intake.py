@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from controller.store import Store
-from monitoring.verdict import Verdict
+from monitoring.verdict import Performance, Verdict
 
 ACTION_LABEL = "driftloop_action"
 MODEL_LABEL = "model"
@@ -154,7 +154,9 @@ def parse_verdict(body: bytes) -> Verdict:
 def take_verdict(store: Store, body: bytes, verdict: Verdict, *, models: set[str],
                  now: datetime) -> IntakeResult:
     """A drift verdict triggers a retrain; a performance judgement feeds the performance
-    trigger and the automatic rollback (the reconcile loop decides with the core)."""
+    trigger and the automatic rollback (the reconcile loop decides with the core). A
+    degraded label-free estimate (without a realised judgement) does what its ``action``
+    says: ``ticket`` (the default) is recorded, never acted on; ``retrain`` triggers one."""
     result = IntakeResult()
     if verdict.model not in models:
         result.ignored += 1
@@ -175,6 +177,7 @@ def take_verdict(store: Store, body: bytes, verdict: Verdict, *, models: set[str
                                   version=verdict.version, value=perf.value,
                                   notification_id=notification)
         _count(result, added, "performance")
+    _estimate(store, verdict, perf, base, notification, result, now)
     if verdict.status == "drift":
         reason = (f"drift on v{verdict.version}: share {verdict.drift_share} >= "
                   f"{verdict.drift_share_threshold} ({', '.join(verdict.drifted_columns[:5])})")
@@ -182,10 +185,42 @@ def take_verdict(store: Store, body: bytes, verdict: Verdict, *, models: set[str
                                   reason=reason, now=now, dedup_key=base + ":drift",
                                   version=verdict.version, notification_id=notification)
         _count(result, added, "verdict")
-    if not result.trigger_ids and not result.duplicates:
+    if not result.trigger_ids and not result.duplicates and not any(
+            n.startswith("ticket: ") for n in result.notes):
         result.notes.append(f"verdict {verdict.status}: nothing to do")
         result.counts.append(("verdict", "ignored"))
     return result
+
+
+def _estimate(store: Store, verdict: Verdict, perf: Performance | None, base: str,
+              notification: int, result: IntakeResult, now: datetime) -> None:
+    """A label-free estimate below tolerance (and no realised judgement): by default a
+    ticket (recorded, never a retrain: the estimate cannot see concept drift and is wrong
+    when the calibration is); a retrain only when the spec's drift.estimated_action says so."""
+    est = verdict.estimated
+    if est is None or est.value is None or not est.alarming or est.action == "none" or (
+            perf is not None and perf.value is not None):
+        return
+    band = ("" if est.lower is None or est.upper is None
+            else f", band [{est.lower:.4f}, {est.upper:.4f}]")
+    baseline = "" if est.baseline is None else f", baseline {est.baseline:.4f}"
+    reason = (f"estimated {est.metric} {est.value:.4f} without labels on {est.rows} "
+              f"scores{band}{baseline}: {est.action}")
+    if est.action == "retrain":
+        added = store.add_trigger(model=verdict.model, source="verdict", action="retrain",
+                                  reason=reason, now=now, dedup_key=base + ":estimated",
+                                  version=verdict.version, value=est.value,
+                                  notification_id=notification)
+        _count(result, added, "verdict")
+    else:
+        added = store.add_trigger(model=verdict.model, source="verdict", action="ticket",
+                                  reason=reason, now=now, dedup_key=base + ":estimated",
+                                  version=verdict.version, value=est.value,
+                                  notification_id=notification, status="ignored")
+        result.notes.append(f"ticket: {reason}")
+        result.counts.append(("verdict", "duplicate" if added is None else "ticket"))
+        if added is None:
+            result.duplicates += 1
 
 
 def _count(result: IntakeResult, added: int | None, source: str) -> None:

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from controller.machine import PHASES
 
-VERDICT_STATUSES = ("ok", "drift", "degraded", "insufficient_data")
+VERDICT_STATUSES = ("ok", "drift", "degraded", "estimated_degraded", "insufficient_data")
 
 
 @dataclass
@@ -31,7 +31,8 @@ class ControllerMetrics:
             registry=r,
             triggers=Counter("driftloop_controller_triggers_total",
                              "Triggers by source and how they were taken (started, merged, "
-                             "deferred, ignored, duplicate, resolved, invalid).",
+                             "deferred, ignored, duplicate, resolved, invalid; ticket: a degraded "
+                             "label-free estimate, recorded only).",
                              ["source", "outcome"], registry=r),
             cycles=Counter("driftloop_controller_cycles_total",
                            "Finished cycles and overrides by outcome.", ["model", "outcome"],

@@ -74,6 +74,12 @@ class DriftSettings(_Strict):
         0.05, ge=0, description="Degraded when the realised metric is worse than the "
         "validation baseline by more than this (absolute).",
     )
+    estimated_action: Literal["ticket", "retrain", "none"] = Field(
+        "ticket", description="What an estimated_degraded verdict (the label-free estimate "
+        "worse than the baseline by more than performance_tolerance, without enough labels "
+        "for a realised one) asks of the controller: ticket (recorded, an alert with "
+        "driftloop_action none; no retrain), retrain, or none.",
+    )
 
 
 def _window_days(value: Any) -> Any:

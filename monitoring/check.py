@@ -17,11 +17,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kernel.calibration import (
+    BAND_SIGMAS,
+    REPORTED,
+    Calibration,
+    expected_confusion,
+    expected_metric,
+)
 from kernel.metrics import metric_value
 from kernel.spec import DatasetSpec
 from monitoring import stats
 from monitoring.quality import QualityThresholds, ReferenceProfile, column_quality
-from monitoring.verdict import ColumnDrift, ColumnQuality, Performance, Verdict
+from monitoring.verdict import (
+    ColumnDrift,
+    ColumnQuality,
+    EstimatedPerformance,
+    Performance,
+    Status,
+    Verdict,
+)
 
 SCORE_COLUMN = "score"
 LABEL_COLUMN = "label"
@@ -29,21 +43,26 @@ LABEL_COLUMN = "label"
 
 @dataclass
 class Reference:
-    """What a version brings to a check: its spec, reference features, validation scores
-    and metrics. Sorted columns and the quality profile are computed once and reused."""
+    """What a version brings to a check: its spec, reference features, validation scores,
+    metrics and score calibration (None for versions trained before label-free estimates).
+    Sorted columns and the quality profile are computed once and reused."""
 
     spec: DatasetSpec
     features: pd.DataFrame
     validation_scores: np.ndarray | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
     @classmethod
     def from_bundle(cls, bundle: Any) -> Reference:
-        """From a ``registry.bundle.Bundle`` (or anything with spec/reference/validation/metrics)."""
+        """From a ``registry.bundle.Bundle`` (or anything with spec/reference/validation/metrics
+        and, optionally, calibration)."""
         validation = bundle.validation
         scores = (validation[SCORE_COLUMN].to_numpy(dtype=float)
                   if SCORE_COLUMN in validation.columns else None)
-        return cls(bundle.spec, bundle.reference, scores, dict(bundle.metrics))
+        stored = getattr(bundle, "calibration", None)
+        calibration = Calibration.from_dict(stored) if stored else None
+        return cls(bundle.spec, bundle.reference, scores, dict(bundle.metrics), calibration)
 
     def kind(self, column: str) -> stats.Kind:
         return "categorical" if column in self.spec.features.categorical else "numerical"
@@ -119,6 +138,73 @@ def performance(reference: Reference, current: pd.DataFrame) -> Performance | No
                        degraded=worse is not None and worse > tolerance)
 
 
+def estimated_performance(reference: Reference, current: pd.DataFrame,
+                          realised: Performance | None = None) -> EstimatedPerformance | None:
+    """CBPE (kernel/calibration.py) on the window's scores: the spec's metric and
+    ``REPORTED`` ones, the expected confusion matrix (shares of rows) and a band of
+    ``BAND_SIGMAS`` sampling errors. ``superseded`` when ``realised`` had enough labels.
+    None without a score column; a value of None, with the reason, for a version without a
+    calibration or without a baseline."""
+    spec = reference.spec
+    if SCORE_COLUMN not in current.columns:
+        return None
+    baseline = reference.metrics.get(spec.metric)
+    tolerance = spec.drift.performance_tolerance
+    base: dict[str, Any] = dict(metric=spec.metric, baseline=None if baseline is None else float(baseline),
+                tolerance=tolerance, lower_is_better=spec.lower_is_better,
+                action=spec.drift.estimated_action, band_sigmas=BAND_SIGMAS,
+                superseded=realised is not None and realised.value is not None)
+    calibration = reference.calibration
+    if calibration is None:
+        return EstimatedPerformance(**base, value=None, note="no estimate: the version has no "
+                                    "score calibration (trained before label-free estimates)")
+    scores = current[SCORE_COLUMN].to_numpy(dtype=float)
+    scores = scores[np.isfinite(scores)]
+    if not scores.size:
+        return EstimatedPerformance(**base, value=None, calibration=calibration.method,
+                                    note="no estimate: no scored rows in the window")
+    p = calibration.apply(scores)
+    confusion = expected_confusion(p, scores)
+    names = list(dict.fromkeys([spec.metric, *REPORTED]))
+    values = {m: expected_metric(m, p, scores, confusion) for m in names}
+    value = values[spec.metric]
+    if not np.isfinite(value):
+        return EstimatedPerformance(**base, value=None, calibration=calibration.method,
+                                    rows=int(scores.size), note=f"no estimate: expected "
+                                    f"{spec.metric} is undefined on this window")
+    error = calibration.sampling_error(spec.metric, int(scores.size))
+    lower = upper = None
+    if error is not None:
+        lower, upper = value - BAND_SIGMAS * error, value + BAND_SIGMAS * error
+        if spec.metric != "log_loss":  # every other metric lies in [0, 1]
+            lower, upper = max(lower, 0.0), min(upper, 1.0)
+    worse = None if baseline is None else (value - baseline if spec.lower_is_better
+                                           else baseline - value)
+    n = float(scores.size)
+    return EstimatedPerformance(
+        **base, value=float(value), lower=lower, upper=upper, sampling_error=error,
+        rows=int(scores.size), degraded=worse is not None and worse > tolerance,
+        calibration=calibration.method,
+        metrics={m: float(v) for m, v in values.items() if np.isfinite(v)},
+        confusion={k: v / n for k, v in confusion.items()},
+        note=None if baseline is not None else "no baseline metric: the estimate judges nothing")
+
+
+def outcome(perf: Performance | None, estimated: EstimatedPerformance | None, *,
+            dataset_drift: bool, quality_flagged: bool) -> Status:
+    """The verdict's status: realised degradation, then drift (data drift or data quality),
+    then a degraded estimate (only while realised performance lacks labels: realised always
+    wins), then ok."""
+    if perf is not None and perf.degraded:
+        return "degraded"
+    if dataset_drift or quality_flagged:
+        return "drift"  # prediction drift alone is reported, not alarmed (docs/monitoring.md)
+    if estimated is not None and estimated.alarming and not (perf is not None
+                                                             and perf.value is not None):
+        return "estimated_degraded"
+    return "ok"
+
+
 def _window(current: pd.DataFrame, spec: DatasetSpec, now: datetime) -> tuple[datetime, datetime]:
     for col in ("ts", spec.timestamp_column):
         if col in current.columns and len(current):
@@ -165,18 +251,35 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
     quality_rows = column_quality(reference.profile, current, spec.features.numerical,
                                   spec.features.categorical, quality, samples)
     perf = performance(reference, current)
+    estimated = estimated_performance(reference, current, perf)
     reasons = _reasons(share, spec.drift.drift_share, drifted, prediction, quality_rows, perf)
+    reasons += estimate_reasons(estimated)
     dataset_drift = share >= spec.drift.drift_share
     flagged = any(q.flagged for q in quality_rows)
-    if perf is not None and perf.degraded:
-        status = "degraded"
-    elif dataset_drift or flagged:
-        status = "drift"  # prediction drift alone is reported, not alarmed (docs/monitoring.md)
-    else:
-        status = "ok"
+    status = outcome(perf, estimated, dataset_drift=dataset_drift, quality_flagged=flagged)
     return Verdict(**base, status=status, reasons=reasons, drift_share=share,
                    drifted_columns=drifted, columns=columns, prediction_drift=prediction,
-                   data_quality=quality_rows, quality_flagged=flagged, performance=perf)
+                   data_quality=quality_rows, quality_flagged=flagged, performance=perf,
+                   estimated=estimated)
+
+
+def estimate_reasons(estimated: EstimatedPerformance | None) -> list[str]:
+    if estimated is None:
+        return []
+    if estimated.value is None:
+        return [estimated.note or "no estimate"]
+    band = ("" if estimated.lower is None
+            else f", band [{estimated.lower:.4f}, {estimated.upper:.4f}]")
+    base = ("" if estimated.baseline is None else f" vs validation {estimated.baseline:.4f} "
+            f"(tolerance {estimated.tolerance})")
+    if estimated.superseded:
+        verdict = "reported; realised performance decides"
+    elif estimated.degraded:
+        verdict = f"degraded: {estimated.action}"
+    else:
+        verdict = "within tolerance"
+    return [f"estimated {estimated.metric} {estimated.value:.4f}{band}{base} from "
+            f"{estimated.rows} scores without labels ({verdict})"]
 
 
 def _reasons(share: float, limit: float, drifted: list[str], prediction: ColumnDrift | None,

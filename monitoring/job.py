@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PUSH_JOB = "driftloop-drift-check"
-STATUSES = ("ok", "drift", "degraded", "insufficient_data")
+STATUSES = ("ok", "drift", "degraded", "estimated_degraded", "insufficient_data")
 
 
 @dataclass
@@ -130,6 +130,12 @@ def verdict_registry(verdict: Verdict) -> CollectorRegistry:
     for name in STATUSES:
         status.labels(verdict.model, name).set(1 if verdict.status == name else 0)
     stamp.labels(verdict.model).set(verdict.created_at.timestamp())
+    est = verdict.estimated
+    if est is not None and est.value is not None:
+        Gauge("driftloop_verdict_estimated_metric",
+              "The label-free (CBPE) estimate of the last verdict's metric; band in the "
+              "verdict JSON.", ["model", "metric"],
+              registry=registry).labels(verdict.model, est.metric).set(est.value)
     if verdict.labels_unmatched is not None:
         Gauge("driftloop_drift_labels_unmatched",
               "Labels of the last verdict's window whose request id matches no prediction "
@@ -174,6 +180,12 @@ def _mlflow_metrics(verdict: Verdict) -> dict[str, float]:
     if verdict.performance is not None and verdict.performance.value is not None:
         out[f"realised_{verdict.performance.metric}"] = verdict.performance.value
         out[f"baseline_{verdict.performance.metric}"] = verdict.performance.baseline
+    est = verdict.estimated
+    if est is not None and est.value is not None:
+        out[f"estimated_{est.metric}"] = est.value
+        if est.lower is not None and est.upper is not None:
+            out[f"estimated_{est.metric}_lower"] = est.lower
+            out[f"estimated_{est.metric}_upper"] = est.upper
     for col in verdict.columns:
         out[f"drift_score.{col.column}"] = col.score
     return out

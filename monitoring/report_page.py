@@ -17,7 +17,7 @@ from monitoring.verdict import Verdict
 SECTIONS = ("verdict", "performance", "data-quality", "prediction-drift", "data-drift")
 
 _COLOURS = {"ok": "#d1e7dd", "insufficient_data": "#e2e3e5", "drift": "#fff3cd",
-            "degraded": "#f8d7da"}
+            "degraded": "#f8d7da", "estimated_degraded": "#ffe5d0"}
 _STYLE = ("font-family:sans-serif;padding:8px 16px;margin:0;border-bottom:1px solid #ccc")
 
 
@@ -47,17 +47,35 @@ def _verdict(v: Verdict) -> str:
     return _section("verdict", "Verdict", body, _COLOURS.get(v.status, "#fff"))
 
 
+def _estimated(v: Verdict) -> str:
+    e = v.estimated
+    if e is None:
+        return ""
+    if e.value is None:
+        return f"<h3>Estimated (no labels)</h3><p>{escape(e.note or 'no estimate')}</p>"
+    judgement = ("reported (realised decides)" if e.superseded
+                 else f"degraded ({e.action})" if e.degraded else "within tolerance")
+    rows = [[e.metric, _num(e.value), f"[{_num(e.lower)}, {_num(e.upper)}]", _num(e.baseline),
+             str(e.rows), judgement]]
+    others = ", ".join(f"{k} {val:.4f}" for k, val in e.metrics.items() if k != e.metric)
+    return ("<h3>Estimated from the scores (CBPE, no labels)</h3>"
+            + _table(["metric", "estimated", f"band (+/-{e.band_sigmas:g} sampling errors)",
+                      "baseline (validation)", "scored rows", "judgement"], rows)
+            + (f"<p>also estimated: {escape(others)}</p>" if others else ""))
+
+
 def _performance(v: Verdict) -> str:
     p = v.performance
     if p is None:
-        return _section("performance", "Realised performance",
-                        "<p>no labels in the window: realised performance not measured</p>")
+        return _section("performance", "Performance",
+                        "<p>no labels in the window: realised performance not measured</p>"
+                        + _estimated(v))
     direction = "lower is better" if p.lower_is_better else "higher is better"
     rows = [[p.metric, _num(p.value), _num(p.baseline), _num(p.tolerance),
              str(p.labelled_rows), "degraded" if p.degraded else "within tolerance"]]
     body = (_table(["metric", "realised", "baseline (validation)", "tolerance", "labelled rows",
-                    "judgement"], rows) + f"<p>{direction}</p>")
-    return _section("performance", "Realised performance", body)
+                    "judgement"], rows) + f"<p>{direction}</p>" + _estimated(v))
+    return _section("performance", "Performance", body)
 
 
 def _quality(v: Verdict) -> str:

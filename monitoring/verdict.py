@@ -1,4 +1,4 @@
-"""The verdict: one drift and realised-performance judgement for one model version
+"""The verdict: one drift and performance (realised and estimated) judgement for one model version
 over one window. A versioned JSON document that ``driftloop drift-check`` writes,
 logs to MLflow, posts to the controller and exposes as gauges.
 """
@@ -12,7 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 VERDICT_SCHEMA_VERSION = 1
 
-Status = Literal["ok", "drift", "degraded", "insufficient_data"]
+Status = Literal["ok", "drift", "degraded", "estimated_degraded", "insufficient_data"]
+#: Every status, in precedence order after insufficient_data (monitoring/check.py, outcome).
+STATUSES: tuple[str, ...] = ("ok", "drift", "degraded", "estimated_degraded", "insufficient_data")
+#: What an ``estimated_degraded`` outcome asks of the controller (spec drift.estimated_action).
+EstimatedAction = Literal["ticket", "retrain", "none"]
 
 
 class _Model(BaseModel):
@@ -51,6 +55,34 @@ class Performance(_Model):
     degraded: bool = False
 
 
+class EstimatedPerformance(_Model):
+    """The label-free estimate (CBPE, kernel/calibration.py) of the window's performance."""
+
+    metric: str
+    value: float | None              # None: no estimate (``note`` says why)
+    lower: float | None = None       # value -/+ band_sigmas sampling errors at this row count
+    upper: float | None = None
+    sampling_error: float | None = None
+    band_sigmas: float = 3.0
+    baseline: float | None = None    # the version's validation metric, as realised uses
+    tolerance: float = 0.0
+    rows: int = 0                    # scored rows the estimate read
+    lower_is_better: bool = False
+    degraded: bool = False           # the estimate is worse than baseline by more than tolerance
+    # realised performance had enough labels (drift.min_labelled_rows): it decides, not this
+    superseded: bool = False
+    action: EstimatedAction = "ticket"
+    method: str = "cbpe"
+    calibration: str | None = None   # "isotonic"; None for a version without one
+    metrics: dict[str, float] = Field(default_factory=dict)     # roc_auc, accuracy, f1, ...
+    confusion: dict[str, float] = Field(default_factory=dict)   # expected tp fp tn fn shares
+    note: str | None = None
+
+    @property
+    def alarming(self) -> bool:
+        return self.degraded and not self.superseded
+
+
 class Verdict(_Model):
     schema_version: int = VERDICT_SCHEMA_VERSION
     model: str
@@ -69,7 +101,8 @@ class Verdict(_Model):
     prediction_drift: ColumnDrift | None = None
     data_quality: list[ColumnQuality] = Field(default_factory=list)
     quality_flagged: bool = False
-    performance: Performance | None = None
+    performance: Performance | None = None            # realised, on the labelled rows
+    estimated: EstimatedPerformance | None = None     # estimated from the scores alone
     report_path: str | None = None
     report_sampled_rows: int | None = None    # set when the HTML report used a capped sample
     run_id: str | None = None
@@ -83,7 +116,7 @@ class Verdict(_Model):
 
     @property
     def alarming(self) -> bool:
-        return self.status in ("drift", "degraded")
+        return self.status in ("drift", "degraded", "estimated_degraded")
 
     @property
     def exit_code(self) -> int:

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -14,12 +15,15 @@ from registry.port import BUNDLE_DIR, MODEL_DIR, NewVersion
 
 
 def write_reference_files(new: NewVersion, directory: Path) -> Path:
-    """Write spec.yaml, reference.parquet, validation.parquet and metrics.json."""
+    """Write spec.yaml, reference.parquet, validation.parquet, metrics.json and, when the
+    version has one, calibration.json."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "spec.yaml").write_text(new.spec_yaml)
     new.reference.to_parquet(directory / "reference.parquet", index=False)
     new.validation.to_parquet(directory / "validation.parquet", index=False)
     (directory / "metrics.json").write_text(json.dumps(dict(new.metrics), indent=2, sort_keys=True))
+    if new.calibration is not None:
+        (directory / "calibration.json").write_text(json.dumps(dict(new.calibration)))
     return directory
 
 
@@ -49,6 +53,13 @@ class Bundle:
     @cached_property
     def metrics(self) -> dict[str, float]:
         return json.loads((self.root / BUNDLE_DIR / "metrics.json").read_text())
+
+    @cached_property
+    def calibration(self) -> dict[str, Any] | None:
+        """The score calibration (kernel/calibration.py), or None: versions trained before
+        label-free estimates have none."""
+        path = self.root / BUNDLE_DIR / "calibration.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def is_complete(self) -> bool:
         names = ("spec.yaml", "reference.parquet", "validation.parquet", "metrics.json")

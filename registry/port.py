@@ -10,6 +10,7 @@ locally as a *bundle*::
     <dest>/driftloop/reference.parquet   training features sample (drift reference)
     <dest>/driftloop/validation.parquet  validation features, label and score
     <dest>/driftloop/metrics.json        validation metrics
+    <dest>/driftloop/calibration.json    score calibration (versions trained since CBPE)
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ class NewVersion:
     tags: Mapping[str, str]          # driftloop.* tags set on the version at creation
     run_name: str = "train"
     pip_requirements: Sequence[str] = ()
+    # the score calibration and chunk spreads for label-free estimates (kernel/calibration.py,
+    # Calibration.to_dict); None for a version without one
+    calibration: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kernel.calibration import fit_calibration
 from kernel.errors import DataError
 from kernel.metrics import all_metrics
 from kernel.spec import DatasetSpec
@@ -205,6 +206,9 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
         **({TAG + "useless_reason": useless} if useless else {}),
         **{k: str(v) for k, v in tags.items()},
     }
+    calibration = fit_calibration(parts.y_validation, evaluation.scores, metrics=[spec.metric],
+                                  seed=seed)
+    all_tags[TAG + "calibration"] = f"{calibration.method} ({calibration.rows} validation rows)"
     params = {"estimator": spec.estimator.kind, "rows": len(data), "seed": seed,
               "refit": served is not None,
               "validation_fraction": spec.validation_fraction,
@@ -215,6 +219,7 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
         reference=reference.reset_index(drop=True), validation=validation.reset_index(drop=True),
         metrics=evaluation.metrics, params=params, tags=all_tags,
         run_name=f"train {spec.model_name}", pip_requirements=pip_requirements(),
+        calibration=calibration.to_dict(),
     )
 
 
