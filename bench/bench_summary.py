@@ -10,7 +10,11 @@ a day. Each run is a fresh process timed with its peak memory (GNU time):
    whole window when ``--exact-days`` allows;
 3. incremental: a 7-day window summarised and stored, then the next day's 7-day window
    (6 days reused, 1 new) against the same window summarised from raw rows;
-4. the Spark engine in local mode on the whole window (``--no-spark`` skips it).
+4. the Spark engine in local mode on the whole window and on 1 day (``--no-spark`` skips it);
+5. Evidently's ``DataDriftPreset`` (the peer) on the largest window it completes here: 1 day,
+   then 2, ... up to ``--evidently-days``, each bounded by ``--evidently-seconds``; the ladder
+   stops at the first run that fails or takes more than half the bound. The summary engine
+   runs on that same window beside it.
 
 Verdicts of both engines are compared column by column where both ran.
 """
@@ -75,6 +79,41 @@ print(json.dumps({"seconds": time.perf_counter() - started, "rows": verdict.rows
 '''
 
 
+EVIDENTLY = '''
+import json, sys, time
+from datetime import datetime
+import pandas as pd
+started = time.perf_counter()
+from kernel.spec import parse_spec
+from monitoring.drift import evidently_drift
+from monitoring.predlog import open_log
+work, since, until = sys.argv[1], datetime.fromisoformat(sys.argv[2]), datetime.fromisoformat(sys.argv[3])
+spec = parse_spec(json.loads(open(work + "/spec.json").read()))
+_, reader = open_log(work + "/log")
+current = reader.window(spec.model_name, since, until, version=1, columns=list(spec.features.all),
+                        categorical=spec.features.categorical)
+result = evidently_drift(pd.read_parquet(work + "/reference.parquet"), current,
+                         numerical=spec.features.numerical, categorical=spec.features.categorical,
+                         drift_share=spec.drift.drift_share)
+print(json.dumps({"seconds": time.perf_counter() - started, "rows": len(current),
+                  "columns": [[c.column, c.method, c.score, c.drifted] for c in result.columns]}))
+'''
+
+
+def _evidently(work: Path, days: int, bound: float) -> dict | None:
+    since = DAY0
+    until = since + timedelta(days=days)
+    run = measure(["timeout", str(int(bound)), sys.executable, "-c", EVIDENTLY, str(work),
+                   since.isoformat(), until.isoformat()])
+    if run.returncode != 0:
+        print(f"evidently on {days} day(s): exit {run.returncode} (timeout {bound:.0f} s or "
+              f"out of memory)\n{run.output[-2000:]}", file=sys.stderr)
+        return None
+    out = json.loads(next(line for line in run.output.splitlines() if line.startswith("{")))
+    out["wall"], out["peak_mib"], out["days"] = run.seconds, run.peak_rss_mib, days
+    return out
+
+
 def _write_log(work: Path, days: int, rows_per_day: int, shifted_from: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -123,6 +162,10 @@ def main(argv: list[str]) -> int:
                         help="largest window (days) the exact path is run on")
     parser.add_argument("--no-spark", dest="spark", action="store_false",
                         help="skip the Spark local-mode run (needs pyspark and Java)")
+    parser.add_argument("--evidently-days", type=int, default=2,
+                        help="largest window (days) Evidently is tried on (0: not run)")
+    parser.add_argument("--evidently-seconds", type=float, default=400,
+                        help="bound on one Evidently run")
     parser.add_argument("--print-only", action="store_true",
                         help="print the section instead of writing docs/bench/summary.md")
     args = parser.parse_args(argv)
@@ -149,6 +192,18 @@ def main(argv: list[str]) -> int:
         spark = (_run(work, "spark", 0, args.days, persist=False) if args.spark else None)
         spark_one = (_run(work, "spark", args.days - 1, 1, persist=False) if args.spark
                      else None)
+        evidently = None
+        for days in range(1, min(args.evidently_days, args.days) + 1):
+            got = _evidently(work, days, args.evidently_seconds)
+            if got is None:
+                break
+            evidently = got
+            if got["wall"] > args.evidently_seconds / 2:
+                break  # the next window would not finish within the bound
+        beside = None
+        if evidently is not None:
+            beside = (_run(work, "summary", 0, evidently["days"], persist=False),
+                      _run(work, "exact", 0, evidently["days"], persist=False))
         _run(work, "summary", 0, 7, persist=True)            # stores days 0-6
         incremental = _run(work, "summary", 1, 7, persist=True)  # days 1-7: day 7 is new
         full = _run(work, "summary", 1, 7, persist=False)
@@ -172,6 +227,17 @@ def main(argv: list[str]) -> int:
     if spark_one is not None:
         lines.append(f"| Spark engine, local mode, 1 day ({spark_one['rows']:,} rows) | "
                      f"{spark_one['wall']:.1f} s | {spark_one['peak_mib']:,.0f} MiB |")
+    if evidently is not None and beside is not None:
+        ours, exact_there = beside
+        d = evidently["days"]
+        lines += [
+            f"| Evidently `DataDriftPreset`, {d} day(s) ({evidently['rows']:,} rows; window read "
+            f"included) | {evidently['wall']:.1f} s | {evidently['peak_mib']:,.0f} MiB |",
+            f"| summary engine on the same {d} day(s) | {ours['wall']:.1f} s | "
+            f"{ours['peak_mib']:,.0f} MiB |",
+            f"| exact path on the same {d} day(s) | {exact_there['wall']:.1f} s | "
+            f"{exact_there['peak_mib']:,.0f} MiB |",
+        ]
     lines += [
         f"| next day's 7-day check, 6 stored days reused ({incremental['stats']['rows_read']:,} "
         f"rows read) | {incremental['wall']:.1f} s | {incremental['peak_mib']:,.0f} MiB |",
@@ -180,7 +246,25 @@ def main(argv: list[str]) -> int:
     ]
     table = "\n".join(lines)
     command = (f"python -m bench --only summary  # rows-per-day={args.rows_per_day} "
-               f"days={args.days} exact-days={args.exact_days}")
+               f"days={args.days} exact-days={args.exact_days} "
+               f"evidently-days={args.evidently_days}")
+    peer_lines = "- Evidently was not run (`--evidently-days 0`).\n"
+    if evidently is not None and beside is not None:
+        ours, exact_there = beside
+        same = ([c[:2] + c[3:] for c in ours["columns"]]
+                == [c[:2] + c[3:] for c in evidently["columns"]])
+        peer_lines = (
+            f"- Evidently's largest window here: {evidently['days']} day(s), "
+            f"{evidently['rows']:,} rows (tried up to {args.evidently_days}, each run bounded by "
+            f"{args.evidently_seconds:.0f} s; a longer window is not tried once a run takes "
+            f"more than half the bound). On it the summary engine took "
+            f"{evidently['wall'] / ours['wall']:.1f}x less time and "
+            f"{evidently['peak_mib'] / ours['peak_mib']:.1f}x less memory; methods and drift "
+            f"flags equal to Evidently's: {'yes' if same else 'NO'}.\n"
+            f"- The {args.days}-day window ({whole['rows']:,} rows) on the summary engine: "
+            f"{whole['wall']:.1f} s and {whole['peak_mib']:,.0f} MiB (targets under 60 s and "
+            f"under 1 GiB: {'met' if whole['wall'] < 60 and whole['peak_mib'] < 1024 else 'MISSED'}"
+            ").\n")
     spark_lines = ""
     if spark is not None and spark_one is not None:
         # the marginal cost of a day beyond the first: start-up and imports excluded
@@ -215,7 +299,7 @@ resident memory. Load average (1 min) of the machine: {load_before:.2f} before,
   {full['wall'] / incremental['wall']:.1f}x faster.
 - 1-day verdicts, summary engine vs exact path: same methods and drift flags
   {_same(one, exact_one)}.
-{spark_lines}"""
+{peer_lines}{spark_lines}"""
     if args.print_only:
         print(text)
     else:
