@@ -153,7 +153,8 @@ def parse_verdict(body: bytes) -> Verdict:
 
 def take_verdict(store: Store, body: bytes, verdict: Verdict, *, models: set[str],
                  now: datetime) -> IntakeResult:
-    """A drift verdict triggers a retrain; a performance judgement feeds the performance
+    """A drift verdict triggers a retrain (at the ticket level of two drift levels it is
+    recorded, action ``ticket``, never acted on); a performance judgement feeds the performance
     trigger and the automatic rollback (the reconcile loop decides with the core). A
     degraded label-free estimate (without a realised judgement) does what its ``action``
     says: ``ticket`` (the default) is recorded, never acted on; ``retrain`` triggers one."""
@@ -178,18 +179,38 @@ def take_verdict(store: Store, body: bytes, verdict: Verdict, *, models: set[str
                                   notification_id=notification)
         _count(result, added, "performance")
     _estimate(store, verdict, perf, base, notification, result, now)
-    if verdict.status == "drift":
+    _drift(store, verdict, base, notification, result, now)
+    if not result.trigger_ids and not result.duplicates and not any(
+            n.startswith("ticket: ") for n in result.notes):
+        result.notes.append(f"verdict {verdict.status}: nothing to do")
+        result.counts.append(("verdict", "ignored"))
+    return result
+
+
+def _drift(store: Store, verdict: Verdict, base: str, notification: int,
+           result: IntakeResult, now: datetime) -> None:
+    """A drift verdict: a retrain trigger, or at the ticket level a recorded ticket."""
+    ticket_level = verdict.drift_level == "ticket" and not verdict.quality_flagged
+    if verdict.status == "drift" and ticket_level:
+        # the ticket level of two drift levels (spec drift.levels): recorded, never a retrain
+        reason = (f"drift on v{verdict.version} at the ticket level: share "
+                  f"{verdict.drift_share} >= {verdict.drift_ticket_threshold}, below the "
+                  f"retrain level {verdict.drift_share_threshold} "
+                  f"({', '.join(verdict.drifted_columns[:5])})")
+        added = store.add_trigger(model=verdict.model, source="verdict", action="ticket",
+                                  reason=reason, now=now, dedup_key=base + ":drift",
+                                  version=verdict.version, notification_id=notification,
+                                  status="ignored")
+        result.notes.append(f"ticket: {reason}")
+        result.counts.append(("verdict", "duplicate" if added is None else "ticket"))
+        result.duplicates += added is None
+    elif verdict.status == "drift":
         reason = (f"drift on v{verdict.version}: share {verdict.drift_share} >= "
                   f"{verdict.drift_share_threshold} ({', '.join(verdict.drifted_columns[:5])})")
         added = store.add_trigger(model=verdict.model, source="verdict", action="retrain",
                                   reason=reason, now=now, dedup_key=base + ":drift",
                                   version=verdict.version, notification_id=notification)
         _count(result, added, "verdict")
-    if not result.trigger_ids and not result.duplicates and not any(
-            n.startswith("ticket: ") for n in result.notes):
-        result.notes.append(f"verdict {verdict.status}: nothing to do")
-        result.counts.append(("verdict", "ignored"))
-    return result
 
 
 def _estimate(store: Store, verdict: Verdict, perf: Performance | None, base: str,

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from controller.machine import PHASES
 
 VERDICT_STATUSES = ("ok", "drift", "degraded", "estimated_degraded", "insufficient_data")
+DRIFT_LEVELS = ("none", "ticket", "retrain")
 
 
 @dataclass
@@ -23,6 +24,7 @@ class ControllerMetrics:
     gate_pairs: Gauge
     drift_share: Gauge
     verdict_status: Gauge
+    drift_level: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ControllerMetrics:
@@ -55,14 +57,22 @@ class ControllerMetrics:
             verdict_status=Gauge("driftloop_verdict_status",
                                  "1 for the status of the last posted verdict.",
                                  ["model", "status"], registry=r),
+            drift_level=Gauge("driftloop_verdict_drift_level",
+                              "1 for the drift level of the last posted verdict (none, "
+                              "ticket, retrain).", ["model", "level"], registry=r),
         )
 
     def set_phase(self, model: str, phase: str) -> None:
         for name in PHASES:
             self.state.labels(model=model, state=name).set(1 if name == phase else 0)
 
-    def set_verdict(self, model: str, status: str, drift_share: float | None) -> None:
+    def set_verdict(self, model: str, status: str, drift_share: float | None,
+                    drift_level: str | None = None) -> None:
         for name in VERDICT_STATUSES:
             self.verdict_status.labels(model=model, status=name).set(1 if name == status else 0)
+        if drift_level is not None:
+            for name in DRIFT_LEVELS:
+                self.drift_level.labels(model=model, level=name).set(
+                    1 if name == drift_level else 0)
         if drift_share is not None:
             self.drift_share.labels(model=model).set(drift_share)

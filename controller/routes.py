@@ -138,7 +138,8 @@ async def verdicts(body: RawBody, p: PartsDep) -> JSONResponse:
     except IntakeError as exc:
         raise _invalid(p.metrics, "verdict", exc) from None
     if verdict.model in p.controller.models:
-        p.metrics.set_verdict(verdict.model, verdict.status, verdict.drift_share)
+        p.metrics.set_verdict(verdict.model, verdict.status, verdict.drift_share,
+                              verdict.drift_level)
     result = await run_in_threadpool(take_verdict, p.store, body, verdict,
                                      models=set(p.controller.models), now=p.controller.clock())
     return _counted(result, p)

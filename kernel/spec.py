@@ -65,6 +65,20 @@ class ColumnDriftSettings(_Strict):
         return "ed" if value == "energy_distance" else value
 
 
+class DriftLevels(_Strict):
+    """Two levels of dataset drift (docs/spec.md, "drift.levels"): a share of drifted columns
+    at or above ``ticket`` opens a ticket, at or above ``retrain`` is a retrain candidate."""
+
+    ticket: float = Field(0.3, gt=0, le=1, description="Drift share for a ticket.")
+    retrain: float = Field(0.6, gt=0, le=1, description="Drift share for a retrain.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftLevels:
+        if self.ticket > self.retrain:
+            raise ValueError(f"levels: ticket {self.ticket} is above retrain {self.retrain}")
+        return self
+
+
 class DriftSettings(_Strict):
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns for dataset drift.")
     min_rows: int = Field(200, ge=1, description="Fewer rows in a window: insufficient_data.")
@@ -74,12 +88,26 @@ class DriftSettings(_Strict):
         0.05, ge=0, description="Degraded when the realised metric is worse than the "
         "validation baseline by more than this (absolute).",
     )
+    levels: DriftLevels | None = Field(
+        None, description="Two drift levels (ticket, retrain); unset: one level, drift_share, "
+        "the retrain threshold as before.")
     estimated_action: Literal["ticket", "retrain", "none"] = Field(
         "ticket", description="What an estimated_degraded verdict (the label-free estimate "
         "worse than the baseline by more than performance_tolerance, without enough labels "
         "for a realised one) asks of the controller: ticket (recorded, an alert with "
         "driftloop_action none; no retrain), retrain, or none.",
     )
+
+    @property
+    def retrain_share(self) -> float:
+        """The drift share of a retrain: ``levels.retrain`` when levels are set, else
+        ``drift_share`` (specs written before levels keep their meaning)."""
+        return self.levels.retrain if self.levels is not None else self.drift_share
+
+    @property
+    def ticket_share(self) -> float | None:
+        """The drift share of a ticket: ``levels.ticket``; None without levels."""
+        return self.levels.ticket if self.levels is not None else None
 
 
 def _window_days(value: Any) -> Any:

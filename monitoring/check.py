@@ -31,6 +31,7 @@ from monitoring.quality import QualityThresholds, ReferenceProfile, column_quali
 from monitoring.verdict import (
     ColumnDrift,
     ColumnQuality,
+    DriftLevel,
     EstimatedPerformance,
     Performance,
     Status,
@@ -228,7 +229,8 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
     labelled = int(current[LABEL_COLUMN].notna().sum()) if LABEL_COLUMN in current else 0
     base = dict(model=model or spec.model_name, version=int(version), window_start=window_start,
                 window_end=window_end, created_at=now, rows=len(current), labelled_rows=labelled,
-                drift_share_threshold=spec.drift.drift_share, source=source)
+                drift_share_threshold=spec.drift.retrain_share,
+                drift_ticket_threshold=spec.drift.ticket_share, source=source)
     if len(current) < spec.drift.min_rows:
         return Verdict(**base, status="insufficient_data",
                        reasons=[f"{len(current)} rows in the window, fewer than "
@@ -241,7 +243,8 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
     samples = current_samples(reference, current)
     results = feature_drift(reference, current, samples)
     share = stats.drift_share(results)
-    columns = [_to_result(r) for r in results]
+    columns = [_with_psi(_to_result(r), reference.samples[r.column], samples[r.column])
+               for r in results]
     drifted = [r.column for r in results if r.drifted]
     prediction = None
     if reference.score_sample is not None and SCORE_COLUMN in current.columns:
@@ -252,15 +255,37 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
                                   spec.features.categorical, quality, samples)
     perf = performance(reference, current)
     estimated = estimated_performance(reference, current, perf)
-    reasons = _reasons(share, spec.drift.drift_share, drifted, prediction, quality_rows, perf)
+    level = drift_level(share, spec.drift.retrain_share, spec.drift.ticket_share)
+    reasons = _reasons(share, spec.drift.retrain_share, drifted, prediction, quality_rows, perf)
+    if level == "ticket":
+        reasons.insert(0, f"data drift at the ticket level: share {share:.2f} >= "
+                       f"{spec.drift.ticket_share:.2f} (a retrain at {spec.drift.retrain_share:.2f})"
+                       f": a ticket, no retrain ({', '.join(drifted)})")
     reasons += estimate_reasons(estimated)
-    dataset_drift = share >= spec.drift.drift_share
     flagged = any(q.flagged for q in quality_rows)
-    status = outcome(perf, estimated, dataset_drift=dataset_drift, quality_flagged=flagged)
-    return Verdict(**base, status=status, reasons=reasons, drift_share=share,
+    status = outcome(perf, estimated, dataset_drift=level != "none", quality_flagged=flagged)
+    return Verdict(**base, status=status, reasons=reasons, drift_share=share, drift_level=level,
                    drifted_columns=drifted, columns=columns, prediction_drift=prediction,
                    data_quality=quality_rows, quality_flagged=flagged, performance=perf,
                    estimated=estimated)
+
+
+def drift_level(share: float, retrain: float, ticket: float | None) -> DriftLevel:
+    """The level a drift share reached: ``retrain`` at or above ``retrain``, ``ticket`` at or
+    above ``ticket`` (spec drift.levels; None: one level), else ``none``."""
+    if share >= retrain:
+        return "retrain"
+    if ticket is not None and share >= ticket:
+        return "ticket"
+    return "none"
+
+
+def _with_psi(column: ColumnDrift, ref: stats.Sample, cur: stats.Sample) -> ColumnDrift:
+    """The column's PSI (its score when PSI is its method) and band, beside its own method."""
+    value = column.score if column.method == "psi" else stats.psi(ref, cur)
+    if not np.isfinite(value):
+        return column
+    return column.model_copy(update={"psi": float(value), "psi_band": stats.psi_band(value)})
 
 
 def estimate_reasons(estimated: EstimatedPerformance | None) -> list[str]:

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PUSH_JOB = "driftloop-drift-check"
 STATUSES = ("ok", "drift", "degraded", "estimated_degraded", "insufficient_data")
+DRIFT_LEVELS = ("none", "ticket", "retrain")
 
 
 @dataclass
@@ -130,6 +131,12 @@ def verdict_registry(verdict: Verdict) -> CollectorRegistry:
     for name in STATUSES:
         status.labels(verdict.model, name).set(1 if verdict.status == name else 0)
     stamp.labels(verdict.model).set(verdict.created_at.timestamp())
+    if verdict.drift_level is not None:
+        level = Gauge("driftloop_verdict_drift_level",
+                      "1 for the drift level the last verdict reached (none, ticket, retrain).",
+                      ["model", "level"], registry=registry)
+        for name in DRIFT_LEVELS:
+            level.labels(verdict.model, name).set(1 if verdict.drift_level == name else 0)
     est = verdict.estimated
     if est is not None and est.value is not None:
         Gauge("driftloop_verdict_estimated_metric",

@@ -19,7 +19,12 @@ same arithmetic with numpy, sorting each column once and sharing the sorts:
   ``scipy.stats`` is imported only for these small-reference methods: its import costs
   about a second, which a daily check on a large reference never needs.
 
-Methods not listed here (psi, kl_div, ...) raise ``UnsupportedMethod``; the caller
+* ``psi``: ``get_binned_data(..., feel_zeroes=True)`` (the same bins as Jensen-Shannon, empty
+  bins filled as Evidently fills them), ``sum((p - q) * log(p / q))``; drift at or above the
+  threshold (default 0.1). Every feature's PSI and its band (``psi_band``: below 0.1 none,
+  0.1-0.2 moderate, 0.2 and above significant) is in the verdict whatever the column's method.
+
+Methods not listed here (kl_div, hellinger, ...) raise ``UnsupportedMethod``; the caller
 then asks Evidently itself (monitoring/drift.py). No evidently import here.
 """
 
@@ -38,7 +43,12 @@ Kind = Literal["numerical", "categorical", "score"]
 #: Evidently's default threshold per method (StatTest.default_threshold).
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "ks": 0.05, "chisquare": 0.05, "z": 0.05, "wasserstein": 0.1, "jensenshannon": 0.1,
+    "psi": 0.1,
 }
+#: The population stability index's customary bands: below 0.1 no significant change, 0.1 to
+#: 0.2 a moderate one, 0.2 and above a significant one.
+PSI_MODERATE, PSI_SIGNIFICANT = 0.1, 0.2
+PsiBand = Literal["none", "moderate", "significant"]
 FAST_METHODS = frozenset(DEFAULT_THRESHOLDS)
 SMALL_REFERENCE_ROWS = 1000
 
@@ -243,6 +253,33 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sqrt(js / 2.0))
 
 
+def _fill_zeroes(shares: np.ndarray) -> np.ndarray:
+    """Evidently's ``feel_zeroes``: empty bins get a millionth of the smallest share when that
+    is at most 0.0001, else 0.0001."""
+    out = np.array(shares, dtype=float)
+    nonzero = out[out != 0]
+    if nonzero.size:
+        smallest = float(nonzero.min())
+        np.place(out, out == 0, smallest / 10**6 if smallest <= 0.0001 else 0.0001)
+    return out
+
+
+def psi(ref: Sample, cur: Sample) -> float:
+    """The population stability index, as Evidently's ``psi`` stat test computes it."""
+    if ref.n == 0 or cur.n == 0:
+        return float("nan")
+    p, q = binned_shares(ref, cur)
+    p, q = _fill_zeroes(np.asarray(p)), _fill_zeroes(np.asarray(q))
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+def psi_band(value: float) -> PsiBand | None:
+    if not np.isfinite(value):
+        return None
+    return ("significant" if value >= PSI_SIGNIFICANT else "moderate" if value >= PSI_MODERATE
+            else "none")
+
+
 def jensenshannon(ref: Sample, cur: Sample) -> float:
     p, q = binned_shares(ref, cur)
     return js_distance(np.asarray(p), np.asarray(q))
@@ -301,6 +338,9 @@ def column_drift(column: str, ref: Sample, cur: Sample, kind: Kind, *,
         return ColumnResult(column, kind, chosen, score, limit, score >= limit)
     if chosen == "jensenshannon":
         score = jensenshannon(ref, cur)
+        return ColumnResult(column, kind, chosen, score, limit, score >= limit)
+    if chosen == "psi":
+        score = psi(ref, cur)
         return ColumnResult(column, kind, chosen, score, limit, score >= limit)
     if chosen == "ks":
         score = ks_p(_numeric(ref, chosen), _numeric(cur, chosen))

@@ -17,6 +17,8 @@ Status = Literal["ok", "drift", "degraded", "estimated_degraded", "insufficient_
 STATUSES: tuple[str, ...] = ("ok", "drift", "degraded", "estimated_degraded", "insufficient_data")
 #: What an ``estimated_degraded`` outcome asks of the controller (spec drift.estimated_action).
 EstimatedAction = Literal["ticket", "retrain", "none"]
+#: The level a drift share reached (spec drift.levels; docs/monitoring.md, "Drift levels").
+DriftLevel = Literal["none", "ticket", "retrain"]
 
 
 class _Model(BaseModel):
@@ -33,6 +35,10 @@ class ColumnDrift(_Model):
     # the summary engine: |score - exact score| <= score_bound (docs/monitoring.md); None on
     # the exact path
     score_bound: float | None = None
+    # the population stability index of every feature (exact path), whatever its method, and
+    # its band: below 0.1 none, 0.1 to 0.2 moderate, 0.2 and above significant
+    psi: float | None = None
+    psi_band: Literal["none", "moderate", "significant"] | None = None
 
 
 class ColumnQuality(_Model):
@@ -96,6 +102,10 @@ class Verdict(_Model):
     reasons: list[str] = Field(default_factory=list)
     drift_share: float | None = None          # share of drifted feature columns
     drift_share_threshold: float
+    # the level the drift share reached: retrain (at or above drift_share_threshold, the
+    # retrain level), ticket (at or above drift_ticket_threshold, spec drift.levels) or none
+    drift_level: DriftLevel | None = None
+    drift_ticket_threshold: float | None = None
     drifted_columns: list[str] = Field(default_factory=list)
     columns: list[ColumnDrift] = Field(default_factory=list)
     prediction_drift: ColumnDrift | None = None

@@ -71,14 +71,34 @@ def test_methods_the_fast_path_lacks_go_through_evidently() -> None:
     reference, current = _frame(rng, 2000), _frame(rng, 800, shift=0.5)
     with pytest.raises(stats.UnsupportedMethod):
         stats.column_drift("x", stats.sample_of(reference["x"], "numerical"),
-                           stats.sample_of(current["x"], "numerical"), "numerical", method="psi")
-    result = column_drift("x", reference["x"], current["x"], "numerical", method="psi",
+                           stats.sample_of(current["x"], "numerical"), "numerical",
+                           method="kl_div")
+    result = column_drift("x", reference["x"], current["x"], "numerical", method="kl_div",
                           threshold=None)
     theirs = evidently_drift(reference, current, numerical=["x"], categorical=[],
-                             per_column_method={"x": "psi"}).columns[0]
+                             per_column_method={"x": "kl_div"}).columns[0]
     assert (result.method, result.score, result.threshold, result.drifted) == (
-        "psi", pytest.approx(theirs.score), theirs.threshold, theirs.drifted)
+        "kl_div", pytest.approx(theirs.score), theirs.threshold, theirs.drifted)
     assert result.drifted
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_fast_psi_is_evidentlys_psi(shift: float) -> None:
+    """Numerical (Sturges bins of both sides), categorical with a category only one side has
+    and a few-valued numerical column with a value only one side has (Evidently's filling of
+    empty bins)."""
+    rng = np.random.default_rng(8)
+    reference, current = _frame(rng, 2000), _frame(rng, 900, shift=shift)
+    current.loc[current.index[:40], "c"] = "new"
+    current["few"] = rng.integers(0, 4, len(current)).astype(float)   # 3.0: reference has none
+    theirs = evidently_drift(reference, current, numerical=NUMERICAL, categorical=CATEGORICAL,
+                             per_column_method={c: "psi" for c in NUMERICAL + CATEGORICAL})
+    for col in theirs.columns:
+        kind = "categorical" if col.column in CATEGORICAL else "numerical"
+        ours = stats.column_drift(col.column, stats.sample_of(reference[col.column], kind),
+                                  stats.sample_of(current[col.column], kind), kind, method="psi")
+        assert (ours.method, ours.threshold, ours.drifted) == ("psi", col.threshold, col.drifted)
+        assert ours.score == pytest.approx(col.score, rel=1e-9), col.column
 
 
 def test_report_names_drifted_columns_and_says_when_sampled(tmp_path: Path) -> None:
