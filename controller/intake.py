@@ -193,8 +193,11 @@ def _drift(store: Store, verdict: Verdict, base: str, notification: int,
     ticket_level = verdict.drift_level == "ticket" and not verdict.quality_flagged
     if verdict.status == "drift" and ticket_level:
         # the ticket level of two drift levels (spec drift.levels): recorded, never a retrain
-        reason = (f"drift on v{verdict.version} at the ticket level: share "
-                  f"{verdict.drift_share} >= {verdict.drift_ticket_threshold}, below the "
+        why = (f"share {verdict.drift_share} >= {verdict.drift_ticket_threshold}"
+               if verdict.drift_ticket_threshold is not None
+               and (verdict.drift_share or 0) >= verdict.drift_ticket_threshold
+               else "multivariate drift (domain classifier)")
+        reason = (f"drift on v{verdict.version} at the ticket level: {why}, below the "
                   f"retrain level {verdict.drift_share_threshold} "
                   f"({', '.join(verdict.drifted_columns[:5])})")
         added = store.add_trigger(model=verdict.model, source="verdict", action="ticket",

@@ -79,6 +79,13 @@ class DriftLevels(_Strict):
         return self
 
 
+class DomainClassifierSettings(_Strict):
+    """Multivariate drift by a domain classifier (docs/monitoring.md, "Multivariate drift")."""
+
+    sample_rows: int = Field(5000, ge=100, description="Rows a side the classifier reads.")
+    folds: int = Field(3, ge=2, le=10, description="Cross-validation folds.")
+
+
 class DriftSettings(_Strict):
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns for dataset drift.")
     min_rows: int = Field(200, ge=1, description="Fewer rows in a window: insufficient_data.")
@@ -91,6 +98,9 @@ class DriftSettings(_Strict):
     levels: DriftLevels | None = Field(
         None, description="Two drift levels (ticket, retrain); unset: one level, drift_share, "
         "the retrain threshold as before.")
+    domain_classifier: DomainClassifierSettings | None = Field(
+        None, description="Multivariate drift by a domain classifier (imports scikit-learn; "
+        "unset: not run). Drift there raises the drift level to at least ticket.")
     estimated_action: Literal["ticket", "retrain", "none"] = Field(
         "ticket", description="What an estimated_degraded verdict (the label-free estimate "
         "worse than the baseline by more than performance_tolerance, without enough labels "

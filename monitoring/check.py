@@ -33,6 +33,7 @@ from monitoring.verdict import (
     ColumnQuality,
     DriftLevel,
     EstimatedPerformance,
+    MultivariateDrift,
     Performance,
     Status,
     Verdict,
@@ -75,6 +76,11 @@ class Reference:
     @cached_property
     def score_sample(self) -> stats.NumericSample | None:
         return None if self.validation_scores is None else stats.NumericSample(self.validation_scores)
+
+    @cached_property
+    def null_aucs(self) -> dict[int, list[float]]:
+        """The domain classifier's reference-vs-reference AUCs by rows a side (filled on use)."""
+        return {}
 
     @cached_property
     def profile(self) -> ReferenceProfile:
@@ -256,18 +262,50 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
     perf = performance(reference, current)
     estimated = estimated_performance(reference, current, perf)
     level = drift_level(share, spec.drift.retrain_share, spec.drift.ticket_share)
+    multivariate = multivariate_drift(reference, current)
+    if multivariate is not None and multivariate.drifted and level == "none":
+        level = "ticket"   # a change no single column shows: a person looks first
     reasons = _reasons(share, spec.drift.retrain_share, drifted, prediction, quality_rows, perf)
-    if level == "ticket":
+    ticket_share = spec.drift.ticket_share
+    if level == "ticket" and ticket_share is not None and share >= ticket_share:
         reasons.insert(0, f"data drift at the ticket level: share {share:.2f} >= "
-                       f"{spec.drift.ticket_share:.2f} (a retrain at {spec.drift.retrain_share:.2f})"
+                       f"{ticket_share:.2f} (a retrain at {spec.drift.retrain_share:.2f})"
                        f": a ticket, no retrain ({', '.join(drifted)})")
     reasons += estimate_reasons(estimated)
+    if multivariate is not None and multivariate.drifted:
+        reasons.append(f"multivariate drift: a domain classifier tells current rows from the "
+                       f"reference with ROC AUC {multivariate.auc:.3f} > "
+                       f"{multivariate.threshold:.3f} (reference against itself "
+                       f"{multivariate.null_auc_mean:.3f}); most separating: "
+                       f"{', '.join(multivariate.top_features) or '-'}")
     flagged = any(q.flagged for q in quality_rows)
     status = outcome(perf, estimated, dataset_drift=level != "none", quality_flagged=flagged)
     return Verdict(**base, status=status, reasons=reasons, drift_share=share, drift_level=level,
                    drifted_columns=drifted, columns=columns, prediction_drift=prediction,
                    data_quality=quality_rows, quality_flagged=flagged, performance=perf,
-                   estimated=estimated)
+                   estimated=estimated, multivariate=multivariate)
+
+
+def multivariate_drift(reference: Reference, current: pd.DataFrame) -> MultivariateDrift | None:
+    """The domain classifier (monitoring/multivariate.py, scikit-learn imported only then)
+    when the spec asks for it and both sides have 100 rows a side or more."""
+    settings = reference.spec.drift.domain_classifier
+    if settings is None or min(len(reference.features) // 2, len(current)) < 100:
+        return None
+    from monitoring.multivariate import domain_classifier, null_aucs
+
+    spec = reference.spec
+    num, cat = spec.features.numerical, spec.features.categorical
+    rows = int(min(settings.sample_rows, len(reference.features) // 2, len(current)))
+    if rows not in reference.null_aucs:
+        reference.null_aucs[rows] = null_aucs(reference.features, num, cat, rows=rows,
+                                              folds=settings.folds, seed=1)
+    r = domain_classifier(reference.features, current, num, cat, sample_rows=rows,
+                          folds=settings.folds, null=reference.null_aucs[rows])
+    return MultivariateDrift(auc=r.auc, threshold=r.threshold, null_auc_mean=r.null_mean,
+                             null_auc_std=r.null_std, rows_per_side=r.rows_per_side,
+                             drifted=r.drifted, top_features=[n for n, _ in r.top_features],
+                             auc_drops=[d for _, d in r.top_features])
 
 
 def drift_level(share: float, retrain: float, ticket: float | None) -> DriftLevel:

@@ -89,6 +89,20 @@ class EstimatedPerformance(_Model):
         return self.degraded and not self.superseded
 
 
+class MultivariateDrift(_Model):
+    """A domain classifier told reference rows from current rows (monitoring/multivariate.py)."""
+
+    method: str = "domain_classifier"
+    auc: float                       # cross-validated ROC AUC, reference (0) vs current (1)
+    threshold: float                 # from reference-vs-reference splits: mean + 3 std
+    null_auc_mean: float
+    null_auc_std: float
+    rows_per_side: int
+    drifted: bool
+    top_features: list[str] = Field(default_factory=list)       # most separating first
+    auc_drops: list[float] = Field(default_factory=list)        # AUC lost when each is permuted
+
+
 class Verdict(_Model):
     schema_version: int = VERDICT_SCHEMA_VERSION
     model: str
@@ -109,6 +123,7 @@ class Verdict(_Model):
     drifted_columns: list[str] = Field(default_factory=list)
     columns: list[ColumnDrift] = Field(default_factory=list)
     prediction_drift: ColumnDrift | None = None
+    multivariate: MultivariateDrift | None = None   # spec drift.domain_classifier only
     data_quality: list[ColumnQuality] = Field(default_factory=list)
     quality_flagged: bool = False
     performance: Performance | None = None            # realised, on the labelled rows
