@@ -21,6 +21,23 @@ from typing import Any
 from bench.common import BIN, ROOT, machine, measure, write_section
 
 
+def write_marked(begin: str, end: str, body: str, heading: str, *,
+                 before: str | None = None) -> Path:
+    """Put ``body`` (which starts with ``begin`` and ends with ``end``) into docs/backtest.md:
+    in place of the section between the markers, else as a new section under ``heading``,
+    at the end or just above the heading ``before``."""
+    doc = ROOT / "docs" / "backtest.md"
+    text = doc.read_text()
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
+    elif before is not None and before in text:
+        text = text.replace(before, f"{heading}\n\n{body}\n\n{before}")
+    else:
+        text = f"{text.rstrip()}\n\n{heading}\n\n{body}\n"
+    doc.write_text(text)
+    return doc
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench_backtest", description=__doc__)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -236,14 +253,7 @@ cut, no row after it was trained on; `...` = no window).
 
 {chr(10).join(parts)}
 {END}"""
-    doc = ROOT / "docs" / "backtest.md"
-    text = doc.read_text()
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + body + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n## After a covariate shift: does the alarm end?\n\n" + body + "\n"
-    doc.write_text(text)
-    return doc
+    return write_marked(BEGIN, END, body, "## After a covariate shift: does the alarm end?")
 
 
 SCENARIOS = ("none", "covariate", "concept", "unit_bug", "new_category", "missing")
@@ -297,16 +307,8 @@ configured never worse than never retraining by more than {NEVER_SLACK}; for `co
 
 {chr(10).join(lines)}
 {SC_END}"""
-    doc = ROOT / "docs" / "backtest.md"
-    text = doc.read_text()
-    if SC_BEGIN in text and SC_END in text:
-        text = text[:text.index(SC_BEGIN)] + body + text[text.index(SC_END) + len(SC_END):]
-    else:
-        anchor = "## After a covariate shift: does the alarm end?"
-        text = text.replace(anchor, "## The scenarios with the defaults\n\n" + body + "\n\n"
-                            + anchor)
-    doc.write_text(text)
-    return doc
+    return write_marked(SC_BEGIN, SC_END, body, "## The scenarios with the defaults",
+                        before="## After a covariate shift: does the alarm end?")
 
 
 EST_BEGIN, EST_END = "<!-- bench:estimate:begin -->", "<!-- bench:estimate:end -->"
@@ -374,15 +376,7 @@ at the period's row count).
 
 {chr(10).join(parts)}
 {EST_END}"""
-    doc = ROOT / "docs" / "backtest.md"
-    text = doc.read_text()
-    if EST_BEGIN in text and EST_END in text:
-        text = text[:text.index(EST_BEGIN)] + body + text[text.index(EST_END) + len(EST_END):]
-    else:
-        text = (text.rstrip() + "\n\n## Estimated against realised performance\n\n" + body
-                + "\n")
-    doc.write_text(text)
-    return doc
+    return write_marked(EST_BEGIN, EST_END, body, "## Estimated against realised performance")
 
 
 SPEED_DAYS, SPEED_ROWS, SPEED_LABELS = 46, 5668, 20_000
