@@ -9,6 +9,7 @@ spec as an artifact, so a version is self-describing.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kernel.errors import SpecError
 from kernel.labels import LabelCodec
 
-Metric = Literal["roc_auc", "log_loss", "accuracy", "f1", "average_precision", "brier"]
+Metric = Literal["roc_auc", "log_loss", "accuracy", "f1", "average_precision", "brier",
+                 "macro_f1"]
+
+#: Metrics a multi-class spec (``classes:`` set) may name; ``macro_f1`` is its default.
+MULTICLASS_METRICS: frozenset[str] = frozenset({"macro_f1", "accuracy", "log_loss"})
 
 #: Metrics where a lower value is better.
 LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "brier"})
@@ -43,10 +48,57 @@ class _Strict(BaseModel):
 class Features(_Strict):
     numerical: list[str] = Field(default_factory=list)
     categorical: list[str] = Field(default_factory=list)
+    text: list[str] = Field(default_factory=list, description="Free-text columns (TF-IDF "
+                            "at training; length, out-of-vocabulary share and content drift "
+                            "in monitoring).")
 
     @property
     def all(self) -> list[str]:
+        return [*self.numerical, *self.categorical, *self.text]
+
+    @property
+    def tabular(self) -> list[str]:
+        """The numerical and categorical columns (every feature but text)."""
         return [*self.numerical, *self.categorical]
+
+
+class TextSettings(_Strict):
+    """How text columns are vectorised and when a request is out of distribution
+    (docs/spec.md, "text")."""
+
+    analyzer: Literal["word", "char_wb", "word+char"] = Field(
+        "word+char", description="TF-IDF on word n-grams, character n-grams within word "
+        "boundaries, or both side by side.")
+    word_ngrams: tuple[int, int] = Field((1, 2), description="Word n-gram range.")
+    char_ngrams: tuple[int, int] = Field((2, 4), description="Character n-gram range.")
+    max_features: int = Field(50_000, ge=10, description="Vocabulary size per analyzer.")
+    min_df: int = Field(2, ge=1, description="A term in fewer training rows is dropped.")
+    ood_oov_share: float | None = Field(
+        None, ge=0, le=1, description="A request whose share of word tokens out of the "
+        "training vocabulary is above this is out of distribution; unset: the 99th "
+        "percentile of the validation rows' shares, recorded with the version.")
+    ood_patterns: list[str] = Field(
+        default_factory=list, description="Regular expressions (case-insensitive); a text "
+        "that matches one is out of distribution whatever its OOV share.")
+
+    @field_validator("word_ngrams", "char_ngrams")
+    @classmethod
+    def _ngram_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1 <= low <= high <= 8:
+            raise ValueError(f"n-gram range must be 1 <= low <= high <= 8, got {list(value)}")
+        return value
+
+    @field_validator("ood_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"ood_patterns: {pattern!r} is not a regular expression: "
+                                 f"{exc}") from None
+        return value
 
 
 class Estimator(_Strict):
@@ -167,6 +219,9 @@ class DatasetSpec(_Strict):
 
     model_name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
     target: str
+    classes: list[str | int] | Literal["infer"] | None = Field(
+        None, description="Multi-class target: the classes listed, or infer (the training "
+        "rows' classes, recorded with the version). Unset: binary, by positive_label.")
     positive_label: Any = 1
     negative_label: Any = None
     id_column: str | None = None
@@ -180,6 +235,7 @@ class DatasetSpec(_Strict):
         None, description="A version whose validation metric is worse than this is useless: "
         "driftloop train warns and the controller does not make it challenger.",
     )
+    text: TextSettings = Field(default_factory=TextSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     history: list[str] = Field(
@@ -192,7 +248,7 @@ class DatasetSpec(_Strict):
     @classmethod
     def _features_not_empty(cls, value: Features) -> Features:
         if not value.all:
-            raise ValueError("at least one numerical or categorical feature is required")
+            raise ValueError("at least one numerical, categorical or text feature is required")
         reserved = sorted(set(value.all) & set(RESERVED_COLUMNS))
         if reserved:
             raise ValueError(f"feature names reserved by the prediction log: {reserved}")
@@ -200,6 +256,40 @@ class DatasetSpec(_Strict):
         if dupes:
             raise ValueError(f"columns listed twice: {sorted(dupes)}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _multiclass_metric(cls, data: Any) -> Any:
+        # A multi-class spec without a metric is judged by macro-F1 (roc_auc is binary here).
+        if isinstance(data, dict) and data.get("classes") is not None and "metric" not in data:
+            return {**data, "metric": "macro_f1"}
+        return data
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_distinct(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if len(value) < 2:
+                raise ValueError(f"classes: at least two are needed, got {value}")
+            texts = [str(c) for c in value]
+            if len(set(texts)) != len(texts):
+                raise ValueError(f"classes listed twice: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _multiclass_consistent(self) -> DatasetSpec:
+        if self.is_multiclass:
+            if self.metric not in MULTICLASS_METRICS:
+                raise ValueError(f"metric {self.metric} is binary; a multi-class spec takes "
+                                 f"{sorted(MULTICLASS_METRICS)}")
+            if self.negative_label is not None:
+                raise ValueError("negative_label is for binary specs; classes: lists them all")
+        elif self.metric == "macro_f1":
+            raise ValueError("metric macro_f1 needs classes: (a multi-class target)")
+        if self.features.text and self.estimator.kind != "logistic_regression":
+            raise ValueError(f"estimator {self.estimator.kind} cannot take text features "
+                             "(sparse TF-IDF); use logistic_regression")
+        return self
 
     @model_validator(mode="after")
     def _roles_distinct(self) -> DatasetSpec:
@@ -218,6 +308,17 @@ class DatasetSpec(_Strict):
         return LabelCodec(self.positive_label, self.negative_label)
 
     @property
+    def is_multiclass(self) -> bool:
+        """A target with ``classes:`` (listed or inferred) rather than a positive label."""
+        return self.classes is not None
+
+    @property
+    def listed_classes(self) -> list[str] | None:
+        """The classes the spec lists, as text (the log and the API carry them as text);
+        None for binary specs and ``classes: infer`` (the version records those)."""
+        return [str(c) for c in self.classes] if isinstance(self.classes, list) else None
+
+    @property
     def lower_is_better(self) -> bool:
         return self.metric in LOWER_IS_BETTER
 
@@ -226,7 +327,11 @@ class DatasetSpec(_Strict):
         return [(base / p) for p in self.history]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        data = self.model_dump(mode="json", exclude_none=True)
+        if not self.features.text:  # tabular specs read as they did before text existed
+            data.pop("text", None)
+            data["features"].pop("text", None)
+        return yaml.safe_dump(data, sort_keys=False)
 
 
 def parse_spec(data: Any, *, source: Path | None = None) -> DatasetSpec:

@@ -74,3 +74,44 @@ def test_not_a_mapping_and_bad_yaml(tmp_path: Path):
 def test_round_trip_through_yaml(churn_spec):
     again = parse_spec(yaml.safe_load(churn_spec.to_yaml()))
     assert again.model_dump(exclude={"source"}) == churn_spec.model_dump(exclude={"source"})
+
+
+TEXT = {**GOOD, "features": {"text": ["body"], "categorical": ["channel"]},
+        "classes": ["network", "billing", "account"]}
+
+
+def test_text_and_multiclass_spec():
+    spec = parse_spec(TEXT)
+    assert spec.is_multiclass and spec.metric == "macro_f1"
+    assert spec.listed_classes == ["network", "billing", "account"]
+    assert spec.features.all == ["channel", "body"] and spec.features.tabular == ["channel"]
+    assert spec.text.analyzer == "word+char"
+    again = parse_spec(yaml.safe_load(spec.to_yaml()))
+    assert again == spec
+    inferred = parse_spec({**TEXT, "classes": "infer"})
+    assert inferred.is_multiclass and inferred.listed_classes is None
+
+
+def test_tabular_spec_yaml_has_no_text_keys():
+    text = parse_spec(GOOD).to_yaml()
+    assert "text" not in yaml.safe_load(text) and "text" not in yaml.safe_load(text)["features"]
+    assert not parse_spec(GOOD).is_multiclass
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"metric": "roc_auc"}, "metric roc_auc is binary"),
+    ({"estimator": {"kind": "hist_gradient_boosting"}}, "cannot take text features"),
+    ({"classes": ["a", "a"]}, "classes listed twice"),
+    ({"classes": ["a"]}, "at least two"),
+    ({"negative_label": 0}, "negative_label is for binary specs"),
+    ({"text": {"ood_patterns": ["("]}}, "not a regular expression"),
+    ({"text": {"word_ngrams": [2, 1]}}, "n-gram range"),
+])
+def test_bad_text_and_multiclass_specs(change, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec({**TEXT, **change})
+
+
+def test_macro_f1_needs_classes():
+    with pytest.raises(SpecError, match="macro_f1 needs classes"):
+        parse_spec({**GOOD, "metric": "macro_f1"})
