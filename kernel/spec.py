@@ -32,6 +32,7 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({"log_loss", "brier"})
 RESERVED_COLUMNS: tuple[str, ...] = (
     "ts", "request_id", "model_name", "model_version", "score", "prediction",
     "shadow_version", "shadow_score", "latency_ms", "label", "label_received_at",
+    "probabilities", "shadow_probabilities",
 )
 
 DriftMethod = Literal[

@@ -21,6 +21,14 @@ META_TYPES = {
     "model_version": pa.int64(), "score": pa.float64(), "prediction": pa.int8(),
     "shadow_version": pa.int64(), "shadow_score": pa.float64(), "latency_ms": pa.float32(),
 }
+#: A multi-class model's rows (``spec.classes`` set): ``prediction`` is the predicted class
+#: as text, ``score`` its probability, ``probabilities`` every class's probability in the
+#: serving version's class order (recorded with the version), and ``shadow_probabilities``
+#: the challenger's in its own version's order (``shadow_score``: its top probability).
+MULTICLASS_TYPES = {
+    "prediction": pa.string(), "probabilities": pa.list_(pa.float64()),
+    "shadow_probabilities": pa.list_(pa.float64()),
+}
 REPEATING = frozenset({"model_version", "prediction", "shadow_version"})
 UNIQUE = frozenset({"request_id"})
 LABEL_SCHEMA = pa.schema([("request_id", pa.string()), ("label", pa.string()),
@@ -33,13 +41,14 @@ def feature_types(spec: DatasetSpec) -> dict[str, pa.DataType]:
     """The declared type of each feature column of ``spec``."""
     types: dict[str, pa.DataType] = {name: pa.float64() for name in spec.features.numerical}
     types.update({name: pa.string() for name in spec.features.categorical})
-    types.update({name: pa.string() for name in getattr(spec.features, "text", None) or ()})
+    types.update({name: pa.string() for name in spec.features.text})
     return types
 
 
 def prediction_types(spec: DatasetSpec) -> dict[str, pa.DataType]:
     """Every declared column of ``spec``'s prediction rows: the reserved ones, then features."""
-    return {**META_TYPES, **feature_types(spec)}
+    multiclass = MULTICLASS_TYPES if spec.is_multiclass else {}
+    return {**META_TYPES, **multiclass, **feature_types(spec)}
 
 
 # --- rows to typed Arrow tables -------------------------------------------------------------
@@ -168,6 +177,6 @@ def _split(rows: list[dict[str, Any]], build: Callable[[list[dict[str, Any]]], p
     return left + right, bad_left + bad_right
 
 
-__all__ = ["LABEL_SCHEMA", "META_TYPES", "REPEATING", "RESERVED_COLUMNS", "UNDECLARED_NULL_TYPE",
-           "UNIQUE", "columns", "escape_row", "escape_text", "feature_types", "label_table",
-           "prediction_table", "prediction_types", "salvage"]
+__all__ = ["LABEL_SCHEMA", "META_TYPES", "MULTICLASS_TYPES", "REPEATING", "RESERVED_COLUMNS",
+           "UNDECLARED_NULL_TYPE", "UNIQUE", "columns", "escape_row", "escape_text",
+           "feature_types", "label_table", "prediction_table", "prediction_types", "salvage"]
