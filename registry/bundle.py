@@ -11,12 +11,13 @@ from typing import Any
 import pandas as pd
 
 from kernel.spec import DatasetSpec, spec_from_yaml
+from kernel.text import TextProfile
 from registry.port import BUNDLE_DIR, MODEL_DIR, NewVersion
 
 
 def write_reference_files(new: NewVersion, directory: Path) -> Path:
     """Write spec.yaml, reference.parquet, validation.parquet, metrics.json and, when the
-    version has one, calibration.json."""
+    version has them, calibration.json, classes.json and text_profiles.json."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "spec.yaml").write_text(new.spec_yaml)
     new.reference.to_parquet(directory / "reference.parquet", index=False)
@@ -24,6 +25,11 @@ def write_reference_files(new: NewVersion, directory: Path) -> Path:
     (directory / "metrics.json").write_text(json.dumps(dict(new.metrics), indent=2, sort_keys=True))
     if new.calibration is not None:
         (directory / "calibration.json").write_text(json.dumps(dict(new.calibration)))
+    if new.classes is not None:
+        (directory / "classes.json").write_text(json.dumps([str(c) for c in new.classes]))
+    if new.text_profiles:
+        (directory / "text_profiles.json").write_text(
+            json.dumps({k: dict(v) for k, v in new.text_profiles.items()}))
     return directory
 
 
@@ -60,6 +66,21 @@ class Bundle:
         label-free estimates have none."""
         path = self.root / BUNDLE_DIR / "calibration.json"
         return json.loads(path.read_text()) if path.is_file() else None
+
+    @cached_property
+    def classes(self) -> list[str] | None:
+        """A multi-class version's classes in its ``predict_proba`` column order (as text);
+        None for a binary version."""
+        path = self.root / BUNDLE_DIR / "classes.json"
+        return [str(c) for c in json.loads(path.read_text())] if path.is_file() else None
+
+    @cached_property
+    def text_profiles(self) -> dict[str, TextProfile]:
+        """Per text column, its vocabulary and OOD rule (kernel/text.py); empty without text."""
+        path = self.root / BUNDLE_DIR / "text_profiles.json"
+        if not path.is_file():
+            return {}
+        return {k: TextProfile.from_dict(v) for k, v in json.loads(path.read_text()).items()}
 
     def is_complete(self) -> bool:
         names = ("spec.yaml", "reference.parquet", "validation.parquet", "metrics.json")

@@ -11,6 +11,8 @@ locally as a *bundle*::
     <dest>/driftloop/validation.parquet  validation features, label and score
     <dest>/driftloop/metrics.json        validation metrics
     <dest>/driftloop/calibration.json    score calibration (versions trained since CBPE)
+    <dest>/driftloop/classes.json        a multi-class version's classes (predict_proba order)
+    <dest>/driftloop/text_profiles.json  vocabulary and OOD rule per text column
 """
 
 from __future__ import annotations
@@ -109,6 +111,10 @@ class NewVersion:
     # the score calibration and chunk spreads for label-free estimates (kernel/calibration.py,
     # Calibration.to_dict); None for a version without one
     calibration: Mapping[str, Any] | None = None
+    # a multi-class version's classes, as text, in the order of its predict_proba columns
+    classes: Sequence[str] | None = None
+    # per text column, its kernel.text.TextProfile.to_dict(); empty without text features
+    text_profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
