@@ -82,8 +82,16 @@ def evaluate(y: np.ndarray, champion: np.ndarray, challenger: np.ndarray, *, met
     if not (np.isfinite(m_a) and np.isfinite(m_b)):
         return replace(base, reasons=(*reasons, f"{metric} is undefined on these {n} pairs "
                                       f"(labels: {int(y.sum())} positive): waiting"))
-    diff = sign * (m_b - m_a)
     variance = paired_variance(metric, y, a, b, n_boot=policy.n_boot, seed=policy.seed)
+    return judge_difference(base, reasons, sign * (m_b - m_a), variance, m_a, m_b, policy)
+
+
+def judge_difference(base: GateDecision, reasons: tuple[str, ...], diff: float, variance: float,
+                     m_a: float, m_b: float, policy: GatePolicy) -> GateDecision:
+    """The decision on a sign-adjusted paired difference ``diff`` whose estimated variance on
+    these ``base.n`` pairs is ``variance``: the confidence sequence's interval, then
+    promote / reject / wait (shared by the binary and the multi-class gate)."""
+    n, metric, evidence = base.n, base.metric, base.evidence
     half = cs_radius(n, math.sqrt(n * variance), 1 - policy.confidence, policy.tuning_pairs)
     low, high = diff - half, diff + half
     decided = replace(base, champion_metric=m_a, challenger_metric=m_b, difference=diff,
