@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from controller import compat, gate, machine
+from controller import compat, gate, gate_classes, machine
 from controller.gate import GatePolicy
 from controller.machine import GateDecision
 from controller.recent import label_array, labelled_rows
@@ -79,6 +79,27 @@ class ModelCache:
 
 def _scores(model: Any, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
     return np.asarray(model.predict_proba(frame[features])[:, 1], dtype=float)
+
+
+def version_classes(bundle: Bundle, model: Any) -> list[str]:
+    """A multi-class version's classes in its ``predict_proba`` order: as recorded with the
+    version, else the estimator's own ``classes_`` (as text)."""
+    recorded = bundle.classes
+    return recorded if recorded is not None else [str(c) for c in model.classes_]
+
+
+def _class_indices(labels: pd.Series, order: list[str]) -> np.ndarray:
+    """Each logged label's index in ``order`` (-1 for a label no version knows)."""
+    index = {c: i for i, c in enumerate(order)}
+    return np.fromiter((index.get(str(v), -1) for v in labels), dtype=np.int64, count=len(labels))
+
+
+def _matrix(column: pd.Series) -> np.ndarray:
+    """A log column of probability lists as a matrix (NaN rows where one is missing)."""
+    rows = [np.asarray(v, dtype=float) if v is not None and len(v) else None for v in column]
+    width = max((len(r) for r in rows if r is not None), default=0)
+    return np.vstack([r if r is not None and len(r) == width else np.full(width, np.nan)
+                      for r in rows]) if rows else np.zeros((0, width))
 
 
 @dataclass
@@ -149,11 +170,41 @@ class Evaluator:
         return (f"no_change: v{challenger} was trained on the same data as champion "
                 f"v{champion} (data hash {ours[:12]}): nothing to promote")
 
+    def _classes(self, spec: DatasetSpec, rows: pd.DataFrame, champion: int, challenger: int,
+                 old: np.ndarray | None, new: np.ndarray | None, evidence: str) -> GateDecision:
+        """The multi-class gate on both versions' class probabilities (columns in their own
+        orders), put in one order: the champion's classes, then any the challenger adds.
+        ``None`` probabilities: too few rows to score (the gate says it waits)."""
+        name = spec.model_name
+        mine = version_classes(self.cache.bundle(name, champion), self.cache.model(name, champion))
+        theirs = version_classes(self.cache.bundle(name, challenger),
+                                 self.cache.model(name, challenger))
+        order = [*mine, *(c for c in theirs if c not in mine)]
+        y = _class_indices(rows["label"], order) if len(rows) else np.zeros(0, dtype=np.int64)
+        if old is None or new is None:
+            old = np.full((len(y), len(mine)), 1 / len(mine))
+            new = np.full((len(y), len(theirs)), 1 / len(theirs))
+        known = y >= 0
+        decision = gate_classes.evaluate(
+            y[known], gate_classes.aligned(old[known], mine, order),
+            gate_classes.aligned(new[known], theirs, order), metric=spec.metric,
+            policy=self.policy, evidence=evidence)
+        if not known.all():
+            decision = decision.with_reason(f"{int((~known).sum())} labelled rows left out: "
+                                            f"their class is neither version's ({order})")
+        return decision
+
     def _shadow(self, spec: DatasetSpec, champion: int, challenger: int, since: datetime,
                 now: datetime) -> GateDecision:
         rows = labelled_rows(self.reader, spec, since, now)
         if not rows.empty:
             rows = rows[(rows["shadow_version"] == challenger) & (rows["model_version"] == champion)]
+        if spec.is_multiclass:
+            if rows.empty or "probabilities" not in rows or "shadow_probabilities" not in rows:
+                return self._classes(spec, rows.iloc[0:0], champion, challenger, None, None,
+                                     "shadow")
+            return self._classes(spec, rows, champion, challenger, _matrix(rows["probabilities"]),
+                                 _matrix(rows["shadow_probabilities"]), "shadow")
         if rows.empty:
             return gate.evaluate(np.zeros(0), np.zeros(0), np.zeros(0), metric=spec.metric,
                                  policy=self.policy, evidence="shadow")
@@ -164,6 +215,8 @@ class Evaluator:
     def _replay(self, spec: DatasetSpec, champion: int, challenger: int, since: datetime,
                 now: datetime) -> GateDecision:
         rows = labelled_rows(self.reader, spec, since, now)
+        if spec.is_multiclass:
+            return self._replay_classes(spec, champion, challenger, rows)
         y = label_array(rows, spec) if not rows.empty else np.zeros(0, dtype=np.int64)
         if len(rows) < self.policy.min_pairs:
             return gate.evaluate(y, np.zeros(len(y)), np.zeros(len(y)), metric=spec.metric,
@@ -178,3 +231,20 @@ class Evaluator:
                                evidence="offline_replay", n=len(rows))
         return gate.evaluate(y, old, new, metric=spec.metric, policy=self.policy,
                              evidence="offline_replay")
+
+    def _replay_classes(self, spec: DatasetSpec, champion: int, challenger: int,
+                        rows: pd.DataFrame) -> GateDecision:
+        name = spec.model_name
+        if len(rows) < self.policy.min_pairs:
+            return self._classes(spec, rows, champion, challenger, None, None,
+                                 "offline_replay")
+        old = self.cache.model(name, champion).predict_proba(
+            rows[self.cache.features(name, champion)])
+        try:
+            new = self.cache.model(name, challenger).predict_proba(
+                rows[self.cache.features(name, challenger)])
+        except Exception as exc:
+            return machine.broken(spec.metric, f"v{challenger} fails on production rows: {exc}",
+                                  evidence="offline_replay", n=len(rows))
+        return self._classes(spec, rows, champion, challenger, np.asarray(old, dtype=float),
+                             np.asarray(new, dtype=float), "offline_replay")

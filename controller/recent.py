@@ -80,6 +80,8 @@ def labelled_rows(reader: WindowReader, spec: DatasetSpec, since: datetime,
     if frame.empty or "label" not in frame:
         return frame.iloc[0:0]
     frame = frame[frame["label"].notna()]
+    if spec.is_multiclass:  # classes are the versions' (evidence.py decodes against them)
+        return frame.sort_values("ts", kind="stable").reset_index(drop=True)
     known = spec.labels.decode_many(frame["label"], strict=False) >= 0
     if not known.all():  # written by an older driftloop that stored labels as sent
         log.warning("%s: %d logged labels are not the spec's labels (%s); left out",
@@ -94,7 +96,10 @@ def label_array(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
 
 
 def _target_values(frame: pd.DataFrame, spec: DatasetSpec) -> pd.Series:
-    """The spec's own label values (what a training file holds), from the logged labels."""
+    """The spec's own label values (what a training file holds), from the logged labels: a
+    multi-class model's logged label is its class's text, which training decodes again."""
+    if spec.is_multiclass:
+        return frame["label"].astype(str)
     y = label_array(frame, spec)
     negative = spec.labels.negative
     if negative is None:  # an undeclared negative label: the logged text, as sent
