@@ -17,7 +17,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,11 +65,13 @@ class TextProfile:
     patterns: tuple[str, ...] = ()
     threshold_source: str = "validation"   # "validation" quantile, or "spec"
     train_rows: int = 0
+    #: ``patterns`` compiled into one case-insensitive expression (None without patterns).
+    matcher: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         compiled = re.compile("|".join(f"(?:{p})" for p in self.patterns), re.IGNORECASE) \
             if self.patterns else None
-        object.__setattr__(self, "_pattern", compiled)
+        object.__setattr__(self, "matcher", compiled)
 
     def oov(self, text: str | None) -> float:
         return oov_share(words(text), self.vocabulary)
@@ -80,8 +82,8 @@ class TextProfile:
         value = self.oov(text) if share is None else share
         if value > self.ood_oov_share:
             return True
-        pattern = self._pattern  # type: ignore[attr-defined]
-        return bool(pattern is not None and isinstance(text, str) and pattern.search(text))
+        return bool(self.matcher is not None and isinstance(text, str)
+                    and self.matcher.search(text))
 
     @classmethod
     def fit(cls, column: str, train: Iterable[str | None], validation: Iterable[str | None], *,
