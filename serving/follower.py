@@ -23,6 +23,7 @@ from registry.bundle import Bundle
 from registry.port import ALIAS_CHALLENGER, ALIAS_CHAMPION, ModelRegistry
 from serving.metrics import ServingMetrics
 from serving.model import BundleCache, LoadedModel, VersionRejected, build
+from serving.schema import MAX_TEXT_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ModelFollower:
     def __init__(self, name: str, registry: ModelRegistry, cache: BundleCache, *,
                  metrics: ServingMetrics | None = None, shadow: bool = True,
                  check_rows: int = 2000, fast_path: bool = True,
+                 max_text_chars: int = MAX_TEXT_CHARS,
                  poll_interval: float = 5.0, retry_interval: float = 2.0,
                  on_load: Callable[[DatasetSpec], None] | None = None) -> None:
         self.name = name
@@ -48,6 +50,7 @@ class ModelFollower:
         self.shadow = shadow
         self.check_rows = check_rows
         self.fast_path = fast_path
+        self.max_text_chars = max_text_chars
         self.poll_interval = poll_interval
         self.retry_interval = retry_interval
         self.champion: LoadedModel | None = None
@@ -66,7 +69,8 @@ class ModelFollower:
         bundle = self.cache.fetch(self.registry, self.name, version)
         estimator = self.registry.load_model(bundle.root)
         return build(self.name, version, alias, estimator, bundle, source="registry",
-                     check_rows=self.check_rows, fast_path=self.fast_path)
+                     check_rows=self.check_rows, fast_path=self.fast_path,
+                     max_text_chars=self.max_text_chars)
 
     def _load_cached(self) -> LoadedModel | None:
         bundle: Bundle | None = self.cache.last()
@@ -76,7 +80,8 @@ class ModelFollower:
         try:
             estimator = self.registry.load_model(bundle.root)
             return build(self.name, version, ALIAS_CHAMPION, estimator, bundle, source="cache",
-                         check_rows=self.check_rows, fast_path=self.fast_path)
+                         check_rows=self.check_rows, fast_path=self.fast_path,
+                         max_text_chars=self.max_text_chars)
         except Exception:
             log.exception("cannot serve the cached %s v%s", self.name, version)
             return None

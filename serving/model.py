@@ -1,10 +1,14 @@
 """A loaded model version: downloaded (or taken from the local cache), checked, compiled.
 
-``load_version`` is the only way a version gets into the app. It scores the version's
-reference sample with the fitted pipeline (shape and finite scores in [0, 1]) and refuses
-the version otherwise (``VersionRejected``); it then compiles the fast path and keeps it
-only when it matches ``predict_proba`` within ``FAST_PATH_TOLERANCE`` on that sample and
-its probes (missing values and unseen categories; see serving/fastpath/check.py).
+``build`` is the only way a version gets into the app. It scores the version's reference
+sample with the fitted pipeline (shape: two columns, or one per class of a multi-class
+version, in the order its ``classes.json`` records; finite probabilities in [0, 1]) and
+refuses the version otherwise (``VersionRejected``); it then compiles the fast path and
+keeps it only when it matches ``predict_proba`` (every class's probability) within
+``FAST_PATH_TOLERANCE`` on that sample and its probes (missing values, unseen categories,
+missing, empty and unseen text; see serving/fastpath/check.py).
+
+A missing text (``null``) is scored as the empty text: the pipeline sees ``""``.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,12 @@ from filelock import FileLock
 
 from kernel.errors import DriftloopError
 from kernel.spec import DatasetSpec
+from kernel.text import TextProfile
 from registry.bundle import Bundle
 from registry.port import ModelRegistry
 from serving.fastpath import FastPath, NotCompilable, compile_pipeline, verify
-from serving.schema import RecordSchema
+from serving.fastpath.check import fill_text
+from serving.schema import MAX_TEXT_CHARS, RecordSchema
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +57,60 @@ class LoadedModel:
     spec: DatasetSpec
     schema: RecordSchema
     fast: FastPath | None
-    fast_path: str                  # linear | trees | arrays | sklearn
+    fast_path: str   # linear | trees | text-linear | multiclass-linear | arrays | sklearn
     fast_path_reason: str
     loaded_at: datetime
     source: str                     # registry | cache
+    #: a multi-class version's classes (as text) in its predict_proba order; None: binary
+    classes: tuple[str, ...] | None = None
+    text_profiles: Mapping[str, TextProfile] = field(default_factory=dict)
 
     def score_one(self, record: dict[str, Any]) -> float:
+        """Binary: the positive-class probability; multi-class: the top probability."""
         if self.fast is not None:
             return self.fast.score(record)
+        if self.classes is not None:
+            return max(self.proba_one(record))
         return float(self.score_many([record])[0])
 
     def score_many(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
-        """One DataFrame, one ``predict_proba``."""
-        return self.estimator.predict_proba(frame_of(records, self.schema))[:, 1]
+        """One DataFrame, one ``predict_proba``: the positive-class column (binary), the
+        top probability (multi-class)."""
+        proba = self.proba_many(records)
+        return proba.max(axis=1) if self.classes is not None else proba[:, 1]
+
+    def proba_one(self, record: dict[str, Any]) -> list[float]:
+        """Every class's probability, in ``classes`` order."""
+        if self.fast is not None and self.fast.proba is not None:
+            return self.fast.proba(record)
+        return [float(p) for p in self.proba_many([record])[0]]
+
+    def proba_many(self, records: Sequence[dict[str, Any]]) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(frame_of(records, self.schema)),
+                          dtype=float)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "alias": self.alias,
-                "loaded_at": self.loaded_at.isoformat(), "source": self.source,
-                "fast_path": self.fast_path, "fast_path_reason": self.fast_path_reason,
-                "features": {"numerical": list(self.schema.numerical),
-                             "categorical": list(self.schema.categorical)}}
+        features = {"numerical": list(self.schema.numerical),
+                    "categorical": list(self.schema.categorical)}
+        if self.schema.text:
+            features["text"] = list(self.schema.text)
+        out = {"name": self.name, "version": self.version, "alias": self.alias,
+               "loaded_at": self.loaded_at.isoformat(), "source": self.source,
+               "fast_path": self.fast_path, "fast_path_reason": self.fast_path_reason,
+               "features": features}
+        if self.classes is not None:
+            out["classes"] = list(self.classes)
+        if self.text_profiles:
+            out["text_profiles"] = {
+                name: {"vocabulary_words": len(p.vocabulary), "ood_oov_share": p.ood_oov_share,
+                       "threshold_source": p.threshold_source, "patterns": list(p.patterns)}
+                for name, p in self.text_profiles.items()}
+        return out
 
 
 def frame_of(records: Sequence[dict[str, Any]], schema: RecordSchema) -> pd.DataFrame:
-    """Validated records as the DataFrame the pipeline was fitted on (missing as NaN)."""
+    """Validated records as the DataFrame the pipeline was fitted on (missing as NaN;
+    a missing text as the empty text)."""
     columns: dict[str, Any] = {}
     for name in schema.numerical:
         columns[name] = np.array([math.nan if r[name] is None else r[name] for r in records],
@@ -82,18 +118,30 @@ def frame_of(records: Sequence[dict[str, Any]], schema: RecordSchema) -> pd.Data
     for name in schema.categorical:
         columns[name] = np.array([math.nan if r[name] is None else r[name] for r in records],
                                  dtype=object)
+    for name in schema.text:
+        columns[name] = np.array(["" if r[name] is None else r[name] for r in records],
+                                 dtype=object)
     return pd.DataFrame(columns, columns=list(schema.features))
 
 
-def check(estimator: Any, sample: pd.DataFrame, columns: Sequence[str]) -> None:
-    """Raise ``VersionRejected`` unless the model scores ``sample`` sanely."""
+def check(estimator: Any, sample: pd.DataFrame, columns: Sequence[str],
+          classes: Sequence[str] | None = None, text: Sequence[str] = ()) -> None:
+    """Raise ``VersionRejected`` unless the model scores ``sample`` sanely: one column per
+    class (two for a binary version), in the order ``classes`` records."""
+    if classes is not None:
+        fitted = [str(c) for c in getattr(estimator, "classes_", classes)]
+        if fitted != list(classes):
+            raise VersionRejected(f"the model's classes {fitted} are not the version's "
+                                  f"recorded classes {list(classes)}")
+    width = 2 if classes is None else len(classes)
     try:
-        proba = np.asarray(estimator.predict_proba(sample[list(columns)]), dtype=float)
+        proba = np.asarray(estimator.predict_proba(fill_text(sample[list(columns)], text)),
+                           dtype=float)
     except Exception as exc:  # a broken model may raise anything
         raise VersionRejected(f"scoring the reference sample failed: {exc!r}") from exc
-    if proba.shape != (len(sample), 2):
+    if proba.shape != (len(sample), width):
         raise VersionRejected(f"predict_proba returned shape {proba.shape}, "
-                              f"expected {(len(sample), 2)}")
+                              f"expected {(len(sample), width)}")
     bad = int(np.sum(~np.isfinite(proba)))
     if bad:
         raise VersionRejected(f"{bad} non-finite scores on the reference sample")
@@ -107,8 +155,38 @@ def _sample(reference: pd.DataFrame, rows: int) -> pd.DataFrame:
     return reference
 
 
+def _classes(bundle: Bundle) -> tuple[str, ...] | None:
+    """The version's classes; ``VersionRejected`` for a multi-class spec without them."""
+    classes = bundle.classes
+    if classes is None and bundle.spec.is_multiclass:
+        raise VersionRejected("multi-class spec, but the version records no classes.json")
+    return None if classes is None else tuple(classes)
+
+
+def _compile_fast(estimator: Any, spec: DatasetSpec, sample: pd.DataFrame,
+                  multiclass: bool) -> tuple[FastPath | None, str, str]:
+    """The fast path when it matches ``predict_proba``: (path or None, kind, why)."""
+    try:
+        candidate = compile_pipeline(estimator)
+        if multiclass and candidate.proba is None:
+            return None, "sklearn", f"{candidate.kind} path has no class probabilities"
+        diff = verify(candidate, estimator, sample, spec.features.all,
+                      spec.features.categorical, spec.features.text)
+    except NotCompilable as exc:
+        return None, "sklearn", f"not compilable: {exc}"
+    except Exception as exc:  # a fast path is an optimisation: never fail a load for it
+        return None, "sklearn", f"compiling failed: {exc!r}"
+    if diff > FAST_PATH_TOLERANCE:
+        return None, "sklearn", f"compiled path differs from predict_proba by {diff:.3g}"
+    probes = "missing-value, unseen-category" + (" and missing, empty and unseen-word text"
+                                                  if spec.features.text else "")
+    return candidate, candidate.kind, (f"matches predict_proba within {diff:.1e} on "
+                                       f"{len(sample)} reference rows and their {probes} probes")
+
+
 def build(name: str, version: int, alias: str, estimator: Any, bundle: Bundle, *,
-          source: str, check_rows: int = 2000, fast_path: bool = True) -> LoadedModel:
+          source: str, check_rows: int = 2000, fast_path: bool = True,
+          max_text_chars: int = MAX_TEXT_CHARS) -> LoadedModel:
     spec = bundle.spec
     reference = bundle.reference
     if len(reference) == 0:
@@ -117,26 +195,22 @@ def build(name: str, version: int, alias: str, estimator: Any, bundle: Bundle, *
     missing = [c for c in features if c not in reference.columns]
     if missing:
         raise VersionRejected(f"reference sample lacks features {missing}")
+    classes = _classes(bundle)
     sample = _sample(reference, check_rows)
-    check(estimator, sample, features)
+    check(estimator, sample, features, classes, spec.features.text)
     fast, kind, reason = None, "sklearn", "disabled by DRIFTLOOP_SERVING_FAST_PATH=false"
     if fast_path:
-        try:
-            candidate = compile_pipeline(estimator)
-            diff = verify(candidate, estimator, sample, features, spec.features.categorical)
-            if diff <= FAST_PATH_TOLERANCE:
-                fast, kind = candidate, candidate.kind
-                reason = (f"matches predict_proba within {diff:.1e} on {len(sample)} reference rows "
-                          "and their missing-value and unseen-category probes")
-            else:
-                reason = f"compiled path differs from predict_proba by {diff:.3g}"
-        except NotCompilable as exc:
-            reason = f"not compilable: {exc}"
-        except Exception as exc:  # a fast path is an optimisation: never fail a load for it
-            reason = f"compiling failed: {exc!r}"
+        fast, kind, reason = _compile_fast(estimator, spec, sample, classes is not None)
+    profiles = bundle.text_profiles
+    unprofiled = [c for c in spec.features.text if c not in profiles]
+    if unprofiled:
+        log.warning("%s v%s: no text profile for %s: their OOV share and OOD are not counted",
+                    name, version, unprofiled)
     log.info("%s v%s (%s): fast path %s (%s)", name, version, alias, kind, reason)
-    return LoadedModel(name, version, alias, estimator, spec, RecordSchema.from_spec(spec, reference),
-                       fast, kind, reason, datetime.now(UTC), source)
+    schema = RecordSchema.from_spec(spec, reference, max_text_chars=max_text_chars)
+    return LoadedModel(name, version, alias, estimator, spec, schema, fast, kind, reason,
+                       datetime.now(UTC), source, classes,
+                       {c: p for c, p in profiles.items() if c in spec.features.text})
 
 
 class BundleCache:

@@ -2,7 +2,9 @@
 
 Every feature named by the spec must be present; ``null`` is a missing value (imputed as in
 training, and counted). Numerical features take JSON numbers (not booleans, not NaN or
-infinity, not numbers beyond a double's range); categorical features take strings. Unknown
+infinity, not numbers beyond a double's range); categorical features take strings; text
+features take strings of at most ``max_text_chars`` characters (DRIFTLOOP_SERVING_MAX_TEXT_CHARS;
+a missing text is scored as the empty text, as in training). Unknown
 fields are refused, so a client's typo is not silently imputed. No string (a value, the
 request id, a key) may hold a lone UTF-16 surrogate (JSON ``"\\ud800"``): it is not text, and
 the log could not store it. Values are also *observed*: categories the reference sample
@@ -22,6 +24,7 @@ from kernel.spec import DatasetSpec
 
 REQUEST_ID = "request_id"
 MAX_REQUEST_ID = 128
+MAX_TEXT_CHARS = 10_000
 SURROGATE = "holds a lone surrogate (not valid Unicode text)"
 
 
@@ -66,13 +69,16 @@ class RecordSchema:
     categorical: tuple[str, ...]
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     categories: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    text: tuple[str, ...] = ()
+    max_text_chars: int = MAX_TEXT_CHARS
 
     @property
     def features(self) -> tuple[str, ...]:
-        return (*self.numerical, *self.categorical)
+        return (*self.numerical, *self.categorical, *self.text)
 
     @classmethod
-    def from_spec(cls, spec: DatasetSpec, reference: pd.DataFrame) -> RecordSchema:
+    def from_spec(cls, spec: DatasetSpec, reference: pd.DataFrame, *,
+                  max_text_chars: int = MAX_TEXT_CHARS) -> RecordSchema:
         ranges = {}
         for name in spec.features.numerical:
             values = pd.to_numeric(reference[name], errors="coerce").dropna()
@@ -80,7 +86,8 @@ class RecordSchema:
                 ranges[name] = (float(values.min()), float(values.max()))
         cats = {name: frozenset(str(v) for v in reference[name].dropna().unique())
                 for name in spec.features.categorical}
-        return cls(tuple(spec.features.numerical), tuple(spec.features.categorical), ranges, cats)
+        return cls(tuple(spec.features.numerical), tuple(spec.features.categorical), ranges, cats,
+                   tuple(spec.features.text), max_text_chars)
 
     def parse(self, data: Any, *, allow_request_id: bool = True,
               where: str = "") -> tuple[dict[str, Any], str | None]:
@@ -116,6 +123,8 @@ class RecordSchema:
                 problems[name] = SURROGATE
             else:
                 problems[name] = f"expected a string or null, got {_json_type(v)}"
+        if self.text:
+            self._parse_text(data, record, problems)
         request_id = data.get(REQUEST_ID) if allow_request_id else None
         if request_id is not None and (not isinstance(request_id, str) or not request_id
                                        or len(request_id) > MAX_REQUEST_ID):
@@ -136,6 +145,26 @@ class RecordSchema:
             raise RecordError(problems, where)
         return record, request_id
 
+    def _parse_text(self, data: dict[str, Any], record: dict[str, Any],
+                    problems: dict[str, str]) -> None:
+        limit = self.max_text_chars
+        for name in self.text:
+            if name not in data:
+                problems[name] = "field required (text or null)"
+                continue
+            v = data[name]
+            if v is None:
+                record[name] = None
+            elif not isinstance(v, str):
+                problems[name] = f"expected a string or null, got {_json_type(v)}"
+            elif len(v) > limit:
+                problems[name] = (f"text of {len(v)} characters is over the limit of {limit} "
+                                  "(DRIFTLOOP_SERVING_MAX_TEXT_CHARS)")
+            elif lone_surrogate(v):
+                problems[name] = SURROGATE
+            else:
+                record[name] = v
+
     def observe(self, record: Mapping[str, Any]) -> Observation:
         unseen, out, missing = [], [], []
         for name in self.numerical:
@@ -152,6 +181,9 @@ class RecordSchema:
                 missing.append(name)
             elif v not in self.categories.get(name, ()):
                 unseen.append(name)
+        for name in self.text:
+            if record[name] is None:
+                missing.append(name)
         if not (unseen or out or missing):
             return _CLEAN
         return Observation(tuple(unseen), tuple(out), tuple(missing))

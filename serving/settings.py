@@ -29,6 +29,9 @@ class ServingSettings(CommonSettings):
     serving_batch_limit: int = Field(1000, ge=1, description="Most records per /predict/batch.")
     serving_max_body_bytes: int = Field(
         4_000_000, ge=1024, description="Largest request body accepted (413 above).")
+    serving_max_text_chars: int = Field(
+        10_000, ge=1, description="Longest text a text feature may carry in a request, in "
+        "characters (422 naming the feature above).")
     serving_check_rows: int = Field(
         2000, ge=10, description="Reference rows a new version is checked (and its fast path "
         "verified) on before it is swapped in.")

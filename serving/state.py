@@ -81,6 +81,7 @@ class ServingState:
             metrics=self.metrics, shadow=settings.serving_shadow,
             on_load=self.writer.register_spec if self.writer is not None else None,
             check_rows=settings.serving_check_rows, fast_path=settings.serving_fast_path,
+            max_text_chars=settings.serving_max_text_chars,
             poll_interval=settings.serving_poll_interval,
             retry_interval=settings.serving_retry_interval)
         first = await run_in_threadpool(self.follower.refresh)

@@ -10,8 +10,12 @@ own per-call checks); the same arithmetic on plain Python floats costs microseco
   weights, ``expit(b + sum(a_j * x_j) + sum(w[feature][category]))``;
 * ``trees`` (HistGradientBoostingClassifier, ``trees.py``): the preprocessed row as a
   list of floats, every tree walked over flat lists of nodes;
-* ``arrays`` (any other estimator with ``predict_proba``): the preprocessing in Python,
-  the estimator on a 1 x k array.
+* ``text-linear`` / ``multiclass-linear`` (logistic regression over text columns, or with
+  more than two classes, ``text.py``): each ``TfidfVectorizer`` as its analyzer, a dict and
+  the idf and norm arithmetic, the tabular columns as above, a sparse dot product, then
+  the sigmoid or the softmax;
+* ``arrays`` (any other binary estimator with ``predict_proba`` on tabular columns): the
+  preprocessing in Python, the estimator on a 1 x k array.
 
 The caller only uses the result after ``verify`` (``check.py``) shows it matches the
 pipeline's ``predict_proba`` within a tolerance on the version's reference rows and
@@ -29,6 +33,7 @@ from serving.fastpath.base import FastPath, NotCompilable, Record
 from serving.fastpath.check import records_of, verify
 from serving.fastpath.linear import linear_scorer
 from serving.fastpath.preprocess import compile_preprocessor
+from serving.fastpath.text import sparse_linear
 from serving.fastpath.trees import tree_scorer
 
 __all__ = ["FastPath", "NotCompilable", "Record", "compile_pipeline", "records_of", "verify"]
@@ -45,8 +50,10 @@ def compile_pipeline(pipeline: Any) -> FastPath:
     pre = compile_preprocessor(pipeline.steps[0][1])
     model = pipeline.steps[1][1]
     classes = list(getattr(model, "classes_", []))
-    if len(classes) != 2:
-        raise NotCompilable(f"not a binary classifier (classes {classes})")
+    if len(classes) < 2:
+        raise NotCompilable(f"not a classifier (classes {classes})")
+    if pre.text or len(classes) > 2:
+        return sparse_linear(pre, model)
     if type(model) is LogisticRegression:
         return FastPath("linear", linear_scorer(pre, model))
     if type(model) is HistGradientBoostingClassifier:

@@ -20,5 +20,9 @@ def is_missing(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class FastPath:
-    kind: str                                 # "linear", "trees" (pure Python) or "arrays"
+    """``score``: the positive-class probability (binary), or the top probability; ``proba``:
+    every class's probability in ``classes_`` order (multi-class versions only)."""
+
+    kind: str               # "linear", "trees", "text-linear", "multiclass-linear" or "arrays"
     score: Callable[[Record], float]
+    proba: Callable[[Record], list[float]] | None = None

@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.fastpath.base import NotCompilable, Record, is_missing
+
+if TYPE_CHECKING:
+    from serving.fastpath.text import TextBlock
 
 
 @dataclass(frozen=True)
@@ -98,12 +101,32 @@ def _categorical_block(transformer: Any, columns: list[str]) -> _Categorical:
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """The ColumnTransformer as arrays: ``vector(record)`` equals ``pre.transform`` of one row."""
+    """The ColumnTransformer as arrays: ``row_function()(record)`` equals the tabular
+    columns of ``pre.transform`` of one row; text columns are ``text`` blocks
+    (serving/fastpath/text.py), placed in the output by ``order``."""
 
     numeric: tuple[_Numeric, ...]
     categorical: tuple[_Categorical, ...]
-    order: tuple[tuple[str, int], ...]       # ("num"|"cat", block index) in output order
-    width: int
+    order: tuple[tuple[str, int], ...]       # ("num"|"cat"|"text", block index) in output order
+    width: int                               # of the tabular (dense) row
+    text: tuple[TextBlock, ...] = ()
+
+    @property
+    def total_width(self) -> int:
+        return self.width + sum(block.width for block in self.text)
+
+    def dense_columns(self) -> list[int]:
+        """Where each value of the tabular row sits in the whole output."""
+        out: list[int] = []
+        pos = 0
+        for kind, i in self.order:
+            if kind == "text":
+                pos += self.text[i].width
+                continue
+            n = len(self.numeric[i].columns) if kind == "num" else sum(self.categorical[i].widths)
+            out.extend(range(pos, pos + n))
+            pos += n
+        return out
 
     def row_function(self) -> Callable[[Record], list[float]]:
         """A function giving one row of ``pre.transform`` as Python floats, its lookups
@@ -112,6 +135,8 @@ class Preprocessor:
         categorical: list[tuple[str, Any, dict[Any, int]]] = []   # name, fill, value -> pos
         pos = 0
         for kind, i in self.order:
+            if kind == "text":
+                continue
             if kind == "num":
                 block = self.numeric[i]
                 for j, name in enumerate(block.columns):
@@ -144,28 +169,39 @@ class Preprocessor:
 def compile_preprocessor(pre: Any) -> Preprocessor:
     from sklearn.compose import ColumnTransformer
 
+    from serving.fastpath.text import text_block
+
     if type(pre) is not ColumnTransformer:
         raise NotCompilable("first step is not a ColumnTransformer")
     numeric: list[_Numeric] = []
     categorical: list[_Categorical] = []
+    text: list[TextBlock] = []
     order: list[tuple[str, int]] = []
-    width = 0
+    width = offset = 0   # the tabular row's width; the whole output's
     for name, transformer, columns in pre.transformers_:
         if transformer == "drop" or name == "remainder":
             if transformer not in ("drop",) and len(columns):
                 raise NotCompilable("remainder columns are passed through")
             continue
+        if isinstance(columns, str):   # one column as a 1-D input: a text vectoriser
+            block = text_block(transformer, columns, offset)
+            order.append(("text", len(text)))
+            text.append(block)
+            offset += block.width
+            continue
         if not isinstance(columns, list | tuple) or not all(isinstance(c, str) for c in columns):
             raise NotCompilable("columns must be selected by name")
         steps = [s for _, s in _steps(transformer)]
         if any(type(s).__name__ == "OneHotEncoder" for s in steps):
-            block = _categorical_block(transformer, list(columns))
+            cblock = _categorical_block(transformer, list(columns))
             order.append(("cat", len(categorical)))
-            categorical.append(block)
-            width += sum(block.widths)
+            categorical.append(cblock)
+            added = sum(cblock.widths)
         else:
             nblock = _numeric_block(transformer, list(columns))
             order.append(("num", len(numeric)))
             numeric.append(nblock)
-            width += len(nblock.columns)
-    return Preprocessor(tuple(numeric), tuple(categorical), tuple(order), width)
+            added = len(nblock.columns)
+        width += added
+        offset += added
+    return Preprocessor(tuple(numeric), tuple(categorical), tuple(order), width, tuple(text))

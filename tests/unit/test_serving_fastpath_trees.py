@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -129,6 +129,8 @@ def test_numeric_categories_get_an_unseen_number() -> None:
 class ReferenceBundle:
     spec: DatasetSpec
     reference: pd.DataFrame
+    classes: tuple[str, ...] | None = None            # a binary version records none
+    text_profiles: dict[str, Any] = field(default_factory=dict)
 
 
 def test_a_disagreeing_tree_path_is_served_on_sklearn(churn_spec: DatasetSpec,
