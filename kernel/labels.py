@@ -16,6 +16,13 @@ A binary spec names its positive label and (optionally) its negative one:
 Anything else (``" 1"``, ``"yes"`` for a numeric label, ``2``, NaN, null) is refused with
 ``LabelError`` naming the value. Stored labels are kept in their canonical text
 (``canonical``): ``"1"`` / ``"0"`` or the spec's exact strings.
+
+A multi-class spec (``classes:``) decodes with :class:`ClassCodec`: a label is one of the
+classes, as text. A class given as a number (``classes: [1, 2, 3]``) matches the same
+number sent as a float or as its text (``2``, ``2.0``, ``"2"`` are all ``"2"``); a text class
+matches its exact string only. With ``classes: infer`` the version's recorded classes are
+the list (serving, the gate); before a version exists (training) any non-empty text or
+finite number is a class.
 """
 
 from __future__ import annotations
@@ -141,4 +148,84 @@ class LabelCodec:
             raise LabelError(None, self.expected)
         return decoded[codes]
 
-__all__ = ["LabelCodec", "LabelError"]
+
+def class_text(value: Any) -> str | None:
+    """A label as class text: a non-empty string unchanged, a finite number as its shortest
+    text (``2.0`` -> ``"2"``); None for anything else (missing, NaN, bools, empty text)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        number = float(value)
+        if not math.isfinite(number):
+            return None
+        return str(int(number)) if number.is_integer() else repr(number)
+    return None
+
+
+@dataclass(frozen=True)
+class ClassCodec:
+    """Decodes the labels of a multi-class spec to class text (``canonical``) or to the
+    index of the class in ``classes`` (``decode_many``). ``classes`` None: any class (a
+    ``classes: infer`` spec before its version records them)."""
+
+    classes: tuple[str, ...] | None = None
+
+    @property
+    def expected(self) -> str:
+        if self.classes is None:
+            return "any non-empty text or number"
+        return "one of " + ", ".join(repr(c) for c in self.classes)
+
+    def canonical(self, value: Any) -> str:
+        """The class text of ``value``; ``LabelError`` for a value that is no class."""
+        text = class_text(value)
+        if text is not None and self.classes is not None and text not in self.classes:
+            text = self._numeric_alias(value)
+        if text is None:
+            raise LabelError(value, self.expected)
+        return text
+
+    def _numeric_alias(self, value: Any) -> str | None:
+        """A number's text that is a listed class (``"2.0"`` or ``2.0`` for class ``"2"``)."""
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return None
+        number = _number(value)
+        alias = class_text(number) if number is not None else None
+        return alias if self.classes is not None and alias in self.classes else None
+
+    def canonical_many(self, values: Iterable[Any], *, strict: bool = True) -> np.ndarray:
+        """Class texts (object array); ``strict=False`` gives None where a value is no class."""
+        import pandas as pd
+
+        codes, uniques = pd.factorize(pd.Series(list(values) if not isinstance(
+            values, pd.Series | np.ndarray) else values, dtype=object), use_na_sentinel=True)
+        decoded = np.empty(len(uniques) + 1, dtype=object)
+        decoded[-1] = None
+        for i, value in enumerate(uniques):
+            try:
+                decoded[i] = self.canonical(value)
+            except LabelError:
+                if strict:
+                    raise
+                decoded[i] = None
+        if strict and (codes < 0).any():
+            raise LabelError(None, self.expected)
+        return decoded[codes]
+
+    def decode_many(self, values: Iterable[Any], *, strict: bool = True) -> np.ndarray:
+        """The index of each label's class in ``classes`` (-1 where it is none with
+        ``strict=False``); needs ``classes``."""
+        if self.classes is None:
+            raise ValueError("decode_many needs the classes (classes: infer records them "
+                             "with the version)")
+        index = {c: i for i, c in enumerate(self.classes)}
+        texts = self.canonical_many(values, strict=strict)
+        return np.array([index.get(t, -1) if t is not None else -1 for t in texts],
+                        dtype=np.int64)
+
+
+__all__ = ["ClassCodec", "LabelCodec", "LabelError", "class_text"]

@@ -10,6 +10,7 @@ spec as an artifact, so a version is self-describing.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kernel.errors import SpecError
-from kernel.labels import LabelCodec
+from kernel.labels import ClassCodec, LabelCodec
 
 Metric = Literal["roc_auc", "log_loss", "accuracy", "f1", "average_precision", "brier",
                  "macro_f1"]
@@ -307,6 +308,12 @@ class DatasetSpec(_Strict):
     def labels(self) -> LabelCodec:
         """The spec's one label decoder (kernel/labels.py): every reader of labels uses it."""
         return LabelCodec(self.positive_label, self.negative_label)
+
+    def class_codec(self, classes: Sequence[str] | None = None) -> ClassCodec:
+        """A multi-class spec's label decoder: over ``classes`` (a version's recorded
+        classes) when given, else the listed ones (None for ``classes: infer``: any class)."""
+        known = classes if classes is not None else self.listed_classes
+        return ClassCodec(None if known is None else tuple(str(c) for c in known))
 
     @property
     def is_multiclass(self) -> bool:
