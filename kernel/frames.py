@@ -3,6 +3,8 @@ expect, where pandas would leave NaN or NaT."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -19,3 +21,15 @@ def none_for_missing_array(values: pd.DataFrame) -> np.ndarray:
     out = values.to_numpy(dtype=object, copy=True)
     out[pd.isna(out)] = None
     return out
+
+
+def fill_missing_text(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame`` with each of ``columns`` as text, a missing value as the empty text (what
+    training fits on and serving scores: a TF-IDF vectoriser takes strings only)."""
+    if not columns:
+        return frame
+    frame = frame.copy()
+    for name in columns:
+        values = frame[name].astype(object)
+        frame[name] = values.where(values.notna(), "").map(str)
+    return frame

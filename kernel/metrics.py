@@ -96,3 +96,50 @@ def _weighted_ap(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
     precision = np.where(seen_end > 0, tp_end / np.where(seen_end > 0, seen_end, 1), 0)
     pos = wp.sum(axis=1)
     return np.where(pos > 0, (precision * gained).sum(axis=1) / np.where(pos > 0, pos, 1), np.nan)
+
+
+# --- multi-class ------------------------------------------------------------------------------
+
+#: What a multi-class version is measured by (``macro_f1``, ``accuracy``, ``log_loss``; the
+#: spec's ``metric`` is one of them) and the per-class F1 (``f1.<class>``) beside them.
+MULTICLASS_METRIC_NAMES = ("macro_f1", "accuracy", "log_loss")
+
+
+def multiclass_value(name: str, y: np.ndarray, p: np.ndarray) -> float:
+    """One multi-class metric of labels ``y`` (indices into ``p``'s columns) and class
+    probabilities ``p`` (rows sum to 1): ``accuracy`` (top class, ties to the first as
+    ``numpy.argmax``), ``log_loss`` (``-log p[y]``, clipped at 1e-15) or ``macro_f1`` over
+    the classes present among the labels (scikit-learn's ``f1_score(labels=present,
+    average="macro", zero_division=0)``); NaN for no rows."""
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=float)
+    if len(y) == 0 or not np.isfinite(p).all():
+        return float("nan")
+    if name == "log_loss":
+        return float(-np.log(np.clip(p[np.arange(len(y)), y], _EPS, 1.0)).mean())
+    pred = p.argmax(axis=1)
+    if name == "accuracy":
+        return float((pred == y).mean())
+    if name == "macro_f1":
+        return float(np.mean([_f1_of(c, y, pred) for c in np.unique(y)]))
+    raise ValueError(f"unknown multi-class metric {name!r}")
+
+
+def _f1_of(c: int, y: np.ndarray, pred: np.ndarray) -> float:
+    tp = float(((pred == c) & (y == c)).sum())
+    denom = float((pred == c).sum() + (y == c).sum())
+    return 2 * tp / denom if denom else 0.0
+
+
+def multiclass_metrics(y: np.ndarray, p: np.ndarray, classes: tuple[str, ...] | list[str], *,
+                       primary: str) -> dict[str, float]:
+    """The primary metric, the others of :data:`MULTICLASS_METRIC_NAMES`, and each class's
+    F1 (``f1.<class>``; left out for a class no label and no prediction has)."""
+    names = dict.fromkeys([primary, *MULTICLASS_METRIC_NAMES])
+    out = {name: multiclass_value(name, y, p) for name in names}
+    pred = np.asarray(p, dtype=float).argmax(axis=1) if len(y) else np.array([], dtype=int)
+    y = np.asarray(y, dtype=np.int64)
+    for i, name in enumerate(classes):
+        if (y == i).any() or (pred == i).any():
+            out[f"f1.{name}"] = _f1_of(i, y, pred)
+    return out

@@ -77,7 +77,7 @@ def conform(frame: pd.DataFrame, spec: DatasetSpec, *, require_target: bool = Tr
                                 f"values (e.g. {example!r})")
             out[col] = coerced
         out[col] = out[col].astype("float64")
-    for col in spec.features.categorical:
+    for col in (*spec.features.categorical, *spec.features.text):
         out[col] = none_for_missing(out[col])
         out[col] = out[col].map(lambda v: v if v is None else str(v))
     return out

@@ -34,6 +34,19 @@ def labels_of(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
         raise DataError(f"target {spec.target!r}: {exc}") from None
 
 
+def class_labels_of(frame: pd.DataFrame, spec: DatasetSpec) -> np.ndarray:
+    """A multi-class target as class texts (object array), by the spec's class decoder
+    (kernel/labels.py ClassCodec): a missing label or one outside ``classes:`` is a
+    DataError naming it."""
+    target = frame[spec.target]
+    if target.isna().any():
+        raise DataError(f"target {spec.target!r} has {int(target.isna().sum())} missing values")
+    try:
+        return spec.class_codec().canonical_many(target)
+    except LabelError as exc:
+        raise DataError(f"target {spec.target!r}: {exc}") from None
+
+
 SOURCE_COLUMN = "driftloop_source"
 HISTORY, RECENT = "history", "recent"
 

@@ -22,11 +22,21 @@ import pandas as pd
 
 from kernel.calibration import fit_calibration
 from kernel.errors import DataError
-from kernel.metrics import all_metrics
+from kernel.frames import fill_missing_text
+from kernel.metrics import all_metrics, multiclass_metrics
 from kernel.spec import DatasetSpec
+from kernel.text import TextProfile
 from registry import TAG_PREFIX as TAG
 from registry import ModelRegistry, NewVersion, VersionInfo
-from training.data import RECENT, SOURCE_COLUMN, Loaded, data_hash, labels_of, load_inputs
+from training.data import (
+    RECENT,
+    SOURCE_COLUMN,
+    Loaded,
+    class_labels_of,
+    data_hash,
+    labels_of,
+    load_inputs,
+)
 from training.pipeline import build_pipeline
 
 log = logging.getLogger(__name__)
@@ -37,10 +47,14 @@ CHANCE_AUC = 0.55        # at or below: a useless model (warned, refused as chal
 
 @dataclass(frozen=True)
 class Split:
+    """Rows and labels: 0/1 for a binary spec; class texts for a multi-class one, whose
+    ``classes`` are the fitted model's ``classes_`` (sorted class texts)."""
+
     train: pd.DataFrame
     validation: pd.DataFrame
     y_train: np.ndarray
     y_validation: np.ndarray
+    classes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +65,11 @@ class Fitted:
 
 @dataclass(frozen=True)
 class Evaluation:
-    scores: np.ndarray
+    scores: np.ndarray                       # positive-class (binary) or top probability
     metrics: dict[str, float]
+    probabilities: np.ndarray | None = None  # multi-class: every class, in Split.classes order
+    #: multi-class: the validation log loss of predicting the training class shares
+    prior_log_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,8 +92,37 @@ def validation_rows(n: int, fraction: float) -> np.ndarray:
     return np.flatnonzero(np.floor((i + 1) * fraction) > np.floor(i * fraction))
 
 
+def model_input(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The feature columns as the pipeline takes them (a missing text as the empty text)."""
+    return fill_missing_text(frame[spec.features.all], spec.features.text)
+
+
+def _split_classes(data: pd.DataFrame, spec: DatasetSpec, is_val: np.ndarray) -> Split:
+    y = class_labels_of(data, spec)
+    y_train, y_val = y[~is_val], y[is_val]
+    counts = pd.Series(y_train).value_counts()
+    wanted = spec.listed_classes or sorted(counts.index)
+    short = {c: int(counts.get(c, 0)) for c in wanted if counts.get(c, 0) < MIN_ROWS_PER_CLASS}
+    if short:
+        raise DataError(f"training slice has too few rows of classes {short}; need at least "
+                        f"{MIN_ROWS_PER_CLASS} of each class")
+    if len(wanted) < 2:
+        raise DataError(f"target {spec.target!r} has one class only ({wanted}): cannot train")
+    if pd.Series(y_val).nunique() < 2:
+        raise DataError("validation slice has fewer than two classes: cannot validate")
+    return Split(data.iloc[~is_val], data.iloc[is_val], y_train, y_val,
+                 tuple(sorted(str(c) for c in wanted)))
+
+
 def split(data: pd.DataFrame, spec: DatasetSpec) -> Split:
     """Training and validation rows, both in time order (:func:`validation_rows`)."""
+    if spec.is_multiclass:
+        chosen = validation_rows(len(data), spec.validation_fraction)
+        is_val = np.zeros(len(data), dtype=bool)
+        is_val[chosen] = True
+        if len(data) - len(chosen) < 2 * MIN_ROWS_PER_CLASS or len(chosen) < 2 * MIN_ROWS_PER_CLASS:
+            raise DataError(f"too few rows to train and validate: {len(data)}")
+        return _split_classes(data, spec, is_val)
     y = labels_of(data, spec)
     if len(np.unique(y)) < 2:
         raise DataError(f"target {spec.target!r} has one class only "
@@ -121,9 +167,16 @@ def reference_sample(parts: Split, spec: DatasetSpec, *, seed: int = 0) -> tuple
     return reference, kind
 
 
-def usefulness(metrics: Mapping[str, float], spec: DatasetSpec) -> str | None:
+def usefulness(metrics: Mapping[str, float], spec: DatasetSpec,
+               prior_log_loss: float | None = None) -> str | None:
     """Why a validation result is no better than chance (None when it is useful): ROC AUC at
-    most ``CHANCE_AUC``, or the spec's metric worse than ``min_validation_metric``."""
+    most ``CHANCE_AUC`` (binary), a log loss no better than predicting the training class
+    shares (multi-class, ``prior_log_loss``), or the spec's metric worse than
+    ``min_validation_metric``."""
+    loss = metrics.get("log_loss")
+    if prior_log_loss is not None and loss is not None and loss >= prior_log_loss:
+        return (f"validation log_loss {loss:.4f} is no better than predicting the training "
+                f"class shares ({prior_log_loss:.4f})")
     auc = metrics.get("roc_auc")
     if auc is not None and auc <= CHANCE_AUC:
         return f"validation roc_auc {auc:.4f} is at chance level (<= {CHANCE_AUC})"
@@ -139,8 +192,17 @@ def usefulness(metrics: Mapping[str, float], spec: DatasetSpec) -> str | None:
 def fit(parts: Split, spec: DatasetSpec, *, seed: int = 0) -> Fitted:
     started = time.perf_counter()
     pipeline = build_pipeline(spec, seed=seed)
-    pipeline.fit(parts.train[spec.features.all], parts.y_train)
+    _fit(pipeline, model_input(parts.train, spec), parts.y_train)
     return Fitted(pipeline, time.perf_counter() - started)
+
+
+def _fit(pipeline: Any, x: pd.DataFrame, y: np.ndarray) -> None:
+    try:
+        pipeline.fit(x, y)
+    except ValueError as exc:
+        if "vocabulary" in str(exc):  # TfidfVectorizer: no term kept by min_df / max_df
+            raise DataError(f"text columns: {exc} (lower text.min_df?)") from None
+        raise
 
 
 def refit(data: pd.DataFrame, spec: DatasetSpec, *, seed: int = 0) -> Fitted:
@@ -148,13 +210,43 @@ def refit(data: pd.DataFrame, spec: DatasetSpec, *, seed: int = 0) -> Fitted:
     what serves when ``retrain.refit`` is on (its validation metric is the first fit's)."""
     started = time.perf_counter()
     pipeline = build_pipeline(spec, seed=seed)
-    pipeline.fit(data[spec.features.all], labels_of(data, spec))
+    y = class_labels_of(data, spec) if spec.is_multiclass else labels_of(data, spec)
+    _fit(pipeline, model_input(data, spec), y)
     return Fitted(pipeline, time.perf_counter() - started)
 
 
 def evaluate(fitted: Fitted, parts: Split, spec: DatasetSpec) -> Evaluation:
-    scores = fitted.model.predict_proba(parts.validation[spec.features.all])[:, 1]
-    return Evaluation(scores, all_metrics(parts.y_validation, scores, primary=spec.metric))
+    proba = fitted.model.predict_proba(model_input(parts.validation, spec))
+    if parts.classes is None:
+        scores = proba[:, 1]
+        return Evaluation(scores, all_metrics(parts.y_validation, scores, primary=spec.metric))
+    fitted_classes = tuple(str(c) for c in fitted.model.classes_)
+    if fitted_classes != parts.classes:
+        raise DataError(f"the model's classes {list(fitted_classes)} are not the training "
+                        f"slice's {list(parts.classes)}")
+    index = {c: i for i, c in enumerate(parts.classes)}
+    y = np.array([index[str(c)] for c in parts.y_validation], dtype=np.int64)
+    shares = pd.Series(parts.y_train).map(str).value_counts(normalize=True)
+    prior = np.array([shares.get(c, 0.0) for c in parts.classes])
+    prior_loss = float(-np.log(np.clip(prior[y], 1e-15, 1.0)).mean())
+    return Evaluation(proba.max(axis=1), multiclass_metrics(y, proba, parts.classes,
+                                                            primary=spec.metric),
+                      probabilities=proba, prior_log_loss=prior_loss)
+
+
+def text_profiles(parts: Split, spec: DatasetSpec) -> dict[str, dict[str, Any]]:
+    """Each text column's profile (kernel/text.py), from the training rows; its OOD
+    threshold from the validation rows unless the spec sets one."""
+    settings = spec.text
+    return {column: TextProfile.fit(
+        column, parts.train[column], parts.validation[column], min_df=settings.min_df,
+        max_words=settings.max_features, ood_oov_share=settings.ood_oov_share,
+        patterns=settings.ood_patterns).to_dict() for column in spec.features.text}
+
+
+def metric_key(name: str) -> str:
+    """``name`` as an MLflow metric key (letters, digits, ``_-. :/``; others as ``_``)."""
+    return "".join(ch if ch.isalnum() or ch in "_-. :/" else "_" for ch in name)
 
 
 def lineage_tags(loaded: Loaded, *, since: datetime | None = None,
@@ -179,13 +271,20 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
     reference, reference_kind = reference_sample(parts, spec, seed=seed)
     validation = parts.validation[features].copy()
     validation["label"] = parts.y_validation
+    if parts.classes is not None and evaluation.probabilities is not None:
+        top = evaluation.probabilities.argmax(axis=1)  # the class-drift reference
+        validation["prediction"] = np.asarray(parts.classes, dtype=object)[top]
     model = served.model if served is not None else fitted.model
-    validation["score"] = (evaluation.scores if served is None
-                           else model.predict_proba(parts.validation[features])[:, 1])
+    if served is None:
+        validation["score"] = evaluation.scores
+    else:
+        served_proba = model.predict_proba(model_input(parts.validation, spec))
+        validation["score"] = served_proba[:, 1] if parts.classes is None \
+            else served_proba.max(axis=1)
     ts = data[spec.timestamp_column]
     digest = data_hash(data, [spec.timestamp_column, *features, spec.target])
     history, recent = _source_counts(parts.train)
-    useless = usefulness(evaluation.metrics, spec)
+    useless = usefulness(evaluation.metrics, spec, evaluation.prior_log_loss)
     all_tags = {
         TAG + "data_hash": digest,
         TAG + "train_rows": str(len(parts.train)),
@@ -206,9 +305,14 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
         **({TAG + "useless_reason": useless} if useless else {}),
         **{k: str(v) for k, v in tags.items()},
     }
-    calibration = fit_calibration(parts.y_validation, evaluation.scores, metrics=[spec.metric],
-                                  seed=seed)
-    all_tags[TAG + "calibration"] = f"{calibration.method} ({calibration.rows} validation rows)"
+    calibration = None
+    if parts.classes is None:  # label-free estimates (CBPE) are for binary scores
+        calibration = fit_calibration(parts.y_validation, evaluation.scores,
+                                      metrics=[spec.metric], seed=seed)
+        all_tags[TAG + "calibration"] = (f"{calibration.method} ({calibration.rows} "
+                                         "validation rows)")
+    else:
+        all_tags[TAG + "classes"] = json.dumps(list(parts.classes))
     params = {"estimator": spec.estimator.kind, "rows": len(data), "seed": seed,
               "refit": served is not None,
               "validation_fraction": spec.validation_fraction,
@@ -217,9 +321,10 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
         name=spec.model_name, model=model, spec_yaml=spec.to_yaml(),
         input_example=parts.train[features].head(5).reset_index(drop=True),
         reference=reference.reset_index(drop=True), validation=validation.reset_index(drop=True),
-        metrics=evaluation.metrics, params=params, tags=all_tags,
-        run_name=f"train {spec.model_name}", pip_requirements=pip_requirements(),
-        calibration=calibration.to_dict(),
+        metrics={metric_key(k): v for k, v in evaluation.metrics.items()}, params=params,
+        tags=all_tags, run_name=f"train {spec.model_name}", pip_requirements=pip_requirements(),
+        calibration=None if calibration is None else calibration.to_dict(),
+        classes=parts.classes, text_profiles=text_profiles(parts, spec),
     )
 
 

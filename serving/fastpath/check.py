@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kernel.frames import none_for_missing_array
+from kernel.frames import fill_missing_text, none_for_missing_array
 from serving.fastpath.base import FastPath
 
 UNSEEN = "\x00driftloop-unseen-category"
@@ -26,12 +26,7 @@ PROBE_ROWS = 50
 
 def fill_text(frame: pd.DataFrame, text: Sequence[str]) -> pd.DataFrame:
     """``frame`` with its missing texts as the empty text (what serving scores them as)."""
-    if not text:
-        return frame
-    frame = frame.copy()
-    for name in text:
-        frame[name] = frame[name].astype(object).where(frame[name].notna(), "")
-    return frame
+    return fill_missing_text(frame, text)
 
 
 def records_of(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
