@@ -24,8 +24,9 @@ from kernel.calibration import (
     expected_confusion,
     expected_metric,
 )
-from kernel.metrics import metric_value
+from kernel.metrics import metric_value, multiclass_value
 from kernel.spec import DatasetSpec
+from kernel.text import TextProfile
 from monitoring import stats
 from monitoring.quality import QualityThresholds, ReferenceProfile, column_quality
 from monitoring.verdict import (
@@ -36,24 +37,35 @@ from monitoring.verdict import (
     MultivariateDrift,
     Performance,
     Status,
+    TextColumn,
     Verdict,
 )
 
 SCORE_COLUMN = "score"
 LABEL_COLUMN = "label"
+PREDICTION_COLUMN = "prediction"          # a multi-class model's predicted class, as text
+PROBABILITIES_COLUMN = "probabilities"    # its class probabilities, in the version's order
 
 
 @dataclass
 class Reference:
     """What a version brings to a check: its spec, reference features, validation scores,
     metrics and score calibration (None for versions trained before label-free estimates).
-    Sorted columns and the quality profile are computed once and reused."""
+    Sorted columns and the quality profile are computed once and reused.
+
+    A multi-class version brings its ``classes`` (predict_proba order) and its validation
+    slice's predicted classes (the class-drift reference); a version with text columns
+    their profiles (kernel/text.py), which turn each text column into descriptor columns
+    (``<column>:length``, ...) for drift."""
 
     spec: DatasetSpec
     features: pd.DataFrame
     validation_scores: np.ndarray | None = None
     metrics: Mapping[str, float] = field(default_factory=dict)
     calibration: Calibration | None = None
+    classes: tuple[str, ...] | None = None
+    validation_predictions: pd.Series | None = None
+    text_profiles: Mapping[str, TextProfile] = field(default_factory=dict)
 
     @classmethod
     def from_bundle(cls, bundle: Any) -> Reference:
@@ -64,14 +76,55 @@ class Reference:
                   if SCORE_COLUMN in validation.columns else None)
         stored = getattr(bundle, "calibration", None)
         calibration = Calibration.from_dict(stored) if stored else None
-        return cls(bundle.spec, bundle.reference, scores, dict(bundle.metrics), calibration)
+        classes = getattr(bundle, "classes", None)
+        predictions = (validation[PREDICTION_COLUMN].astype(str)
+                       if classes is not None and PREDICTION_COLUMN in validation.columns
+                       else None)
+        return cls(bundle.spec, bundle.reference, scores, dict(bundle.metrics), calibration,
+                   None if classes is None else tuple(str(c) for c in classes), predictions,
+                   dict(getattr(bundle, "text_profiles", None) or {}))
 
     def kind(self, column: str) -> stats.Kind:
         return "categorical" if column in self.spec.features.categorical else "numerical"
 
+    @property
+    def profiled_text(self) -> list[str]:
+        """The text columns with a profile (a version without one has no descriptors)."""
+        return [c for c in self.spec.features.text if c in self.text_profiles]
+
+    @property
+    def drift_columns(self) -> list[str]:
+        """What per-column drift compares: the tabular features, then each profiled text
+        column's descriptors."""
+        from monitoring.text_drift import descriptor_columns
+
+        return [*self.spec.features.tabular,
+                *(d for c in self.profiled_text for d in descriptor_columns(c))]
+
+    def drift_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame``'s tabular features plus the descriptor columns of its texts."""
+        if not self.profiled_text:
+            return frame
+        from monitoring.text_drift import descriptor_frame
+
+        extra = descriptor_frame(frame, {c: self.text_profiles[c] for c in self.profiled_text})
+        return pd.concat([frame[self.spec.features.tabular], extra], axis=1)
+
+    @cached_property
+    def reference_drift_frame(self) -> pd.DataFrame:
+        return self.drift_frame(self.features)
+
     @cached_property
     def samples(self) -> dict[str, stats.Sample]:
-        return {c: stats.sample_of(self.features[c], self.kind(c)) for c in self.spec.features.all}
+        frame = self.reference_drift_frame
+        return {c: stats.sample_of(frame[c], self.kind(c)) for c in self.drift_columns}
+
+    @cached_property
+    def prediction_sample(self) -> stats.Sample | None:
+        """The validation slice's predicted classes (multi-class versions)."""
+        if self.validation_predictions is None:
+            return None
+        return stats.sample_of(self.validation_predictions, "categorical")
 
     @cached_property
     def score_sample(self) -> stats.NumericSample | None:
@@ -96,16 +149,20 @@ def _to_result(r: stats.ColumnResult) -> ColumnDrift:
 
 
 def current_samples(reference: Reference, current: pd.DataFrame) -> dict[str, stats.Sample]:
-    return {c: stats.sample_of(current[c], reference.kind(c)) for c in reference.spec.features.all}
+    """``current`` is the window, or already its drift frame (descriptor columns in it)."""
+    frame = current if all(c in current.columns for c in reference.drift_columns) \
+        else reference.drift_frame(current)
+    return {c: stats.sample_of(frame[c], reference.kind(c)) for c in reference.drift_columns}
 
 
 def feature_drift(reference: Reference, current: pd.DataFrame,
                   samples: dict[str, stats.Sample] | None = None) -> list[stats.ColumnResult]:
-    """Per-column drift of every feature, with the spec's per-column overrides."""
+    """Per-column drift of every drift column (features; a text column's descriptors), with
+    the spec's per-column overrides."""
     spec = reference.spec
     samples = samples or current_samples(reference, current)
     out = []
-    for col in spec.features.all:
+    for col in reference.drift_columns:
         kind = reference.kind(col)
         override = spec.drift.per_column.get(col)
         method = override.method if override else None
@@ -122,6 +179,67 @@ def feature_drift(reference: Reference, current: pd.DataFrame,
     return out
 
 
+def text_columns(reference: Reference, current: pd.DataFrame) -> list[TextColumn]:
+    """Each text column: content drift (a domain classifier on the texts, as Evidently's
+    text_content_drift), the out-of-distribution share by the version's rule against the
+    reference's, and the mean OOV share of both sides."""
+    from monitoring.text_drift import content_drift, ood_share
+
+    out = []
+    for column in reference.spec.features.text:
+        ref_texts = reference.features[column].tolist()
+        cur_texts = current[column].tolist()
+        content = content_drift(column, ref_texts, cur_texts)
+        profile = reference.text_profiles.get(column)
+        row: dict[str, Any] = dict(
+            column=column, method=content.method, auc=content.auc,
+            threshold=content.threshold, drifted=content.drifted,
+            typical_current=content.typical_current,
+            typical_reference=content.typical_reference)
+        if profile is not None:
+            row.update(ood_share=ood_share(cur_texts, profile),
+                       reference_ood_share=ood_share(ref_texts, profile),
+                       oov_share=_mean_oov(cur_texts, profile),
+                       reference_oov_share=_mean_oov(ref_texts, profile))
+        out.append(TextColumn(**row))
+    return out
+
+
+def _mean_oov(texts: list[Any], profile: TextProfile) -> float | None:
+    shares = [profile.oov(t) for t in texts if isinstance(t, str)]
+    return float(np.mean(shares)) if shares else None
+
+
+def class_drift(reference: Reference, current: pd.DataFrame) -> ColumnDrift | None:
+    """A multi-class model's predicted classes against its validation slice's."""
+    if reference.prediction_sample is None or PREDICTION_COLUMN not in current.columns:
+        return None
+    predicted = current[PREDICTION_COLUMN]
+    predicted = predicted.where(predicted.isna(), predicted.astype(str))
+    result = stats.column_drift(PREDICTION_COLUMN, reference.prediction_sample,
+                                stats.sample_of(predicted, "categorical"), "categorical")
+    return _to_result(result)
+
+
+def _multiclass_realised(reference: Reference, labelled: pd.DataFrame) -> float | None:
+    """The spec's metric on labelled rows' class probabilities; labels of no class and rows
+    whose probabilities do not fit the version's classes are left out."""
+    assert reference.classes is not None
+    if PROBABILITIES_COLUMN not in labelled.columns:
+        return None
+    codec = reference.spec.class_codec(reference.classes)
+    y = codec.decode_many(labelled[LABEL_COLUMN], strict=False)
+    width = len(reference.classes)
+    rows = [p for p in labelled[PROBABILITIES_COLUMN]]
+    fits = np.array([p is not None and len(p) == width for p in rows], dtype=bool)
+    keep = (y >= 0) & fits
+    if not keep.any():
+        return None
+    matrix = np.array([list(rows[i]) for i in np.flatnonzero(keep)], dtype=float)
+    value = multiclass_value(reference.spec.metric, y[keep], matrix)
+    return value if np.isfinite(value) else None
+
+
 def performance(reference: Reference, current: pd.DataFrame) -> Performance | None:
     spec = reference.spec
     baseline = reference.metrics.get(spec.metric)
@@ -130,7 +248,9 @@ def performance(reference: Reference, current: pd.DataFrame) -> Performance | No
     labelled = current[current[LABEL_COLUMN].notna() & current[SCORE_COLUMN].notna()]
     tolerance = spec.drift.performance_tolerance
     value = None
-    if len(labelled) >= spec.drift.min_labelled_rows:
+    if len(labelled) >= spec.drift.min_labelled_rows and reference.classes is not None:
+        value = _multiclass_realised(reference, labelled)
+    elif len(labelled) >= spec.drift.min_labelled_rows:
         # The spec's one decoder (kernel/labels.py); a stored label it cannot read is left out.
         y = spec.labels.decode_many(labelled[LABEL_COLUMN], strict=False)
         known = y >= 0
@@ -162,6 +282,9 @@ def estimated_performance(reference: Reference, current: pd.DataFrame,
                 action=spec.drift.estimated_action, band_sigmas=BAND_SIGMAS,
                 superseded=realised is not None and realised.value is not None)
     calibration = reference.calibration
+    if calibration is None and spec.is_multiclass:
+        return EstimatedPerformance(**base, value=None, note="no estimate: label-free "
+                                    "estimates (CBPE) are for binary models")
     if calibration is None:
         return EstimatedPerformance(**base, value=None, note="no estimate: the version has no "
                                     "score calibration (trained before label-free estimates)")
@@ -248,12 +371,14 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
         raise DataError(f"current data lacks feature columns {missing}")
     samples = current_samples(reference, current)
     results = feature_drift(reference, current, samples)
-    share = stats.drift_share(results)
+    texts = text_columns(reference, current) if spec.features.text else []
+    share = _share(results, texts)
     columns = [_with_psi(_to_result(r), reference.samples[r.column], samples[r.column])
                for r in results]
-    drifted = [r.column for r in results if r.drifted]
-    prediction = None
-    if reference.score_sample is not None and SCORE_COLUMN in current.columns:
+    drifted = [r.column for r in results if r.drifted] + [t.column for t in texts if t.drifted]
+    prediction = class_drift(reference, current)
+    if prediction is None and reference.score_sample is not None and \
+            SCORE_COLUMN in current.columns and reference.classes is None:
         pred = stats.column_drift(SCORE_COLUMN, reference.score_sample,
                                   stats.NumericSample(current[SCORE_COLUMN]), "score")
         prediction = _to_result(pred)
@@ -271,6 +396,7 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
         reasons.insert(0, f"data drift at the ticket level: share {share:.2f} >= "
                        f"{ticket_share:.2f} (a retrain at {spec.drift.retrain_share:.2f})"
                        f": a ticket, no retrain ({', '.join(drifted)})")
+    reasons += text_reasons(texts)
     reasons += estimate_reasons(estimated)
     if multivariate is not None and multivariate.drifted:
         reasons.append(f"multivariate drift: a domain classifier tells current rows from the "
@@ -283,7 +409,32 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
     return Verdict(**base, status=status, reasons=reasons, drift_share=share, drift_level=level,
                    drifted_columns=drifted, columns=columns, prediction_drift=prediction,
                    data_quality=quality_rows, quality_flagged=flagged, performance=perf,
-                   estimated=estimated, multivariate=multivariate)
+                   estimated=estimated, multivariate=multivariate, text_columns=texts)
+
+
+def _share(results: list[stats.ColumnResult], texts: list[TextColumn]) -> float:
+    """The drifted share of every drift signal: each drift column (a text column's
+    descriptors among them) and each text column's content drift."""
+    total = len(results) + len(texts)
+    if not total:
+        return 0.0
+    return (sum(1 for r in results if r.drifted) + sum(1 for t in texts if t.drifted)) / total
+
+
+def text_reasons(texts: list[TextColumn]) -> list[str]:
+    out = []
+    for t in texts:
+        if t.drifted:
+            words = ", ".join(t.typical_current[:5]) or "-"
+            out.append(f"text content drift on {t.column}: a classifier tells current texts "
+                       f"from the reference with ROC AUC {t.auc:.3f} > {t.threshold:.3f} "
+                       f"({t.method}); typical of now: {words}")
+        if t.ood_share is not None and t.reference_ood_share is not None and \
+                t.ood_share > t.reference_ood_share:
+            out.append(f"{t.column}: {t.ood_share:.1%} of texts out of distribution "
+                       f"(reference {t.reference_ood_share:.1%}; mean OOV share "
+                       f"{t.oov_share or 0:.1%} vs {t.reference_oov_share or 0:.1%})")
+    return out
 
 
 def multivariate_drift(reference: Reference, current: pd.DataFrame) -> MultivariateDrift | None:

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kernel.errors import DataError, DriftloopError, UsageError
 from kernel.frames import none_for_missing
@@ -251,9 +251,7 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
                                             now=now)
                 source = str(current_file)
                 if SCORE_COLUMN not in current.columns and len(current):
-                    model_obj = registry.load_model(bundle.root)
-                    features = current[reference.spec.features.all]
-                    current[SCORE_COLUMN] = model_obj.predict_proba(features)[:, 1]
+                    score_file(current, reference, registry.load_model(bundle.root))
             else:
                 current = _read_window(settings, reference, model, number, since, until)
                 source = "prediction_log"
@@ -311,13 +309,31 @@ def run_drift_check(settings: MonitoringSettings, registry: ModelRegistry, *, mo
     return outcome
 
 
+def score_file(current: pd.DataFrame, reference: Reference, model: Any) -> None:
+    """Score a --current file's rows with the version (it has no score column): the
+    positive-class probability, or for a multi-class version the top probability, the
+    predicted class and every class's probability (in the version's class order)."""
+    from kernel.frames import fill_missing_text
+    from monitoring.check import PREDICTION_COLUMN, PROBABILITIES_COLUMN, SCORE_COLUMN
+
+    spec = reference.spec
+    proba = model.predict_proba(fill_missing_text(current[spec.features.all],
+                                                  spec.features.text))
+    if reference.classes is None:
+        current[SCORE_COLUMN] = proba[:, 1]
+        return
+    current[SCORE_COLUMN] = proba.max(axis=1)
+    current[PREDICTION_COLUMN] = [reference.classes[i] for i in proba.argmax(axis=1)]
+    current[PROBABILITIES_COLUMN] = list(proba)
+
+
 def _read_window(settings: MonitoringSettings, reference: Reference, model: str, version: int,
                  since: datetime | None, until: datetime) -> pd.DataFrame:
     """The version's rows of the window with labels joined, restricted to the columns a
     check reads (features, score, time): the log's other columns are never decoded."""
     import pyarrow as pa
 
-    from monitoring.check import SCORE_COLUMN
+    from monitoring.check import PREDICTION_COLUMN, PROBABILITIES_COLUMN, SCORE_COLUMN
     from monitoring.predlog import open_log
     from monitoring.predlog.reader import LogReadError
 
@@ -327,7 +343,9 @@ def _read_window(settings: MonitoringSettings, reference: Reference, model: str,
     try:  # unreadable data is an error (exit 2), never "drift" (exit 1)
         _, reader = open_log(uri)
         return reader.window(model, since, until, version=version,
-                             columns=[*features.all, SCORE_COLUMN],
+                             columns=[*features.all, SCORE_COLUMN, *(
+                                 [PREDICTION_COLUMN, PROBABILITIES_COLUMN]
+                                 if reference.classes is not None else [])],
                              categorical=features.categorical)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise LogReadError(f"cannot read the prediction log at {uri}: {exc}") from None
@@ -344,6 +362,11 @@ def _summary_verdict(settings: MonitoringSettings, reference: Reference, model: 
     from monitoring.summary.engine import summary_check
 
     assert since is not None
+    spec = reference.spec
+    if spec.features.text or spec.is_multiclass:
+        raise UsageError(f"DRIFTLOOP_DRIFT_ENGINE={settings.drift_engine} checks binary "
+                         "tabular models; a spec with text features or classes: needs "
+                         "DRIFTLOOP_DRIFT_ENGINE=exact")
     uri = settings.resolved_log_uri
     try:
         verdict = summary_check(uri, reference, model=model, version=version, since=since,

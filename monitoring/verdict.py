@@ -103,6 +103,24 @@ class MultivariateDrift(_Model):
     auc_drops: list[float] = Field(default_factory=list)        # AUC lost when each is permuted
 
 
+class TextColumn(_Model):
+    """A text column's checks: content drift (a domain classifier on the texts, Evidently's
+    text_content_drift method), and by the version's text profile the out-of-distribution
+    share and the mean out-of-vocabulary share, beside the reference's."""
+
+    column: str
+    method: str                          # abs_text_content_drift | perc_text_content_drift
+    auc: float
+    threshold: float
+    drifted: bool
+    typical_current: list[str] = Field(default_factory=list)
+    typical_reference: list[str] = Field(default_factory=list)
+    ood_share: float | None = None
+    reference_ood_share: float | None = None
+    oov_share: float | None = None
+    reference_oov_share: float | None = None
+
+
 class Verdict(_Model):
     schema_version: int = VERDICT_SCHEMA_VERSION
     model: str
@@ -124,6 +142,7 @@ class Verdict(_Model):
     columns: list[ColumnDrift] = Field(default_factory=list)
     prediction_drift: ColumnDrift | None = None
     multivariate: MultivariateDrift | None = None   # spec drift.domain_classifier only
+    text_columns: list[TextColumn] = Field(default_factory=list)   # specs with text features
     data_quality: list[ColumnQuality] = Field(default_factory=list)
     quality_flagged: bool = False
     performance: Performance | None = None            # realised, on the labelled rows
