@@ -48,6 +48,7 @@ from controller.metrics import ControllerMetrics
 from controller.reconcile import Controller, Managed
 from controller.store import Store
 from kernel.errors import DataError, UsageError
+from kernel.frames import fill_missing_text
 from kernel.metrics import metric_value
 from kernel.spec import DatasetSpec
 from kernel.tables import conform, read_table
@@ -185,6 +186,9 @@ def load_history(spec: DatasetSpec, data_paths: Sequence[Path], labels_path: Pat
     the later of the file's own timestamp column, when it has one, and ``ts + label_delay``)."""
     if not data_paths:
         raise UsageError("--data: at least one file")
+    if spec.is_multiclass:
+        raise UsageError(f"{spec.model_name}: the backtest replays binary models; a spec with "
+                         "classes: is not supported yet")
     frames = [conform(read_table(p), spec, require_target=labels_path is None, name=str(p))
               for p in data_paths]
     frame = pd.concat(frames, ignore_index=True, sort=False)
@@ -332,7 +336,9 @@ class Replay:
             metrics=ControllerMetrics.create(CollectorRegistry()), clock=self.clock)
         self._scores: dict[int, np.ndarray] = {}
         self._references: dict[int, Reference] = {}
-        self._features = self.rows[self.spec.features.all]
+        # a missing text is the empty text, as training and serving score it
+        self._features = fill_missing_text(self.rows[self.spec.features.all],
+                                           self.spec.features.text)
 
     # -- helpers ----------------------------------------------------------------------------
 

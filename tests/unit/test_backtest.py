@@ -157,3 +157,12 @@ def test_a_retrain_takes_simulated_time_its_version_is_hidden_until_then() -> No
     clock.advance(done)
     [found] = registry.find_versions("m", {"driftloop.cycle_id": "c1"})
     assert found.version == info.version and found.created_at == done
+
+
+def test_a_multiclass_spec_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from backtest.engine import load_history
+
+    spec = DatasetSpec(model_name="tickets", target="label", timestamp_column="ts",
+                       classes=["billing", "network"], features={"text": ["body"]})
+    with pytest.raises(UsageError, match="replays binary models"):
+        load_history(spec, [tmp_path / "none.csv"], None, timedelta(days=1))
