@@ -20,7 +20,8 @@ RequestId = Field(None, min_length=1, max_length=MAX_REQUEST_ID,
 
 class PredictRequest(BaseModel):
     """One record: every feature of the served version's spec, by name (numerical features
-    take numbers, categorical ones strings; null is a missing value), and an optional
+    take numbers, categorical ones strings, text ones strings of at most
+    DRIFTLOOP_SERVING_MAX_TEXT_CHARS characters; null is a missing value), and an optional
     request_id. Unknown fields are refused."""
 
     model_config = ConfigDict(extra="allow")
@@ -39,7 +40,8 @@ class Label(BaseModel):
     request_id: str = Field(min_length=1, max_length=MAX_REQUEST_ID,
                             description="The request id the prediction was answered with.")
     label: str | float | bool = Field(
-        description="The outcome, one of the champion spec's labels (e.g. 1/0, true/false).")
+        description="The outcome, one of the champion spec's labels (e.g. 1/0, true/false), "
+        "or for a multi-class champion one of its version's classes.")
 
 
 class Labels(BaseModel):
@@ -57,17 +59,26 @@ class Problem(BaseModel):
     errors: dict[str, str] | None = None
 
 
+PREDICTION = ("Binary: 1 when score is above the threshold (0.5), else 0. Multi-class: the "
+              "predicted class as text (the most probable; ties to the first class).")
+SCORE = "Binary: the positive-class probability. Multi-class: the predicted class's probability."
+PROBABILITIES = ("Multi-class only: every class's probability, in the version's class order "
+                 "(GET /model lists them).")
+
+
 class Prediction(BaseModel):
     request_id: str
-    prediction: int = Field(description="1 when score is above the threshold (0.5), else 0.")
-    score: float = Field(description="The positive-class probability.")
+    prediction: int | str = Field(description=PREDICTION)
+    score: float = Field(description=SCORE)
+    probabilities: dict[str, float] | None = Field(None, description=PROBABILITIES)
     model_version: int
 
 
 class BatchItem(BaseModel):
     request_id: str
-    prediction: int
-    score: float
+    prediction: int | str = Field(description=PREDICTION)
+    score: float = Field(description=SCORE)
+    probabilities: dict[str, float] | None = Field(None, description=PROBABILITIES)
 
 
 class BatchPredictions(BaseModel):

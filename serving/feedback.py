@@ -1,15 +1,36 @@
 """The /feedback body: ``{"request_id", "label"}`` or ``{"labels": [...]}``, checked by hand
 (every refusal names its field), then each label decoded by the champion spec's one decoder
-(kernel/labels.py) and kept in its canonical text."""
+(kernel/labels.py) and kept in its canonical text: ``spec.labels`` for a binary champion,
+``spec.class_codec(classes)`` over the version's recorded classes for a multi-class one
+(``decoder``)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from kernel.labels import LabelCodec, LabelError
+from kernel.labels import LabelError
 from serving.responses import HTTPProblem
 from serving.schema import MAX_REQUEST_ID, SURROGATE, field_name, lone_surrogate
+
+if TYPE_CHECKING:
+    from serving.model import LoadedModel
+
+
+class LabelDecoder(Protocol):
+    """What /feedback needs of a label codec (kernel/labels.py ``LabelCodec`` for a binary
+    spec, ``ClassCodec`` for a multi-class one): a value's canonical text, or
+    ``LabelError`` naming what the spec expects."""
+
+    def canonical(self, value: Any) -> str: ...
+
+
+def decoder(model: LoadedModel) -> LabelDecoder:
+    """The champion's label decoder: its version's classes (multi-class), else the spec's
+    positive and negative labels."""
+    if model.classes is not None:
+        return model.spec.class_codec(model.classes)
+    return model.spec.labels
 
 
 def _check_item(item: Any, where: str, problems: dict[str, str]) -> tuple[str, Any] | None:
@@ -63,7 +84,7 @@ def parse_feedback(data: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def canonical_labels(data: Any, codec: LabelCodec) -> list[tuple[str, str]]:
+def canonical_labels(data: Any, codec: LabelDecoder) -> list[tuple[str, str]]:
     """The body checked (``parse_feedback``), then each label decoded by the spec's codec as
     its canonical text: [(request_id, label)]; 422 naming every value the spec does not
     define."""

@@ -6,17 +6,26 @@ features come from the spec; never a request id. With several workers
 (``PROMETHEUS_MULTIPROC_DIR`` set) values go to per-process files and ``/metrics``
 aggregates them with ``MultiProcessCollector``; the Info is then a gauge of the same name.
 
-The two observations every request makes (route, method, status and duration; a
-prediction's version, class and score) go through :class:`Tally`: the request path appends
-a tuple to a deque, and the tuples are folded in bulk (one increment per label set; one
-pass over a histogram's values into :class:`BulkHistogram`'s own bucket counts, exposed
-through prometheus_client's public collector interface) before every collection of the
-registry (a scrape, ``get_sample_value``) and every second. Observed one by one (a lock per counter,
-a bucket search and two locks per histogram value) they were the largest part of what
-monitoring added to the request path; docs/bench/serving_cost.md measures what is left.
-With several workers a scrape reaches one of them and reads every worker's files,
-so there each observation is applied at once instead, to prometheus_client's own
+The observations every request makes (route, method, status and duration; a
+prediction's version, class and score; each text feature's text) go through
+:class:`Tally`: the request path appends a tuple to a deque, and the tuples are folded in
+bulk (one increment per label set; one pass over a histogram's values into
+:class:`BulkHistogram`'s own bucket counts, exposed through prometheus_client's public
+collector interface) before every collection of the registry (a scrape,
+``get_sample_value``) and every second. Observed one by one (a lock per counter, a bucket
+search and two locks per histogram value) they were the largest part of what monitoring
+added to the request path; docs/bench/serving_cost.md measures what is left. With several
+workers a scrape reaches one of them and reads every worker's files, so there each
+observation is applied at once instead, to prometheus_client's own
 ``Histogram`` (whose values go to those files).
+
+A multi-class version's predictions are also counted per class
+(``driftloop_predictions_by_class_total``): the class label is always one of the version's
+own classes (the argmax over them), so its values are bounded by the classes a model has.
+Text features are observed once per text when the tally folds, off the request path: its
+length in characters, and by the version's ``TextProfile`` its out-of-vocabulary share
+(the words found once) and whether it is out of distribution. A binary version without text
+features observes nothing more than before.
 """
 
 from __future__ import annotations
@@ -36,11 +45,17 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
+    from kernel.text import TextProfile
     from monitoring.predlog import WriterStats
 
 LATENCY_BUCKETS = (.0005, .001, .002, .003, .005, .0075, .01, .015, .025, .05, .1, .25, .5, 1,
                    2.5)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+TEXT_LENGTH_BUCKETS = (0, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000)
+OOV_SHARE_BUCKETS = (0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+#: ``predicted_class`` of a multi-class version's predictions in ``driftloop_predictions``
+#: (its classes are counted in ``driftloop_predictions_by_class``); binary: ``"0"``/``"1"``
+MULTICLASS = "multiclass"
 
 
 def multiprocess_dir() -> str | None:
@@ -151,6 +166,9 @@ class Tally:
         self.buffered = buffered
         self._http: collections.deque[tuple[str, str, int, float]] = collections.deque()
         self._predictions: collections.deque[tuple[int, int, float]] = collections.deque()
+        self._classes: collections.deque[tuple[int, str, float]] = collections.deque()
+        self._texts: collections.deque[tuple[int, str, TextProfile | None, str | None]] = \
+            collections.deque()
         self._lock = threading.Lock()
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -172,10 +190,51 @@ class Tally:
                     str(predicted)).inc()
         m.score_child.observe(score)
 
+    def classified(self, version: int, predicted: str, score: float) -> None:
+        """A multi-class version's prediction: its class (one of the version's) and top
+        probability."""
+        if self.buffered:
+            self._classes.append((version, predicted, score))
+            return
+        m = self.metrics
+        self._child(("predictions", version, MULTICLASS), m.predictions, m.model, str(version),
+                    MULTICLASS).inc()
+        self._child(("class", version, predicted), m.predictions_by_class, m.model,
+                    str(version), predicted).inc()
+        m.score_child.observe(score)
+
+    def text(self, version: int, column: str, profile: TextProfile | None,
+             text: str | None) -> None:
+        """One text feature's value (None: missing, observed as the empty text), with the
+        serving version's profile of that column (None: only its length is observed)."""
+        if self.buffered:
+            self._texts.append((version, column, profile, text))
+            return
+        self._observe_texts(version, column, profile, [text])
+
+    def _observe_texts(self, version: int, column: str, profile: TextProfile | None,
+                       texts: Sequence[str | None]) -> None:
+        m = self.metrics
+        labels = (m.model, str(version), column)
+        observe_many(self._child(("text_length", version, column), m.text_length, *labels),
+                     [0 if t is None else len(t) for t in texts])
+        if profile is None:
+            return
+        shares, ood = [], 0
+        for text in texts:
+            share = profile.oov(text)  # the words found once, for both observations
+            shares.append(share)
+            ood += profile.is_ood(text, share)
+        observe_many(self._child(("text_oov", version, column), m.text_oov, *labels), shares)
+        out = self._child(("text_ood", version, column), m.text_ood, *labels)  # 0 from the start
+        if ood:
+            out.inc(ood)
+
     def fold(self) -> None:
         """Apply everything buffered to the Prometheus metrics (any thread; idempotent)."""
         with self._lock:
             http, predictions = _drain(self._http), _drain(self._predictions)
+            classes, texts = _drain(self._classes), _drain(self._texts)
             m = self.metrics
             durations: dict[str, list[float]] = collections.defaultdict(list)
             for key, n in collections.Counter((r, meth, st) for r, meth, st, _ in http).items():
@@ -190,6 +249,25 @@ class Tally:
                             str(version), str(predicted)).inc(n)
             if predictions:
                 observe_many(m.score_child, [score for _, _, score in predictions])
+            if classes:
+                self._fold_classes(classes)
+            if texts:
+                grouped: dict[tuple[int, str], tuple[TextProfile | None, list[str | None]]] = {}
+                for version, column, profile, text in texts:
+                    grouped.setdefault((version, column), (profile, []))[1].append(text)
+                for (version, column), (profile, column_texts) in grouped.items():
+                    self._observe_texts(version, column, profile, column_texts)
+
+    def _fold_classes(self, classes: list[tuple[int, str, float]]) -> None:
+        m = self.metrics
+        per_class = collections.Counter((v, c) for v, c, _ in classes)
+        for version, n in collections.Counter(v for v, _, _ in classes).items():
+            self._child(("predictions", version, MULTICLASS), m.predictions, m.model,
+                        str(version), MULTICLASS).inc(n)
+        for (version, predicted), n in per_class.items():
+            self._child(("class", version, predicted), m.predictions_by_class, m.model,
+                        str(version), predicted).inc(n)
+        observe_many(m.score_child, [score for _, _, score in classes])
 
     def _child(self, key: tuple[Any, ...], metric: Any, *labels: str) -> Any:
         child = self._children.get(key)
@@ -253,11 +331,30 @@ class ServingMetrics:
             "driftloop_http_request_duration_seconds", "HTTP request duration.", ["route"],
             buckets=LATENCY_BUCKETS, registry=r)
         self.predictions = Counter(
-            "driftloop_predictions", "Answered predictions by version and predicted class.",
-            ["model", "version", "predicted_class"], registry=r)
+            "driftloop_predictions", "Answered predictions by version and predicted class "
+            "(1/0; 'multiclass' for a multi-class version, whose classes are counted in "
+            "driftloop_predictions_by_class).", ["model", "version", "predicted_class"],
+            registry=r)
+        self.predictions_by_class = Counter(
+            "driftloop_predictions_by_class", "A multi-class version's answered predictions by "
+            "predicted class (one of the version's classes).", ["model", "version", "class"],
+            registry=r)
         self.score = histogram(
-            "driftloop_prediction_score", "Positive-class score of answered predictions.",
+            "driftloop_prediction_score", "Score of answered predictions: the positive-class "
+            "probability (binary), the top class's probability (multi-class).",
             ["model"], buckets=SCORE_BUCKETS, registry=r)
+        self.text_length = histogram(
+            "driftloop_text_length_characters", "Length of each text feature's value in "
+            "characters (null as the empty text).", ["model", "version", "column"],
+            buckets=TEXT_LENGTH_BUCKETS, registry=r)
+        self.text_oov = histogram(
+            "driftloop_text_oov_share", "Share of a text's words absent from the version's "
+            "training vocabulary (its text profile).", ["model", "version", "column"],
+            buckets=OOV_SHARE_BUCKETS, registry=r)
+        self.text_ood = Counter(
+            "driftloop_text_ood", "Texts out of distribution by the version's text profile "
+            "(OOV share above its threshold, or one of its patterns; served).",
+            ["model", "version", "column"], registry=r)
         self.unseen_category = Counter(
             "driftloop_unseen_category", "Values of a categorical feature absent from the "
             "version's reference sample (served).", ["model", "feature"], registry=r)

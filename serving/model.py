@@ -108,6 +108,11 @@ class LoadedModel:
         return out
 
 
+def top(probabilities: Sequence[float]) -> int:
+    """The index of the largest probability, the first on ties (as ``numpy.argmax``)."""
+    return list(probabilities).index(max(probabilities))
+
+
 def frame_of(records: Sequence[dict[str, Any]], schema: RecordSchema) -> pd.DataFrame:
     """Validated records as the DataFrame the pipeline was fitted on (missing as NaN;
     a missing text as the empty text)."""

@@ -5,7 +5,9 @@ appended at once. With one, a *uniform sample* of requests is shadowed: a reques
 shadowed when the hash of its request id falls under the current sample rate (the prediction
 log's own hash, ``keep_sample``, so a log sampled by request id keeps the shadowed rows).
 Those go through a bounded queue to a worker thread that scores the challenger on the same
-validated features, fills ``shadow_version`` and ``shadow_score`` and then appends the rows;
+validated features, fills ``shadow_version`` and ``shadow_score`` (a multi-class
+challenger: its top probability, and ``shadow_probabilities`` every class's in its own
+version's class order, which the gate aligns by class name) and then appends the rows;
 the others are appended at once. The response never waits for the challenger, and the worker
 never takes more than its share of the process's CPU (the event loop's GIL): after each turn
 it rests for as long as the turn took times ``(1 - cpu_share) / cpu_share``, so a slow or
@@ -45,7 +47,7 @@ from typing import Any
 from kernel.metrics import THRESHOLD
 from monitoring.predlog import keep_sample
 from serving.metrics import ServingMetrics
-from serving.model import LoadedModel
+from serving.model import LoadedModel, top
 from serving.schema import RecordError
 
 log = logging.getLogger(__name__)
@@ -212,7 +214,10 @@ class ShadowLogger:
         shadow score: (0, 0), or raises with ``strict``."""
         if not rows:
             return 0, 0
+        classes = getattr(challenger, "classes", None)
         try:
+            if classes is not None:
+                return self._fill_classes(rows, records, challenger, classes)
             scores = _scores(challenger, records)
             if len(scores) != len(rows):
                 raise ValueError(f"{len(scores)} scores for {len(rows)} rows")
@@ -226,6 +231,24 @@ class ShadowLogger:
         for row, score in zip(rows, scores, strict=True):
             row["shadow_version"] = challenger.version
             row["shadow_score"] = score
+        return len(rows), agreed
+
+    @staticmethod
+    def _fill_classes(rows: list[Row], records: list[dict[str, Any]], challenger: LoadedModel,
+                      classes: tuple[str, ...]) -> tuple[int, int]:
+        """A multi-class challenger: ``shadow_probabilities`` in its own version's class
+        order, ``shadow_score`` the top one; it agrees when its top class (by name) is the
+        champion's ``prediction``. Raises (the rows untouched) when its answer is unusable."""
+        matrix = _probabilities(challenger, records)
+        if len(matrix) != len(rows) or any(len(p) != len(classes) for p in matrix):
+            raise ValueError(f"{len(matrix)} probability rows for {len(rows)} rows and "
+                             f"{len(classes)} classes")
+        best = [top(p) for p in matrix]
+        agreed = sum(classes[i] == row["prediction"] for row, i in zip(rows, best, strict=True))
+        for row, proba, i in zip(rows, matrix, best, strict=True):
+            row["shadow_version"] = challenger.version
+            row["shadow_score"] = proba[i]
+            row["shadow_probabilities"] = proba
         return len(rows), agreed
 
     def _score(self, group: list[Item]) -> tuple[int, int]:
@@ -319,6 +342,14 @@ def _scores(challenger: Any, records: list[dict[str, Any]]) -> list[float]:
     if getattr(challenger, "fast", None) is not None or len(records) == 1:
         return [float(challenger.score_one(r)) for r in records]
     return [float(s) for s in challenger.score_many(records)]
+
+
+def _probabilities(challenger: Any, records: list[dict[str, Any]]) -> list[list[float]]:
+    """A multi-class challenger's class probabilities, as ``_scores``: row by row on its
+    fast path, else one ``predict_proba`` for the batch."""
+    if getattr(challenger, "fast", None) is not None or len(records) == 1:
+        return [[float(p) for p in challenger.proba_one(r)] for r in records]
+    return [[float(p) for p in row] for row in challenger.proba_many(records).tolist()]
 
 
 def rest_after(spent: float, cpu_share: float, interval: float) -> float:

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
@@ -138,6 +139,31 @@ class ServingState:
             return
         m.tally.prediction(model.version, prediction, score)
         if seen.unseen or seen.out_of_range or seen.missing:
+            self._count_seen(model, seen)
+
+    def count_class(self, model: LoadedModel, score: float, predicted: str,
+                    seen: Observation) -> None:
+        """A multi-class version's prediction: its class and top probability."""
+        m = self.metrics
+        if m is None:
+            return
+        m.tally.classified(model.version, predicted, score)
+        if seen.unseen or seen.out_of_range or seen.missing:
+            self._count_seen(model, seen)
+
+    def count_texts(self, model: LoadedModel, record: dict[str, Any]) -> None:
+        """Each text feature of ``record``: observed when the tally folds (length, and by
+        the version's profile the OOV share and OOD)."""
+        m = self.metrics
+        if m is None:
+            return
+        profiles = model.text_profiles
+        for column in model.schema.text:
+            m.tally.text(model.version, column, profiles.get(column), record[column])
+
+    def _count_seen(self, model: LoadedModel, seen: Observation) -> None:
+        m = self.metrics
+        if m is not None:
             for feature in seen.unseen:
                 m.unseen_category.labels(model.name, feature).inc()
             for feature in seen.out_of_range:

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kernel.errors import DataError
-from monitoring.predlog.schema import LABEL_SCHEMA, META_TYPES
+from monitoring.predlog.schema import LABEL_SCHEMA, META_TYPES, MULTICLASS_TYPES
 from monitoring.predlog.store import FileEntry, LogStore, decode_manifest
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,13 @@ class _Kind:
     expected: dict[str, pa.DataType]
     required: frozenset[str]
     tag_file: bool
+    #: a second declared type a column may be stored with (a multi-class model's rows:
+    #: ``prediction`` as text), kept as it is rather than cast to ``expected``
+    alternative: dict[str, pa.DataType] = field(default_factory=dict)
 
 
-_PREDICTIONS = _Kind(dict(META_TYPES), frozenset({"ts", "request_id"}), tag_file=False)
+_PREDICTIONS = _Kind(dict(META_TYPES), frozenset({"ts", "request_id"}), tag_file=False,
+                     alternative=dict(MULTICLASS_TYPES))
 _LABELS = _Kind({f.name: f.type for f in LABEL_SCHEMA}, frozenset(LABEL_SCHEMA.names),
                 tag_file=True)
 
@@ -99,12 +103,26 @@ def _target(types: list[pa.DataType]) -> pa.DataType:
         return pa.string()
 
 
+def _same_kind(typ: pa.DataType, declared: pa.DataType) -> bool:
+    """``typ`` is ``declared`` up to string width and a list's item name (Parquet reads
+    ``list<item>`` back as ``list<element>``)."""
+    if pa.types.is_string(declared):
+        return pa.types.is_string(typ) or pa.types.is_large_string(typ)
+    if pa.types.is_list(declared) or pa.types.is_large_list(declared):
+        return (pa.types.is_list(typ) or pa.types.is_large_list(typ)) and \
+            typ.value_type == declared.value_type
+    return typ == declared
+
+
 def _conform(table: pa.Table, kind: _Kind, name: str) -> pa.Table:
     """Reserved columns to their declared types, dictionaries decoded, metadata dropped."""
     arrays, names = [], []
     for column, f in zip(table.columns, table.schema, strict=True):
         typ = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
         want = kind.expected.get(f.name)
+        other = kind.alternative.get(f.name)
+        if other is not None and _same_kind(typ, other):
+            want = other
         if want is None and pa.types.is_large_string(typ):
             want = pa.string()
         target = want or typ

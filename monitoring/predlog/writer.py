@@ -28,6 +28,7 @@ import pyarrow as pa
 from kernel.spec import DatasetSpec
 from monitoring.predlog.schema import (
     META_TYPES,
+    MULTICLASS_TYPES,
     escape_text,
     feature_types,
     label_table,
@@ -97,10 +98,15 @@ class PredictionLogWriter:
     def register_spec(self, spec: DatasetSpec) -> None:
         """Declare the feature types of ``spec.model_name``'s rows (call when a version
         loads). Versions of a model share them: a new feature is added; a feature a later
-        spec declares with another type keeps its first type (a day's files stay readable)."""
+        spec declares with another type keeps its first type (a day's files stay readable).
+        A multi-class spec's reserved columns (``MULTICLASS_TYPES``: the class as text, the
+        probability lists) are declared once any of its versions loads, and stay (a binary
+        version's 1/0 are then stored as text, as the reader's "text wins" reads them)."""
         declared = feature_types(spec)
         with self._count_lock:
             types = dict(self._types.get(spec.model_name, META_TYPES))
+            if spec.is_multiclass:
+                types.update(MULTICLASS_TYPES)
             for name, kind in declared.items():
                 if name in types and types[name] != kind:
                     log.warning("model %s: feature %s declared %s, keeping %s in the log",

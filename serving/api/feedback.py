@@ -1,8 +1,8 @@
 """POST /feedback: labels for answered predictions, into the label log.
 
 The caller's bearer token is checked before the body is read; the labels are decoded with
-the champion spec's label codec and stored in their canonical text, under the served
-model's name."""
+the champion's label codec (its spec's labels, or its version's classes for a multi-class
+champion) and stored in their canonical text, under the served model's name."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from serving.bodies import UNREADABLE, Accepted, FeedbackRequest, problem, request_body
 from serving.deps import ChampionDep, FeedbackCaller, LogWriterDep, StateDep
-from serving.feedback import canonical_labels
+from serving.feedback import canonical_labels, decoder
 from serving.responses import HTTPProblem, json_response, problem_response, read_json
 
 router = APIRouter(tags=["feedback"])
@@ -29,7 +29,7 @@ async def feedback(request: Request, state: StateDep, model: ChampionDep,
                    writer: LogWriterDep) -> Response:
     try:
         data = await read_json(request, state.settings.serving_max_body_bytes)
-        labels = canonical_labels(data, model.spec.labels)
+        labels = canonical_labels(data, decoder(model))
     except HTTPProblem as exc:
         state.count_refusal("/feedback")
         return problem_response(exc)

@@ -1,7 +1,13 @@
 """POST /predict and /predict/batch: the hot path.
 
 The body is read and checked by hand (serving/schema.py) in ``async def`` endpoints; the
-pydantic models in serving/bodies.py only document it."""
+pydantic models in serving/bodies.py only document it.
+
+A binary version answers ``prediction`` 1/0 and ``score`` (the positive-class probability).
+A multi-class version answers ``prediction`` as its class text (the argmax, ties to the
+first class as numpy's argmax), ``score`` the top probability and ``probabilities``
+``{class: probability}`` in the version's class order; its log rows carry the class text
+and the probability list. Text features are counted (serving/metrics.py) in either kind."""
 
 from __future__ import annotations
 
@@ -24,20 +30,30 @@ from serving.bodies import (
     request_body,
 )
 from serving.deps import not_ready, serving_state
-from serving.model import LoadedModel
+from serving.model import LoadedModel, top
 from serving.responses import JSON, HTTPProblem, json_response, problem_response, read_json
 from serving.schema import RecordError, field_name
+from serving.state import ServingState
 
 router = APIRouter(tags=["predict"])
 NOT_READY: dict[int | str, dict[str, Any]] = {503: problem("No model loaded yet (the reason is given).")}
 
 
-def row(model: LoadedModel, ts: float, request_id: str, score: float, prediction: int,
-        latency_ms: float, record: dict[str, Any]) -> dict[str, Any]:
-    """One prediction log row (the shadow logger fills the shadow columns)."""
+def row(model: LoadedModel, ts: float, request_id: str, score: float, prediction: int | str,
+        latency_ms: float, record: dict[str, Any],
+        probabilities: list[float] | None = None) -> dict[str, Any]:
+    """One prediction log row (the shadow logger fills the shadow columns). A multi-class
+    version's (``probabilities`` given): ``prediction`` its class text, ``probabilities``
+    every class's in the version's order, ``shadow_probabilities`` for the shadow logger."""
+    if probabilities is None:
+        return {"ts": ts, "request_id": request_id, "model_name": model.name,
+                "model_version": model.version, "score": score, "prediction": prediction,
+                "shadow_version": None, "shadow_score": None, "latency_ms": latency_ms,
+                **record}
     return {"ts": ts, "request_id": request_id, "model_name": model.name,
             "model_version": model.version, "score": score, "prediction": prediction,
-            "shadow_version": None, "shadow_score": None, "latency_ms": latency_ms, **record}
+            "probabilities": probabilities, "shadow_version": None, "shadow_score": None,
+            "shadow_probabilities": None, "latency_ms": latency_ms, **record}
 
 
 @router.post("/predict", response_model=None, openapi_extra=request_body(
@@ -59,6 +75,8 @@ async def predict(request: Request) -> Response:
     except RecordError as exc:
         state.count_refusal("/predict")
         return json_response(422, {"detail": f"invalid record: {exc}", "errors": exc.problems})
+    if model.classes is not None:
+        return await _predict_class(state, model, record, request_id, started)
     if model.fast is not None:
         score = model.fast.score(record)
     else:
@@ -66,11 +84,38 @@ async def predict(request: Request) -> Response:
     prediction = 1 if score > THRESHOLD else 0
     request_id = request_id or uuid.uuid4().hex
     state.count_prediction(model, score, prediction, model.schema.observe(record))
+    if model.schema.text:
+        state.count_texts(model, record)
     logged = row(model, state.clock.time(), request_id, score, prediction,
                  (time.perf_counter() - started) * 1000.0, record)
     state.shadow.submit([logged], [record], state.follower.challenger)  # type: ignore[union-attr]
     return Response(json.dumps({"request_id": request_id, "prediction": prediction,
                                 "score": score, "model_version": model.version}),
+                    media_type=JSON)
+
+
+async def _predict_class(state: ServingState, model: LoadedModel, record: dict[str, Any],
+                         request_id: str | None, started: float) -> Response:
+    """/predict for a multi-class version: the class, its probability, every class's."""
+    classes = model.classes
+    assert classes is not None
+    if model.fast is not None and model.fast.proba is not None:
+        proba = model.fast.proba(record)
+    else:
+        proba = await run_in_threadpool(model.proba_one, record)
+    best = top(proba)
+    prediction, score = classes[best], proba[best]
+    request_id = request_id or uuid.uuid4().hex
+    state.count_class(model, score, prediction, model.schema.observe(record))
+    if model.schema.text:
+        state.count_texts(model, record)
+    logged = row(model, state.clock.time(), request_id, score, prediction,
+                 (time.perf_counter() - started) * 1000.0, record, proba)
+    state.shadow.submit([logged], [record], state.follower.challenger)  # type: ignore[union-attr]
+    return Response(json.dumps({"request_id": request_id, "prediction": prediction,
+                                "score": score,
+                                "probabilities": dict(zip(classes, proba, strict=True)),
+                                "model_version": model.version}),
                     media_type=JSON)
 
 
@@ -122,6 +167,8 @@ async def predict_batch(request: Request) -> Response:
     except HTTPProblem as exc:
         state.count_refusal("/predict/batch")
         return problem_response(exc)
+    if model.classes is not None:
+        return await _predict_class_batch(state, model, parsed, started)
     records = [r for r, _ in parsed]
     scores = await run_in_threadpool(model.score_many, records)
     now = state.clock.time()  # epoch seconds: the log converts them in bulk
@@ -132,7 +179,34 @@ async def predict_batch(request: Request) -> Response:
         prediction = 1 if score > THRESHOLD else 0
         rid = rid or uuid.uuid4().hex
         state.count_prediction(model, score, prediction, model.schema.observe(record))
+        if model.schema.text:
+            state.count_texts(model, record)
         out.append({"request_id": rid, "prediction": prediction, "score": score})
         rows.append(row(model, now, rid, score, prediction, latency, record))
+    state.shadow.submit(rows, records, state.follower.challenger)  # type: ignore[union-attr]
+    return json_response(200, {"model_version": model.version, "predictions": out})
+
+
+async def _predict_class_batch(state: ServingState, model: LoadedModel,
+                               parsed: list[tuple[dict[str, Any], str | None]],
+                               started: float) -> Response:
+    """/predict/batch for a multi-class version: one ``predict_proba`` for the batch."""
+    classes = model.classes
+    assert classes is not None
+    records = [r for r, _ in parsed]
+    matrix = await run_in_threadpool(model.proba_many, records)
+    best = matrix.argmax(axis=1).tolist()
+    now = state.clock.time()
+    latency = (time.perf_counter() - started) * 1000.0
+    out, rows = [], []
+    for (record, rid), proba, i in zip(parsed, matrix.tolist(), best, strict=True):
+        prediction, score = classes[i], proba[i]
+        rid = rid or uuid.uuid4().hex
+        state.count_class(model, score, prediction, model.schema.observe(record))
+        if model.schema.text:
+            state.count_texts(model, record)
+        out.append({"request_id": rid, "prediction": prediction, "score": score,
+                    "probabilities": dict(zip(classes, proba, strict=True))})
+        rows.append(row(model, now, rid, score, prediction, latency, record, proba))
     state.shadow.submit(rows, records, state.follower.challenger)  # type: ignore[union-attr]
     return json_response(200, {"model_version": model.version, "predictions": out})
