@@ -17,31 +17,47 @@ def register(app: typer.Typer) -> None:
 
 def generate(
     out: Annotated[Path, typer.Option(help="Output file (.csv or .parquet) or directory.")],
-    scenario: Annotated[str, typer.Option(help="none, covariate, concept, unit_bug, "
-                                          "new_category or missing (docs/scenarios.md).")] = "none",
+    kind: Annotated[str, typer.Option(help="churn (tabular, binary: examples/churn/spec.yaml) "
+                                      "or tickets (support-ticket texts over five classes: "
+                                      "examples/tickets/spec.yaml).")] = "churn",
+    scenario: Annotated[str, typer.Option(help="churn: none, covariate, concept, unit_bug, "
+                                          "new_category or missing; tickets: none, slang, "
+                                          "new_topic, class_mix or length "
+                                          "(docs/scenarios.md).")] = "none",
     days: Annotated[int, typer.Option(min=1, help="Days of data.")] = 14,
     onset_day: Annotated[int | None, typer.Option(help="Day the scenario starts "
                                                   "(default: half way).")] = None,
     rows_per_day: Annotated[int, typer.Option(min=1, help="Rows per day.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 7,
 ) -> None:
-    """Synthetic labelled churn data (spec: examples/churn/spec.yaml), with an optional
-    drift scenario switched on at a given day."""
+    """Synthetic labelled data, churn (spec: examples/churn/spec.yaml) or support tickets
+    (--kind tickets, spec: examples/tickets/spec.yaml), with an optional drift scenario
+    switched on at a given day."""
     from kernel.errors import UsageError
     from kernel.tables import write_table
-    from training.generate import SCENARIOS, Scenario
-    from training.generate import generate as make
+    from training import generate as churn_data
+    from training import generate_tickets as ticket_data
 
-    if scenario not in SCENARIOS:
-        raise UsageError(f"--scenario: unknown {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    kinds = {"churn": churn_data, "tickets": ticket_data}
+    if kind not in kinds:
+        raise UsageError(f"--kind: unknown {kind!r}; choose from {', '.join(kinds)}")
+    data = kinds[kind]
+    if scenario not in data.SCENARIOS:
+        other = next((k for k, m in kinds.items() if k != kind and scenario in m.SCENARIOS), None)
+        if other is None:
+            raise UsageError(f"--scenario: unknown {scenario!r}; choose from "
+                             f"{', '.join(data.SCENARIOS)}")
+        raise UsageError(f"--scenario: {scenario!r} is a {other} scenario, not a {kind} one "
+                         f"(--kind {other}); {kind} has {', '.join(data.SCENARIOS)}")
     onset = days // 2 if onset_day is None else onset_day
-    frame = make(days, scenario=Scenario(scenario, onset), rows_per_day=rows_per_day, seed=seed)
-    target = out / "churn.parquet" if out.suffix == "" or out.is_dir() else out
+    frame = data.generate(days, scenario=churn_data.Scenario(scenario, onset),
+                          rows_per_day=rows_per_day, seed=seed)
+    target = out / f"{kind}.parquet" if out.suffix == "" or out.is_dir() else out
     try:
         write_table(frame, target)
     except OSError as exc:
         raise UsageError(f"--out: cannot write {target}: {exc.strerror or exc}") from None
-    echo(f"wrote {len(frame)} rows over {days} days to {target} "
+    echo(f"wrote {len(frame)} {'rows' if kind == 'churn' else kind} over {days} days to {target} "
          f"(scenario {scenario}{f' from day {onset}' if scenario != 'none' else ''})")
 
 
