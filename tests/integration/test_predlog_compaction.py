@@ -296,7 +296,7 @@ def test_drift_check_reads_an_unreadable_log_as_an_error_not_drift(tmp_path: Pat
     monkeypatch.setenv("DRIFTLOOP_LOG_URI", str(tmp_path / "log"))
     monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path / "home"))
     features = SimpleNamespace(all=["x", "c"], categorical=["c"])
-    reference = SimpleNamespace(spec=SimpleNamespace(features=features))
+    reference = SimpleNamespace(spec=SimpleNamespace(features=features), classes=None)  # binary
     with pytest.raises(DriftloopError, match="no readable prediction log file") as caught:
         _read_window(MonitoringSettings(), reference, "m", 1, SINCE, UNTIL)
     assert "\n" not in str(caught.value)
