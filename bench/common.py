@@ -43,6 +43,11 @@ def machine() -> str:
             f"{versions}; {datetime.now(UTC):%Y-%m-%d}")
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages as ``uptime`` prints them ("0.52, 0.31, 0.20")."""
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def write_section(name: str, text: str) -> Path:
     out = ROOT / "docs" / "bench" / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
