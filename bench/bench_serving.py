@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -357,20 +357,25 @@ def measure_kind(kind: str, work: Path, data: Path, frame: Any, args: argparse.N
             raise RuntimeError(f"{kind}: the servers disagree on the record: {scores}")
         base = servers[0].url.removesuffix("/predict")
         fast_path = httpx.get(base + "/model", timeout=5).json()["champion"]["fast_path"]
-        # Every server is measured in each round, one after the other, so a change in
-        # background load on the shared machine hits them all alike.
-        for i in range(rounds):
-            for s in servers:
-                print(f"-- {kind}: {s.name} (slice {i + 1}/{rounds})", flush=True)
-                pid = s.process.pid
-                slices.setdefault(s.name, []).append(load(
-                    s.name, s.url, s.body, max(1, args.duration // rounds), args.connections,
-                    lambda pid=pid: process_cpu(pid)))  # type: ignore[misc]
+        measure_interleaved(servers, load, args, rounds, slices, label=f"{kind}: ")
     finally:
         for s in servers:
             stop(s.process)
     return KindRun(kind, champion, challenger, fast_path,
                    [combine(name, parts) for name, parts in slices.items()], spread)
+
+
+def measure_interleaved(servers: Sequence[Server], load: Any, args: argparse.Namespace,
+                        rounds: int, slices: dict[str, list[Result]], *, label: str = "") -> None:
+    """Every server measured in each round, one after the other, so a change in background
+    load on the shared machine hits them all alike; each slice appended to ``slices``."""
+    for i in range(rounds):
+        for s in servers:
+            print(f"-- {label}{s.name} (slice {i + 1}/{rounds})", flush=True)
+            pid = s.process.pid
+            slices.setdefault(s.name, []).append(load(
+                s.name, s.url, s.body, max(1, args.duration // rounds), args.connections,
+                lambda pid=pid: process_cpu(pid)))
 
 
 def combine(name: str, results: list[Result]) -> Result:

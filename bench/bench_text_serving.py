@@ -36,7 +36,7 @@ from bench.bench_serving import (
     Server,
     combine,
     free_port,
-    process_cpu,
+    measure_interleaved,
     run_httpx,
     run_wrk,
     start,
@@ -192,14 +192,7 @@ def measure(args: argparse.Namespace, work: Path, use_wrk: bool) -> TextRun:
         spread = same_answers(servers, records, classes)
         if spread > TOLERANCE:
             raise RuntimeError(f"the servers disagree on a class probability by {spread:.2e}")
-        # Both servers in each round, one after the other: background load hits them alike.
-        for i in range(rounds):
-            for s in servers:
-                print(f"-- {s.name} (slice {i + 1}/{rounds})", flush=True)
-                pid = s.process.pid
-                slices.setdefault(s.name, []).append(load(
-                    s.name, s.url, s.body, max(1, args.duration // rounds), args.connections,
-                    lambda pid=pid: process_cpu(pid)))  # type: ignore[misc]
+        measure_interleaved(servers, load, args, rounds, slices)
     finally:
         for s in servers:
             stop(s.process)
