@@ -284,8 +284,10 @@ class DatasetSpec(_Strict):
             if self.metric not in MULTICLASS_METRICS:
                 raise ValueError(f"metric {self.metric} is binary; a multi-class spec takes "
                                  f"{sorted(MULTICLASS_METRICS)}")
-            if self.negative_label is not None:
-                raise ValueError("negative_label is for binary specs; classes: lists them all")
+            # set explicitly (even to its default) it would read as binary: refused, named
+            for name in ("positive_label", "negative_label"):
+                if name in self.model_fields_set:
+                    raise ValueError(f"{name} is for binary specs; classes: lists them all")
         elif self.metric == "macro_f1":
             raise ValueError("metric macro_f1 needs classes: (a multi-class target)")
         if self.features.text and self.estimator.kind != "logistic_regression":
@@ -336,6 +338,9 @@ class DatasetSpec(_Strict):
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
+        if self.is_multiclass:  # binary-only fields: a multi-class spec refuses them
+            data.pop("positive_label", None)
+            data.pop("negative_label", None)
         if not self.features.text:  # tabular specs read as they did before text existed
             data.pop("text", None)
             data["features"].pop("text", None)
@@ -370,5 +375,11 @@ def load_spec(path: str | Path) -> DatasetSpec:
 
 
 def spec_from_yaml(text: str) -> DatasetSpec:
-    """Parse a spec stored as an artifact of a model version."""
-    return parse_spec(yaml.safe_load(text))
+    """Parse a spec stored as an artifact of a model version. A multi-class version stored
+    before binary-only fields were refused carries the default ``positive_label: 1`` (its
+    ``to_yaml`` wrote every field): that default is dropped, not refused."""
+    data = yaml.safe_load(text)
+    if isinstance(data, dict) and data.get("classes") is not None \
+            and data.get("positive_label", None) == 1 and "negative_label" not in data:
+        data = {k: v for k, v in data.items() if k != "positive_label"}
+    return parse_spec(data)

@@ -112,6 +112,37 @@ def test_bad_text_and_multiclass_specs(change, message):
         parse_spec({**TEXT, **change})
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("positive_label", 1),          # even its default: set explicitly, it is refused
+    ("positive_label", "billing"),
+    ("negative_label", 0),
+    ("negative_label", None),
+])
+def test_multiclass_spec_refuses_binary_label_fields(field, value):
+    with pytest.raises(SpecError) as caught:
+        parse_spec({**TEXT, field: value})
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"{field} is for binary specs; classes: lists them all" in message
+    # a binary spec takes both
+    binary = parse_spec({**GOOD, field: value})
+    assert getattr(binary, field) == value
+
+
+def test_multiclass_spec_yaml_round_trips_without_binary_fields():
+    from kernel.spec import spec_from_yaml
+
+    spec = parse_spec(TEXT)
+    data = yaml.safe_load(spec.to_yaml())
+    assert "positive_label" not in data and "negative_label" not in data
+    assert parse_spec(data) == spec
+    # a version stored before the refusal carries the default positive_label: 1
+    stored = yaml.safe_dump({**data, "positive_label": 1})
+    assert spec_from_yaml(stored) == spec
+    with pytest.raises(SpecError, match="positive_label is for binary specs"):
+        spec_from_yaml(yaml.safe_dump({**data, "positive_label": "billing"}))
+
+
 def test_macro_f1_needs_classes():
     with pytest.raises(SpecError, match="macro_f1 needs classes"):
         parse_spec({**GOOD, "metric": "macro_f1"})
