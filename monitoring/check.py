@@ -210,15 +210,50 @@ def _mean_oov(texts: list[Any], profile: TextProfile) -> float | None:
     return float(np.mean(shares)) if shares else None
 
 
+#: Class drift's test on a validation slice of at most ``stats.SMALL_REFERENCE_ROWS`` rows
+#: with three classes or more predicted (docs/monitoring.md, "Text columns and multi-class
+#: models").
+HOMOGENEITY = "chisquare_homogeneity"
+
+
 def class_drift(reference: Reference, current: pd.DataFrame) -> ColumnDrift | None:
-    """A multi-class model's predicted classes against its validation slice's."""
+    """A multi-class model's predicted classes against its validation slice's.
+
+    Evidently's choice of method by the reference's size, with one change: where it would
+    take its chi-square goodness-of-fit test (a small validation slice, three classes or
+    more), the chi-square test of homogeneity on both sides' counts (:func:`homogeneity_p`).
+    The goodness-of-fit test takes the validation slice's class shares as exact; they are a
+    sample too, so with a few hundred validation rows it flags windows of an unchanged world
+    far more often than its 5% (docs/monitoring.md)."""
     if reference.prediction_sample is None or PREDICTION_COLUMN not in current.columns:
         return None
     predicted = current[PREDICTION_COLUMN]
     predicted = predicted.where(predicted.isna(), predicted.astype(str))
-    result = stats.column_drift(PREDICTION_COLUMN, reference.prediction_sample,
-                                stats.sample_of(predicted, "categorical"), "categorical")
-    return _to_result(result)
+    ref, cur = reference.prediction_sample, stats.sample_of(predicted, "categorical")
+    if ref.n and cur.n and stats.default_method(ref, cur, "categorical") == "chisquare":
+        limit = stats.DEFAULT_THRESHOLDS["chisquare"]
+        p = homogeneity_p(ref, cur)
+        return ColumnDrift(column=PREDICTION_COLUMN, kind="categorical", method=HOMOGENEITY,
+                           score=p, threshold=limit, drifted=p < limit)
+    return _to_result(stats.column_drift(PREDICTION_COLUMN, ref, cur, "categorical"))
+
+
+def homogeneity_p(ref: stats.Sample, cur: stats.Sample) -> float:
+    """The p-value of Pearson's chi-square test of homogeneity (no continuity correction) on
+    the 2 x k table of both samples' counts over the values either has: the null is that
+    both are drawn from one distribution, whose shares are estimated from both sides, so
+    the reference's own sampling error is part of the test. scipy's ``chi2_contingency``."""
+    from scipy.stats import chi2_contingency
+
+    ref_values, ref_counts = ref.factorized
+    cur_values, cur_counts = cur.factorized
+    ref_of = dict(zip(ref_values.tolist(), ref_counts.tolist(), strict=True))
+    cur_of = dict(zip(cur_values.tolist(), cur_counts.tolist(), strict=True))
+    keys = [k for k in dict.fromkeys([*ref_of, *cur_of]) if ref_of.get(k, 0) + cur_of.get(k, 0)]
+    if len(keys) < 2:
+        return 1.0  # one value on both sides: nothing moved
+    table = np.array([[ref_of.get(k, 0) for k in keys], [cur_of.get(k, 0) for k in keys]])
+    return float(chi2_contingency(table, correction=False).pvalue)
 
 
 def _multiclass_realised(reference: Reference, labelled: pd.DataFrame) -> float | None:

@@ -13,8 +13,11 @@ from sklearn.metrics import f1_score
 
 from kernel.spec import DatasetSpec
 from kernel.text import TextProfile
-from monitoring.check import Reference, check_frames
+from monitoring import stats
+from monitoring.check import Reference, check_frames, class_drift
 from tests.textmodels import CLASSES, ticket_frame, ticket_pipeline, ticket_spec
+from training.generate_tickets import CLASSES as TICKET_CLASSES
+from training.generate_tickets import MIX_BILLING, PRIORS
 
 SLANG = ["wifi kaput", "5g gone", "rip net", "net ded fr", "no bars lol", "bruh router ded"]
 
@@ -72,6 +75,8 @@ def test_new_slang_is_content_drift_out_of_vocabulary_and_out_of_distribution(wo
     verdict = check_frames(reference, _scored(model, frame, spec.features.all))
     (text,) = verdict.text_columns
     assert text.drifted and text.auc > text.threshold
+    assert text.ood_share is not None and text.reference_ood_share is not None
+    assert text.oov_share is not None and text.reference_oov_share is not None
     assert text.ood_share > 0.15 > text.reference_ood_share
     assert text.oov_share > text.reference_oov_share
     assert "body" in verdict.drifted_columns and "body:oov_share" in verdict.drifted_columns
@@ -103,3 +108,76 @@ def test_a_shift_of_predicted_classes_is_class_drift(world):
     verdict = check_frames(reference, _scored(model, frame, spec.features.all))
     assert verdict.prediction_drift is not None and verdict.prediction_drift.drifted
     assert any(r.startswith("prediction drift") for r in verdict.reasons)
+
+
+# --- class drift on a small validation slice ------------------------------------------------
+
+def _classes(rng: np.random.Generator, n: int, priors: tuple[float, ...] = PRIORS) -> pd.Series:
+    """``n`` predicted classes drawn with the ticket generator's class shares."""
+    return pd.Series(np.asarray(TICKET_CLASSES, dtype=object)[
+        rng.choice(len(priors), size=n, p=np.asarray(priors) / sum(priors))])
+
+
+def _class_mix() -> tuple[float, ...]:
+    """The class_mix scenario's shares: billing at MIX_BILLING, the others scaled down."""
+    billing = TICKET_CLASSES.index("billing")
+    rest = sum(p for i, p in enumerate(PRIORS) if i != billing)
+    return tuple(MIX_BILLING if i == billing else p * (1 - MIX_BILLING) / rest
+                 for i, p in enumerate(PRIORS))
+
+
+def _predicted_only(predictions: pd.Series) -> Reference:
+    return Reference(ticket_spec("tickets"), pd.DataFrame(), None, {}, None,
+                     TICKET_CLASSES, predictions)
+
+
+def test_class_drift_on_a_small_slice_is_scipys_test_of_homogeneity():
+    from scipy.stats import chi2_contingency
+
+    rng = np.random.default_rng(0)
+    validation, window = _classes(rng, 360), _classes(rng, 600)
+    window[:3] = None                                       # missing predictions: left out
+    result = check_text_class_drift(_predicted_only(validation), window)
+    keys = sorted(set(validation))
+    table = [[int((validation == k).sum()) for k in keys],
+             [int((window == k).sum()) for k in keys]]
+    assert result.method == "chisquare_homogeneity" and result.threshold == 0.05
+    assert result.score == pytest.approx(chi2_contingency(table, correction=False).pvalue,
+                                         rel=1e-12)
+
+
+def test_class_drift_false_alarms_at_its_level_and_a_class_mix_shift_still_flags():
+    """An unchanged world (both sides drawn from the same class shares: 360 validation rows,
+    600-row windows, as a small ticket model sees) is flagged near the test's 5%, where
+    Evidently's goodness-of-fit chi-square (the reference shares taken as exact) flagged
+    about half of the windows; billing going from 20% to 50% (class_mix) is flagged in every
+    300-row window."""
+    rng = np.random.default_rng(16)
+    trials, fixed, goodness_of_fit, shifted = 300, 0, 0, 0
+    mix = _class_mix()
+    for _ in range(trials):
+        reference = _predicted_only(_classes(rng, 360))
+        window = _classes(rng, 600)
+        fixed += check_text_class_drift(reference, window).drifted
+        assert reference.prediction_sample is not None
+        old = stats.column_drift("prediction", reference.prediction_sample,
+                                 stats.sample_of(window, "categorical"), "categorical")
+        assert old.method == "chisquare"
+        goodness_of_fit += old.drifted
+        shifted += check_text_class_drift(reference, _classes(rng, 300, mix)).drifted
+    assert goodness_of_fit / trials > 0.35          # the false alarms of before
+    assert fixed / trials < 0.09                    # about the nominal 0.05
+    assert shifted == trials
+
+
+def test_class_drift_on_a_large_slice_is_evidentlys_jensen_shannon():
+    rng = np.random.default_rng(2)
+    reference = _predicted_only(_classes(rng, 1500))
+    result = check_text_class_drift(reference, _classes(rng, 400))
+    assert result.method == "jensenshannon" and not result.drifted
+
+
+def check_text_class_drift(reference: Reference, window: pd.Series) -> Any:
+    result = class_drift(reference, pd.DataFrame({"prediction": window}))
+    assert result is not None
+    return result
