@@ -3,7 +3,8 @@
 Training fits a :class:`TextProfile` per text column (its word vocabulary and the
 out-of-distribution rule), the version stores it (``TextProfile.to_dict``), serving counts
 out-of-vocabulary shares and out-of-distribution requests with it, and the drift check
-compares the same descriptors (:func:`descriptors`) between the reference and a window.
+compares the same descriptors (:func:`descriptors`) between the reference and a window,
+reading them and the OOD flags from one split of each text into words (:func:`text_stats`).
 
 Words are what :func:`words` finds: runs of letters, or runs of digits, lower-cased
 (``"WiFi kaput!! 5g"`` -> ``["wifi", "kaput", "5", "g"]``). It is deliberately not the
@@ -126,18 +127,65 @@ class TextProfile:
 DESCRIPTORS = ("length", "words", "oov_share", "non_letter_share")
 
 
+@dataclass(frozen=True)
+class TextStats:
+    """What a drift check reads of one text column, per text, from one split of each text
+    into words (:func:`text_stats`): the four descriptors (NaN for a missing text) and
+    whether the text is out of distribution by the profile's rule (a missing text is judged
+    as the empty text, as :meth:`TextProfile.is_ood` judges None)."""
+
+    length: np.ndarray
+    words: np.ndarray
+    oov_share: np.ndarray
+    non_letter_share: np.ndarray
+    ood: np.ndarray
+
+    def descriptors(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in DESCRIPTORS}
+
+    @property
+    def ood_share(self) -> float:
+        """The share of the texts (missing ones included) out of distribution; 0.0 for none."""
+        return float(np.mean(self.ood)) if self.ood.size else 0.0
+
+    @property
+    def mean_oov(self) -> float | None:
+        """The mean OOV share of the texts present; None when there are none."""
+        present = self.oov_share[~np.isnan(self.length)]
+        return float(np.mean(present)) if present.size else None
+
+
+def text_stats(texts: Iterable[str | None], profile: TextProfile) -> TextStats:
+    """Per text: its length in characters, its number of words, its OOV share against
+    ``profile``, its share of non-letter characters and its OOD flag, each text split into
+    words once; None (missing) gives NaN for the descriptors."""
+    length: list[float] = []
+    count: list[float] = []
+    oov: list[float] = []
+    non_letter: list[float] = []
+    ood: list[bool] = []
+    vocabulary = profile.vocabulary
+    for text in texts:
+        if not isinstance(text, str):
+            length.append(math.nan)
+            count.append(math.nan)
+            oov.append(math.nan)
+            non_letter.append(math.nan)
+            ood.append(profile.is_ood(text, 0.0))   # words(None) is no words: share 0.0
+            continue
+        tokens = words(text)
+        share = oov_share(tokens, vocabulary)
+        length.append(float(len(text)))
+        count.append(float(len(tokens)))
+        oov.append(share)
+        non_letter.append(non_letter_share(text))
+        ood.append(profile.is_ood(text, share))
+    return TextStats(np.asarray(length, dtype=np.float64), np.asarray(count, dtype=np.float64),
+                     np.asarray(oov, dtype=np.float64),
+                     np.asarray(non_letter, dtype=np.float64), np.asarray(ood, dtype=bool))
+
+
 def descriptors(texts: Iterable[str | None], profile: TextProfile) -> dict[str, np.ndarray]:
     """Per text: its length in characters, its number of words, its OOV share against
     ``profile`` and its share of non-letter characters; None (missing) gives NaN for all."""
-    out: dict[str, list[float]] = {name: [] for name in DESCRIPTORS}
-    for text in texts:
-        if not isinstance(text, str):
-            for name in DESCRIPTORS:
-                out[name].append(math.nan)
-            continue
-        tokens = words(text)
-        out["length"].append(float(len(text)))
-        out["words"].append(float(len(tokens)))
-        out["oov_share"].append(oov_share(tokens, profile.vocabulary))
-        out["non_letter_share"].append(non_letter_share(text))
-    return {name: np.asarray(values, dtype=np.float64) for name, values in out.items()}
+    return text_stats(texts, profile).descriptors()

@@ -26,7 +26,7 @@ from kernel.calibration import (
 )
 from kernel.metrics import metric_value, multiclass_value
 from kernel.spec import DatasetSpec
-from kernel.text import TextProfile
+from kernel.text import TextProfile, TextStats
 from monitoring import stats
 from monitoring.quality import QualityThresholds, ReferenceProfile, column_quality
 from monitoring.verdict import (
@@ -101,18 +101,34 @@ class Reference:
         return [*self.spec.features.tabular,
                 *(d for c in self.profiled_text for d in descriptor_columns(c))]
 
-    def drift_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``frame``'s tabular features plus the descriptor columns of its texts."""
+    def text_stats(self, frame: pd.DataFrame) -> dict[str, TextStats]:
+        """The descriptors and OOD flags of ``frame``'s profiled text columns, each text split
+        into words once (monitoring/text_drift.py ``text_stats_of``); none without any."""
+        if not self.profiled_text:
+            return {}
+        from monitoring.text_drift import text_stats_of
+
+        return text_stats_of(frame, {c: self.text_profiles[c] for c in self.profiled_text})
+
+    @cached_property
+    def reference_text_stats(self) -> dict[str, TextStats]:
+        return self.text_stats(self.features)
+
+    def drift_frame(self, frame: pd.DataFrame,
+                    texts: Mapping[str, TextStats] | None = None) -> pd.DataFrame:
+        """``frame``'s tabular features plus the descriptor columns of its texts (``texts``:
+        its :meth:`text_stats`, when the caller has them)."""
         if not self.profiled_text:
             return frame
         from monitoring.text_drift import descriptor_frame
 
-        extra = descriptor_frame(frame, {c: self.text_profiles[c] for c in self.profiled_text})
+        extra = descriptor_frame(frame, {c: self.text_profiles[c] for c in self.profiled_text},
+                                 self.text_stats(frame) if texts is None else texts)
         return pd.concat([frame[self.spec.features.tabular], extra], axis=1)
 
     @cached_property
     def reference_drift_frame(self) -> pd.DataFrame:
-        return self.drift_frame(self.features)
+        return self.drift_frame(self.features, self.reference_text_stats)
 
     @cached_property
     def samples(self) -> dict[str, stats.Sample]:
@@ -148,10 +164,12 @@ def _to_result(r: stats.ColumnResult) -> ColumnDrift:
                        threshold=float(r.threshold), drifted=bool(r.drifted))
 
 
-def current_samples(reference: Reference, current: pd.DataFrame) -> dict[str, stats.Sample]:
-    """``current`` is the window, or already its drift frame (descriptor columns in it)."""
+def current_samples(reference: Reference, current: pd.DataFrame,
+                    texts: Mapping[str, TextStats] | None = None) -> dict[str, stats.Sample]:
+    """``current`` is the window, or already its drift frame (descriptor columns in it);
+    ``texts`` its ``reference.text_stats(current)`` when the caller has them."""
     frame = current if all(c in current.columns for c in reference.drift_columns) \
-        else reference.drift_frame(current)
+        else reference.drift_frame(current, texts)
     return {c: stats.sample_of(frame[c], reference.kind(c)) for c in reference.drift_columns}
 
 
@@ -179,35 +197,31 @@ def feature_drift(reference: Reference, current: pd.DataFrame,
     return out
 
 
-def text_columns(reference: Reference, current: pd.DataFrame) -> list[TextColumn]:
+def text_columns(reference: Reference, current: pd.DataFrame,
+                 texts: Mapping[str, TextStats] | None = None) -> list[TextColumn]:
     """Each text column: content drift (a domain classifier on the texts, as Evidently's
     text_content_drift), the out-of-distribution share by the version's rule against the
-    reference's, and the mean OOV share of both sides."""
-    from monitoring.text_drift import content_drift, ood_share
+    reference's, and the mean OOV share of both sides. ``texts``: the window's
+    ``reference.text_stats(current)`` when the caller has them (the descriptors' pass)."""
+    from monitoring.text_drift import content_drift
 
+    if texts is None:
+        texts = reference.text_stats(current)
     out = []
     for column in reference.spec.features.text:
-        ref_texts = reference.features[column].tolist()
-        cur_texts = current[column].tolist()
-        content = content_drift(column, ref_texts, cur_texts)
-        profile = reference.text_profiles.get(column)
+        content = content_drift(column, reference.features[column].tolist(),
+                                current[column].tolist())
         row: dict[str, Any] = dict(
             column=column, method=content.method, auc=content.auc,
             threshold=content.threshold, drifted=content.drifted,
             typical_current=content.typical_current,
             typical_reference=content.typical_reference)
-        if profile is not None:
-            row.update(ood_share=ood_share(cur_texts, profile),
-                       reference_ood_share=ood_share(ref_texts, profile),
-                       oov_share=_mean_oov(cur_texts, profile),
-                       reference_oov_share=_mean_oov(ref_texts, profile))
+        if column in reference.text_profiles:
+            cur, ref = texts[column], reference.reference_text_stats[column]
+            row.update(ood_share=cur.ood_share, reference_ood_share=ref.ood_share,
+                       oov_share=cur.mean_oov, reference_oov_share=ref.mean_oov)
         out.append(TextColumn(**row))
     return out
-
-
-def _mean_oov(texts: list[Any], profile: TextProfile) -> float | None:
-    shares = [profile.oov(t) for t in texts if isinstance(t, str)]
-    return float(np.mean(shares)) if shares else None
 
 
 #: Class drift's test on a validation slice of at most ``stats.SMALL_REFERENCE_ROWS`` rows
@@ -404,9 +418,10 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
         from kernel.errors import DataError
 
         raise DataError(f"current data lacks feature columns {missing}")
-    samples = current_samples(reference, current)
+    profiled = reference.text_stats(current)   # each text split into words once
+    samples = current_samples(reference, current, profiled)
     results = feature_drift(reference, current, samples)
-    texts = text_columns(reference, current) if spec.features.text else []
+    texts = text_columns(reference, current, profiled) if spec.features.text else []
     share = _share(results, texts)
     columns = [_with_psi(_to_result(r), reference.samples[r.column], samples[r.column])
                for r in results]

@@ -13,6 +13,8 @@
 - **Descriptors** (:func:`descriptor_frame`): each text column as numerical columns
   ``<column>:<descriptor>`` (kernel/text.py's length, words, OOV share against the version's
   vocabulary, non-letter share), compared with the reference like any numerical feature.
+  Each text is split into words once (:func:`text_stats_of`, kernel/text.py's
+  ``text_stats``): the descriptors, the OOD share and the mean OOV share read that one pass.
 - **Class drift**: a multi-class model's predicted classes are a categorical column
   (``prediction``), compared with the validation slice's predicted classes.
 - **Multi-class performance** (:func:`multiclass_performance`): accuracy, macro-F1, log loss
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from kernel.text import DESCRIPTORS, TextProfile, descriptors
+from kernel.text import DESCRIPTORS, TextProfile, TextStats, text_stats
 
 ABS_THRESHOLD = 0.55          # Evidently's abs_text_content_drift default
 PERC_CONFIDENCE = 0.95        # Evidently's perc_text_content_drift default
@@ -123,23 +125,30 @@ def descriptor_columns(column: str) -> list[str]:
     return [f"{column}:{name}" for name in DESCRIPTORS]
 
 
-def descriptor_frame(frame: pd.DataFrame, profiles: Mapping[str, TextProfile]) -> pd.DataFrame:
-    """The descriptor columns of every profiled text column of ``frame``."""
+def text_stats_of(frame: pd.DataFrame,
+                  profiles: Mapping[str, TextProfile]) -> dict[str, TextStats]:
+    """Every profiled text column of ``frame`` (those it has), each text split once."""
+    return {column: text_stats(frame[column].tolist(), profile)
+            for column, profile in profiles.items() if column in frame.columns}
+
+
+def descriptor_frame(frame: pd.DataFrame, profiles: Mapping[str, TextProfile],
+                     stats: Mapping[str, TextStats] | None = None) -> pd.DataFrame:
+    """The descriptor columns of every profiled text column of ``frame``; ``stats`` are
+    those columns' :func:`text_stats_of` when the caller has them already."""
+    stats = text_stats_of(frame, profiles) if stats is None else stats
     out: dict[str, np.ndarray] = {}
-    for column, profile in profiles.items():
+    for column in profiles:
         if column not in frame.columns:
             continue
-        values = descriptors(frame[column].tolist(), profile)
-        for name, array in values.items():
+        for name, array in stats[column].descriptors().items():
             out[f"{column}:{name}"] = array
     return pd.DataFrame(out, index=frame.index)
 
 
 def ood_share(texts: Sequence[str | None], profile: TextProfile) -> float:
     """The share of ``texts`` that are out of distribution by the version's rule."""
-    if not len(texts):
-        return 0.0
-    return float(np.mean([profile.is_ood(t) for t in texts]))
+    return text_stats(texts, profile).ood_share
 
 
 def multiclass_performance(labels: Sequence[object], probabilities: np.ndarray,

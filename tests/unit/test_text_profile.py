@@ -50,3 +50,42 @@ def test_descriptors_and_missing_text():
 def test_other_format_refused():
     with pytest.raises(ValueError, match="format"):
         TextProfile.from_dict({"format": 99})
+
+
+def test_one_pass_text_stats_equal_the_per_text_functions_on_random_texts():
+    """text_stats (each text split once) gives what the per-text functions give: length,
+    words(), TextProfile.oov, non_letter_share and TextProfile.is_ood, NaN descriptors for a
+    missing text, and the OOD share and mean OOV share the drift check reported before."""
+    import numpy as np
+
+    from kernel.text import text_stats
+
+    rng = np.random.default_rng(16)
+    pool = ["wifi", "down", "invoice", "wrong", "kaput", "ded", "5g", "Ünïcødé", "rip", "12",
+            "!!", "__", "e-mail", "naïve", "ERROR", "[2024-01-02 10:00:00]", "\t", "½"]
+    profile = TextProfile.fit("t", ["wifi down", "invoice wrong", "wifi is down"] * 4,
+                              ["wifi down"] * 99 + ["wifi kaput"], patterns=[r"\brip\b"])
+    texts: list[str | None] = []
+    for _ in range(2000):
+        draw = rng.random()
+        if draw < 0.05:
+            texts.append(None)
+        elif draw < 0.08:
+            texts.append("")
+        else:
+            size = int(rng.integers(1, 9))
+            texts.append(" ".join(str(w) for w in rng.choice(pool, size=size)))
+    stats = text_stats(texts, profile)
+    present = [t for t in texts if isinstance(t, str)]
+    keep = np.array([isinstance(t, str) for t in texts])
+    for name, values in stats.descriptors().items():
+        assert np.isnan(values).tolist() == (~keep).tolist(), name
+    assert stats.length[keep].tolist() == [float(len(t)) for t in present]
+    assert stats.words[keep].tolist() == [float(len(words(t))) for t in present]
+    assert stats.oov_share[keep].tolist() == [profile.oov(t) for t in present]
+    assert stats.non_letter_share[keep].tolist() == [non_letter_share(t) for t in present]
+    assert stats.ood.tolist() == [profile.is_ood(t) for t in texts]
+    assert 0 < stats.ood_share == float(np.mean([profile.is_ood(t) for t in texts])) < 1
+    assert stats.mean_oov == float(np.mean([profile.oov(t) for t in present]))
+    empty = text_stats([], profile)
+    assert empty.ood_share == 0.0 and empty.mean_oov is None
