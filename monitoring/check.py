@@ -187,14 +187,43 @@ def feature_drift(reference: Reference, current: pd.DataFrame,
         threshold = override.threshold if override else None
         cur = samples[col]
         try:
-            out.append(stats.column_drift(col, reference.samples[col], cur, kind,
-                                          method=method, threshold=threshold))
+            result = stats.column_drift(col, reference.samples[col], cur, kind,
+                                        method=method, threshold=threshold)
+            if col not in spec.features.tabular:
+                result = _descriptor_significance(result, reference.samples[col], cur)
+            out.append(result)
         except stats.UnsupportedMethod:
             from monitoring import drift  # Evidently, only for methods the fast path lacks
 
             out.append(drift.column_drift(col, reference.features[col], current[col], kind,
                                           method=str(method), threshold=threshold))
     return out
+
+
+#: A text descriptor's distance drift that must also be significant (docs/monitoring.md).
+DESCRIPTOR_METHOD = "wasserstein_ks"
+
+
+def _descriptor_significance(result: stats.ColumnResult, ref: stats.Sample,
+                             cur: stats.Sample) -> stats.ColumnResult:
+    """A text descriptor compared by normed Wasserstein (a reference of more than 1,000 rows:
+    method ``wasserstein_ks``, the score the distance) drifts when the distance reaches its
+    threshold *and* the two-sample KS test says the window's values are not a sample of the
+    reference's distribution (p below ``KS_SIGNIFICANCE``). The distance alone ignores the
+    window's size, and the four descriptors of one text move together: a few hundred texts
+    that happen to be longer than usual flag three or four of them at once, a dataset-drift
+    alarm from sampling noise. On large windows any distance above the threshold is
+    significant: the verdict is the distance's."""
+    if result.method != "wasserstein" or not isinstance(ref, stats.NumericSample) or \
+            not isinstance(cur, stats.NumericSample):
+        return result
+    drifted = result.drifted and stats.ks_p(ref, cur) < KS_SIGNIFICANCE  # KS only when needed
+    return stats.ColumnResult(result.column, result.kind, DESCRIPTOR_METHOD, result.score,
+                              result.threshold, bool(drifted))
+
+
+#: The KS p-value below which a descriptor's distance drift is significant.
+KS_SIGNIFICANCE = 0.05
 
 
 def text_columns(reference: Reference, current: pd.DataFrame,

@@ -181,3 +181,44 @@ def check_text_class_drift(reference: Reference, window: pd.Series) -> Any:
     result = class_drift(reference, pd.DataFrame({"prediction": window}))
     assert result is not None
     return result
+
+
+# --- text descriptors: a distance that must also be significant ---------------------------
+
+
+def test_a_descriptor_drifts_on_a_distance_the_ks_test_also_finds_significant(world):
+    """Descriptors of a reference above 1,000 rows: normed Wasserstein at or above 0.1 (the
+    score, as Evidently's) *and* scipy's two-sample KS p below 0.05. A window of 40 tickets
+    from the same world reaches the distance by chance and is not flagged; the same tickets
+    with a pasted log line are."""
+    from scipy.stats import ks_2samp
+
+    from kernel.text import descriptors
+    from monitoring.check import feature_drift
+
+    spec, reference, _ = world
+    assert len(reference.features) > 1000
+    small = ticket_frame(40, seed=21)
+    longer = small.assign(body=small["body"] + " [2024-01-02 10:00:00] ERROR modem reset 0x1f")
+    profile = reference.text_profiles["body"]
+    ref_values = descriptors(reference.features["body"].tolist(), profile)
+    noise = []
+    for frame, shifted in ((small, False), (longer, True)):
+        results = {r.column: r for r in feature_drift(reference, frame)}
+        values = descriptors(frame["body"].tolist(), profile)
+        for name in ("length", "words", "oov_share", "non_letter_share"):
+            r = results[f"body:{name}"]
+            expected = stats.column_drift(r.column, stats.NumericSample(ref_values[name]),
+                                          stats.NumericSample(values[name]), "numerical")
+            assert r.score == expected.score and r.threshold == expected.threshold
+            if expected.method != "wasserstein":      # few values: Evidently's choice as is
+                assert (r.method, r.drifted) == (expected.method, expected.drifted)
+                continue
+            assert r.method == "wasserstein_ks" and r.threshold == 0.1
+            p = ks_2samp(ref_values[name], values[name]).pvalue
+            assert r.drifted == (r.score >= 0.1 and p < 0.05)
+            if not shifted and r.score >= 0.1:
+                noise.append((name, r.drifted))
+        if shifted:
+            assert results["body:length"].drifted and results["body:non_letter_share"].drifted
+    assert noise and not any(drifted for _, drifted in noise), noise   # the distance by chance
