@@ -23,6 +23,14 @@ The walk, per period after the initial ones, in ticks of ``tick``:
 Two reference policies are replayed beside the configured one: never retrain (the first
 champion serves everything) and retrain every period (trained on what the controller's
 retrain would see, swapped in without a gate: an upper bound on freshness).
+
+A multi-class spec (``classes:``) replays the same way, through the same live pieces: labels
+are decoded by the spec's class codec (``DatasetSpec.class_codec``), the replay log carries
+each version's class probabilities as serving logs them, the drift check and the evaluator
+take their multi-class paths (class drift, text drift, ``controller.gate_classes``), and the
+realised metrics are ``kernel.metrics.multiclass_value`` on each policy's probabilities put
+in the history's class order (``controller.gate_classes.aligned``). The label-free estimate
+(CBPE) is binary only: a multi-class replay reports it as ``n/a (binary only)``.
 """
 
 from __future__ import annotations
@@ -42,14 +50,15 @@ from prometheus_client import CollectorRegistry
 
 from backtest.adapters import BacktestPolicy, ClockedRegistry, InProcessLauncher
 from backtest.replay import ReplayLog, SimClock
-from controller.evidence import Evaluator, ModelCache
+from controller.evidence import Evaluator, ModelCache, version_classes
+from controller.gate_classes import aligned
 from controller.intake import take_verdict
 from controller.metrics import ControllerMetrics
 from controller.reconcile import Controller, Managed
 from controller.store import Store
 from kernel.errors import DataError, UsageError
 from kernel.frames import fill_missing_text
-from kernel.metrics import metric_value
+from kernel.metrics import metric_value, multiclass_value
 from kernel.spec import DatasetSpec
 from kernel.tables import conform, read_table
 from monitoring.check import Reference, check_frames, outcome, performance
@@ -59,6 +68,8 @@ from registry import ALIAS_CHALLENGER, ALIAS_CHAMPION, TAG_PREFIX
 log = logging.getLogger(__name__)
 
 POLICIES = ("never", "configured", "every_period")
+#: What a multi-class replay reports for the label-free estimate (CBPE is for binary scores).
+ESTIMATE_BINARY_ONLY = "n/a (binary only)"
 NEVER_VISIBLE = pd.Timestamp.max.tz_localize("UTC").floor("D")
 
 
@@ -80,9 +91,14 @@ class History:
     """The replay's input: conformed rows in time order, labels and when they arrive."""
 
     frame: pd.DataFrame               # features, timestamp, target (may be NaN), id
-    y: np.ndarray                     # 0/1, -1 for unlabelled rows
+    y: np.ndarray                     # 0/1 (multi-class: index in classes), -1 unlabelled
     label_at: pd.Series               # when each label becomes visible (far future: never)
     request_ids: pd.Series
+    #: multi-class: the classes, sorted class texts (as training orders them): the listed
+    #: ones, or with ``classes: infer`` the history's; None for a binary spec
+    classes: tuple[str, ...] | None = None
+    #: each label as the log stores it (the class text; binary: the target as text)
+    label_text: pd.Series | None = None
 
 
 @dataclass
@@ -142,6 +158,7 @@ class BacktestResult:
     label_violations: int
     seconds: float = 0.0
     version_tags: dict[int, dict[str, str]] = field(default_factory=dict)  # each version's tags
+    classes: tuple[str, ...] | None = None    # multi-class: the history's class order
 
     def summary(self) -> dict[str, Any]:
         outcomes = [d["outcome"] for d in self.decisions if d["kind"] == "gate"]
@@ -172,6 +189,8 @@ class BacktestResult:
             "metric_overall": self.overall,
             "estimate_periods": sum(p.in_band is not None for p in self.periods),
             "estimate_in_band": sum(bool(p.in_band) for p in self.periods),
+            # label-free estimates (CBPE) are for binary scores: said, not failed
+            "estimate_note": ESTIMATE_BINARY_ONLY if self.spec.is_multiclass else None,
             "label_reads": self.label_reads, "label_violations": self.label_violations,
             "seconds": round(self.seconds, 2),
         }
@@ -186,9 +205,6 @@ def load_history(spec: DatasetSpec, data_paths: Sequence[Path], labels_path: Pat
     the later of the file's own timestamp column, when it has one, and ``ts + label_delay``)."""
     if not data_paths:
         raise UsageError("--data: at least one file")
-    if spec.is_multiclass:
-        raise UsageError(f"{spec.model_name}: the backtest replays binary models; a spec with "
-                         "classes: is not supported yet")
     frames = [conform(read_table(p), spec, require_target=labels_path is None, name=str(p))
               for p in data_paths]
     frame = pd.concat(frames, ignore_index=True, sort=False)
@@ -218,14 +234,42 @@ def load_history(spec: DatasetSpec, data_paths: Sequence[Path], labels_path: Pat
             arrives = arrives.where(given.isna() | (given <= arrives), given)
     has_label = frame[spec.target].notna().to_numpy()
     y = np.full(len(frame), -1, dtype=np.int64)
-    if has_label.any():
+    classes = None
+    text = frame[spec.target].astype(str)
+    if spec.is_multiclass:
+        y, classes, text = _class_labels(spec, frame[spec.target], has_label)
+    elif has_label.any():
         y[has_label] = spec.labels.decode_many(frame.loc[has_label, spec.target])
     arrives = arrives.where(has_label, NEVER_VISIBLE)
     if spec.id_column and spec.id_column in frame.columns:
         ids = frame[spec.id_column].astype(str)
     else:
         ids = pd.Series([f"row-{i}" for i in range(len(frame))])
-    return History(frame, y, arrives.reset_index(drop=True), ids.reset_index(drop=True))
+    return History(frame, y, arrives.reset_index(drop=True), ids.reset_index(drop=True),
+                   classes, text.reset_index(drop=True))
+
+
+def _class_labels(spec: DatasetSpec, target: pd.Series, has_label: np.ndarray) -> tuple[
+        np.ndarray, tuple[str, ...], pd.Series]:
+    """A multi-class target by the spec's class codec: (index of each label in the sorted
+    classes, -1 unlabelled; the classes; each label's class text). A label that is no listed
+    class is a data error naming it, as in training."""
+    from kernel.labels import LabelError
+
+    texts = np.full(len(target), None, dtype=object)
+    try:
+        texts[has_label] = spec.class_codec().canonical_many(target[has_label])
+    except LabelError as exc:
+        raise DataError(f"target {spec.target!r}: {exc}") from None
+    listed = spec.listed_classes
+    classes = tuple(sorted(listed if listed is not None else {str(t) for t in texts[has_label]}))
+    if len(classes) < 2:
+        raise DataError(f"target {spec.target!r}: the history has fewer than two classes "
+                        f"({list(classes)})")
+    y = np.full(len(target), -1, dtype=np.int64)
+    if has_label.any():
+        y[has_label] = spec.class_codec(classes).decode_many(texts[has_label])
+    return y, classes, pd.Series(texts, index=target.index, dtype=object)
 
 
 def _month_start(when: pd.Timestamp) -> pd.Timestamp:
@@ -314,9 +358,11 @@ class Replay:
         self.y = history.y[rest]
         self.clock = SimClock(self.replay_start)
         self.registry = ClockedRegistry(self.clock)
-        target = self.rows[spec.target] if spec.target in self.rows else pd.Series(
-            [None] * len(self.rows))
-        self.log = ReplayLog(spec, self.rows, target.astype(str), history.label_at.iloc[rest]
+        self.classes = history.classes
+        target = history.label_text if history.label_text is not None else pd.Series(
+            [None] * len(history.frame))
+        self.log = ReplayLog(spec, self.rows, target.iloc[rest].reset_index(drop=True)
+                             .astype(str), history.label_at.iloc[rest]
                              .reset_index(drop=True), history.request_ids.iloc[rest]
                              .reset_index(drop=True), self.y, self.clock)
         self.history_path = workdir / "history.parquet"
@@ -336,6 +382,7 @@ class Replay:
             metrics=ControllerMetrics.create(CollectorRegistry()), clock=self.clock)
         self._scores: dict[int, np.ndarray] = {}
         self._references: dict[int, Reference] = {}
+        self._common: dict[int, np.ndarray] = {}   # multi-class: history class order
         # a missing text is the empty text, as training and serving score it
         self._features = fill_missing_text(self.rows[self.spec.features.all],
                                            self.spec.features.text)
@@ -351,11 +398,44 @@ class Replay:
         return self.origin + index * self.config.period
 
     def scores(self, version: int) -> np.ndarray:
-        """The version's scores on every replayed row (computed once; rows are independent)."""
+        """The version's scores on every replayed row (computed once; rows are independent):
+        the positive-class probability, or a multi-class version's top probability (its
+        probabilities then go to the replay log, as serving logs them)."""
         if version not in self._scores:
             model = self.cache.model(self.spec.model_name, version)
-            self._scores[version] = np.asarray(model.predict_proba(self._features)[:, 1], float)
+            proba = np.asarray(model.predict_proba(self._features), float)
+            if self.classes is None:
+                self._scores[version] = proba[:, 1]
+            else:
+                bundle = self.cache.bundle(self.spec.model_name, version)
+                self.log.add_classes(version, version_classes(bundle, model), proba)
+                self._scores[version] = proba.max(axis=1)
         return self._scores[version]
+
+    def probabilities(self, version: int) -> np.ndarray:
+        """A multi-class version's probabilities on every replayed row, in the history's
+        class order (what the realised metrics compare)."""
+        assert self.classes is not None
+        if version not in self._common:
+            self.scores(version)
+            classes, matrix = self.log.probabilities_of(version)
+            self._common[version] = self._aligned(matrix, classes)
+        return self._common[version]
+
+    def _aligned(self, matrix: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+        assert self.classes is not None
+        return aligned(matrix, [str(c) for c in classes], self.classes)
+
+    def served_probabilities(self) -> np.ndarray:
+        """The served version's probabilities of every row (history class order; NaN rows
+        not served): the configured policy's, for the realised metrics."""
+        assert self.classes is not None
+        out = np.full((len(self.rows), len(self.classes)), np.nan)
+        for version in np.unique(self.log.version):
+            if version > 0:
+                rows = self.log.version == version
+                out[rows] = self.probabilities(int(version))[rows]
+        return out
 
     def reference(self, version: int) -> Reference:
         if version not in self._references:
@@ -441,7 +521,7 @@ class Replay:
                 labelled_at_end=labelled_at_end, status=verdict.status,
                 drift_share=verdict.drift_share, drifted=list(verdict.drifted_columns),
                 checked_metric=verdict.performance.value if verdict.performance else None,
-                realised={"configured": self._metric(part, self.log.score[part])},
+                realised={"configured": self._metric(part, self._served(part))},
                 live_version=live, served_versions=sorted(set(served)),
                 shadow_version=shadow_seen,
                 triggers=[{"source": t.source, "action": t.action, "outcome": t.outcome,
@@ -455,11 +535,33 @@ class Replay:
                                          self.n_periods - self.config.initial_periods))
         return rows_out
 
+    def _served(self, part: slice) -> np.ndarray:
+        """The served scores of ``part`` (multi-class: probabilities, history class order)."""
+        if self.classes is None:
+            return self.log.score[part]
+        out = np.full((part.stop - part.start, len(self.classes)), np.nan)
+        versions = self.log.version[part]
+        for version in np.unique(versions):
+            if version > 0:
+                out[versions == version] = self.probabilities(int(version))[part][
+                    versions == version]
+        return out
+
     def _metric(self, part: slice | np.ndarray, scores: np.ndarray) -> float | None:
+        """The spec's metric on the labelled rows of ``part``: ``scores`` (binary) or class
+        probabilities in the history's class order (multi-class, ``multiclass_value``)."""
         y = self.y[part]
-        keep = (y >= 0) & np.isfinite(scores)
-        value = metric_value(self.spec.metric, y[keep], scores[keep])
+        if scores.ndim == 2:
+            keep = (y >= 0) & np.isfinite(scores).all(axis=1)
+            value = multiclass_value(self.spec.metric, y[keep], scores[keep])
+        else:
+            keep = (y >= 0) & np.isfinite(scores)
+            value = metric_value(self.spec.metric, y[keep], scores[keep])
         return value if np.isfinite(value) else None
+
+    def policy_scores(self, version: int) -> np.ndarray:
+        """A version's scores on every row, as the realised metrics take them."""
+        return self.scores(version) if self.classes is None else self.probabilities(version)
 
     # -- reference policies -----------------------------------------------------------------
 
@@ -470,7 +572,8 @@ class Replay:
 
         spec = self.spec
         s = self.settings
-        out = np.full(len(self.rows), np.nan)
+        width = () if self.classes is None else (len(self.classes),)
+        out = np.full((len(self.rows), *width), np.nan)
         model = self.cache.model(spec.model_name, 1)
         ts = self.rows[spec.timestamp_column]
         for index in range(self.config.initial_periods, self.n_periods):
@@ -495,7 +598,9 @@ class Replay:
                     log.info("every-period retrain at %s skipped: %s", start, exc)
             lo, hi = self.log.index_before(start), self.log.index_before(end)
             if hi > lo:
-                out[lo:hi] = model.predict_proba(self._features.iloc[lo:hi])[:, 1]
+                proba = model.predict_proba(self._features.iloc[lo:hi])
+                out[lo:hi] = proba[:, 1] if self.classes is None else self._aligned(
+                    proba, [str(c) for c in model.classes_])
         return out
 
 
@@ -547,11 +652,12 @@ def run_backtest(spec: DatasetSpec, spec_path: Path, data_paths: Sequence[Path],
         replay = Replay(spec, spec_path, history, config, policy, work, progress)
         try:
             periods = replay.run()
-            configured = replay.log.score.copy()
+            configured = (replay.log.score.copy() if replay.classes is None
+                          else replay.served_probabilities())
             per_policy = {"configured": configured}
             if config.baselines:
                 progress("reference policies: never retrain, retrain every period")
-                per_policy["never"] = replay.scores(1)
+                per_policy["never"] = replay.policy_scores(1)
                 per_policy["every_period"] = replay.every_period_scores()
             for row in periods:
                 lo = replay.log.index_before(row.start)
@@ -572,7 +678,7 @@ def run_backtest(spec: DatasetSpec, spec_path: Path, data_paths: Sequence[Path],
             replay.store.close()
     return BacktestResult(spec, config, policy, replay.origin, replay.replay_start, periods,
                           overall, decisions, cycles, versions, len(audit), violations,
-                          time.perf_counter() - started, tags)
+                          time.perf_counter() - started, tags, replay.classes)
 
 
 def _overall(replay: Replay, per_policy: dict[str, np.ndarray], config: BacktestConfig,

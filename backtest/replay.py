@@ -11,11 +11,16 @@ front, but it only ever shows what existed at the simulated ``clock()``:
 
 That is the time-travel guard: nothing in the decision path can read a label before it
 would have arrived live. Every read is audited (``audit``) so tests can check it.
+
+A multi-class model's rows read as serving logs them (monitoring/predlog/schema.py):
+``prediction`` the predicted class as text, ``score`` its probability, ``probabilities``
+every class's probability in the serving version's class order and ``shadow_probabilities``
+the challenger's in its own; labels are class texts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -77,6 +82,11 @@ class ReplayLog:
         self.shadow_version = np.full(n, np.nan)
         self.shadow_score = np.full(n, np.nan)
         self.served = 0                      # rows [0, served) have been served
+        # multi-class: each version's full-length probabilities (its class order) and classes
+        self.multiclass = spec.is_multiclass
+        self.prediction = np.full(n, None, dtype=object)
+        self._probabilities: dict[int, np.ndarray] = {}
+        self._classes: dict[int, tuple[str, ...]] = {}
         self.audit: list[Read] = []
         self._y = np.asarray(y, dtype=np.int64)
 
@@ -93,19 +103,47 @@ class ReplayLog:
     def index_before(self, when: datetime) -> int:
         return int(np.searchsorted(self._ts, _ns(when), side="left"))
 
+    def add_classes(self, version: int, classes: Sequence[str],
+                    probabilities: np.ndarray) -> None:
+        """A multi-class version's classes (its ``predict_proba`` order) and its
+        probabilities on every row, before it serves or shadows."""
+        matrix = np.asarray(probabilities, dtype=float)
+        if matrix.shape != (len(self), len(classes)):
+            raise ValueError(f"v{version}: probabilities of shape {matrix.shape}, expected "
+                             f"{(len(self), len(classes))}")
+        self._classes[version] = tuple(str(c) for c in classes)
+        self._probabilities[version] = matrix
+
+    def probabilities_of(self, version: int) -> tuple[tuple[str, ...], np.ndarray]:
+        """A multi-class version's classes and probabilities given by :meth:`add_classes`."""
+        return self._classes[version], self._probabilities[version]
+
     def serve(self, until: datetime, champion: int, scores: np.ndarray,
               challenger: int | None = None, shadow: np.ndarray | None = None) -> slice:
         """Serve the rows with ``ts < until`` not served yet: ``scores`` / ``shadow`` are
-        the full-length score arrays of the champion and the challenger."""
+        the full-length score arrays of the champion and the challenger (multi-class: their
+        top probabilities; :meth:`add_classes` gave their probabilities)."""
         stop = self.index_before(until)
         part = slice(self.served, stop)
         self.version[part] = champion
         self.score[part] = scores[part]
+        if self.multiclass:
+            top = self._probabilities[champion][part].argmax(axis=1)
+            self.prediction[part] = np.asarray(self._classes[champion], dtype=object)[top]
         if challenger is not None and shadow is not None:
             self.shadow_version[part] = challenger
             self.shadow_score[part] = shadow[part]
         self.served = max(self.served, stop)
         return part
+
+    def _lists(self, versions: np.ndarray, start: int, index: pd.Index) -> pd.Series:
+        """Per row from ``start``: its ``versions`` entry's probabilities as a list (None
+        where no version, NaN or 0, is set)."""
+        out: list[list[float] | None] = []
+        for i, v in enumerate(versions):
+            matrix = self._probabilities.get(int(v)) if np.isfinite(v) and v > 0 else None
+            out.append(None if matrix is None else matrix[start + i].tolist())
+        return pd.Series(out, index=index, dtype=object)
 
     # -- reading (the PredictionLogReader interface) -------------------------------------------
 
@@ -163,9 +201,16 @@ class ReplayLog:
         frame = self._frame.iloc[start:stop].copy()
         frame["model_version"] = self.version[start:stop]
         frame["score"] = self.score[start:stop]
-        frame["prediction"] = (frame["score"] > THRESHOLD).astype(np.int64)  # as serving answers
         frame["shadow_version"] = self.shadow_version[start:stop]
         frame["shadow_score"] = self.shadow_score[start:stop]
+        if self.multiclass:  # as serving logs a multi-class model's rows
+            frame["prediction"] = self.prediction[start:stop]
+            frame["probabilities"] = self._lists(self.version[start:stop].astype(float), start,
+                                                 frame.index)
+            frame["shadow_probabilities"] = self._lists(self.shadow_version[start:stop], start,
+                                                        frame.index)
+        else:
+            frame["prediction"] = (frame["score"] > THRESHOLD).astype(np.int64)  # as serving
         frame["latency_ms"] = 0.0
         if labels:
             cut = self._cut(labels_as_of)
@@ -188,7 +233,8 @@ class ReplayLog:
     # -- hindsight (reports only; never on the decision path) ----------------------------------
 
     def truth(self, part: slice | np.ndarray) -> np.ndarray:
-        """0/1 labels of rows, for the report's realised metrics (hindsight)."""
+        """Labels of rows (0/1; multi-class: the class index in the history's class
+        order; -1 unlabelled), for the report's realised metrics (hindsight)."""
         return self._y[part]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from backtest.engine import POLICIES, BacktestResult, PeriodRow
+from backtest.engine import ESTIMATE_BINARY_ONLY, POLICIES, BacktestResult, PeriodRow
 from registry import TAG_PREFIX, ModelRegistry
 from registry.port import BACKTEST_EXPERIMENT
 
@@ -64,6 +64,7 @@ def as_dict(result: BacktestResult) -> dict[str, Any]:
             "reasons": p.reasons})
     return _clean({
         "schema_version": 1, "model": result.spec.model_name, "metric": result.spec.metric,
+        "classes": None if result.classes is None else list(result.classes),
         "config": {"period_seconds": c.period.total_seconds(), "period_months": c.months,
                    "initial_periods": c.initial_periods,
                    "label_delay_seconds": c.label_delay.total_seconds(),
@@ -75,12 +76,13 @@ def as_dict(result: BacktestResult) -> dict[str, Any]:
 
 def table(result: BacktestResult) -> pd.DataFrame:
     rows = []
+    binary = not result.spec.is_multiclass
     for p in result.periods:
         rows.append({
             "start": p.start.strftime("%Y-%m-%d %H:%M"), "rows": p.rows, "status": p.status,
             "drift_share": p.drift_share, "checked": p.checked_metric,
             **{f"{k}": p.realised.get(k) for k in POLICIES if k in p.realised},
-            "estimated": p.estimated,
+            "estimated": p.estimated if binary else ESTIMATE_BINARY_ONLY,
             "est_band": (f"[{p.estimated_band[0]:.3f}, {p.estimated_band[1]:.3f}]"
                          if p.estimated_band else None),
             "in_band": None if p.in_band is None else ("yes" if p.in_band else "no"),
@@ -102,7 +104,9 @@ def render_text(result: BacktestResult) -> str:
     for name, values in s["metric_overall"].items():
         parts = ", ".join(f"{k} {_f(v)}" for k, v in values.items())
         lines.append(f"  {LABELS.get(name, name):<22} {parts}")
-    if s["estimate_periods"]:
+    if s["estimate_note"]:
+        lines.append(f"estimated {metric} (label-free, CBPE): {s['estimate_note']}")
+    elif s["estimate_periods"]:
         lines.append(f"realised {metric} inside the estimate's band: {s['estimate_in_band']} of "
                      f"{s['estimate_periods']} periods")
     lines.append(f"retrains {s['retrains']}, promotions {s['promotions']}, rejections "

@@ -93,7 +93,7 @@ def _log(clock: SimClock) -> ReplayLog:
     ts = pd.Series([T0 + timedelta(hours=h) for h in range(10)])
     rows = pd.DataFrame({"t": ts, "x": np.arange(10.0)})
     label_at = ts + pd.Timedelta(hours=5)
-    label_at.iloc[3] = T0 + timedelta(days=365)   # a label from the far future
+    label_at.iloc[3] = pd.Timestamp(T0 + timedelta(days=365))   # a label from the far future
     return ReplayLog(spec, rows, pd.Series([1, 0] * 5), label_at,
                      pd.Series([f"r{i}" for i in range(10)]), np.array([1, 0] * 5), clock)
 
@@ -159,10 +159,20 @@ def test_a_retrain_takes_simulated_time_its_version_is_hidden_until_then() -> No
     assert found.version == info.version and found.created_at == done
 
 
-def test_a_multiclass_spec_is_refused_with_the_reason(tmp_path: Path) -> None:
+def test_a_multiclass_history_names_a_label_that_is_no_class(tmp_path: Path) -> None:
+    """A multi-class spec replays (tests/unit/test_backtest_classes.py); a label outside its
+    classes is refused as training refuses it, naming the value."""
     from backtest.engine import load_history
+    from kernel.errors import DataError
 
     spec = DatasetSpec(model_name="tickets", target="label", timestamp_column="ts",
                        classes=["billing", "network"], features={"text": ["body"]})
-    with pytest.raises(UsageError, match="replays binary models"):
-        load_history(spec, [tmp_path / "none.csv"], None, timedelta(days=1))
+    path = tmp_path / "h.csv"
+    pd.DataFrame({"ts": ["2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z"],
+                  "body": ["wifi down", "refund"], "label": ["network", "printer"]}
+                 ).to_csv(path, index=False)
+    with pytest.raises(DataError, match="'printer' is not one of the spec's labels"):
+        load_history(spec, [path], None, timedelta(days=1))
+    path.write_text(path.read_text().replace("printer", "billing"))
+    history = load_history(spec, [path], None, timedelta(days=1))
+    assert history.classes == ("billing", "network") and history.y.tolist() == [1, 0]
