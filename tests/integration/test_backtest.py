@@ -249,3 +249,74 @@ def test_after_a_covariate_shift_one_retrain_on_the_new_world_ends_the_alarm(
     assert after and not any(p.alarm for p in after)
     assert all(p.live_version == first["challenger"] for p in after)
     assert result.summary()["false_alarms"] == 0
+
+
+@pytest.mark.filterwarnings(
+    # the content-drift classifier keeps Evidently's max_iter=50 (monitoring/text_drift.py)
+    "ignore:Maximum number of iteration reached:sklearn.exceptions.ConvergenceWarning")
+def test_cli_on_the_ticket_classifier_with_slang(home: Path, tmp_path: Path) -> None:
+    """A multi-class text spec through the command: tickets from ``driftloop generate --kind
+    tickets --scenario slang``, labels from a file joined on ticket_id (six hours late), the
+    spec's macro-F1 per period, text drift from the onset on, CBPE said to be binary only."""
+    import yaml
+
+    from tests.conftest import ROOT
+
+    tickets = tmp_path / "tickets.parquet"
+    assert main(["generate", "--kind", "tickets", "--scenario", "slang", "--days", "8",
+                 "--onset-day", "4", "--rows-per-day", "400", "--seed", "3",
+                 "--out", str(tickets)]) == 0
+    frame = pd.read_parquet(tickets)
+    labels = frame[["ticket_id", "label", "ts"]].assign(ts=frame["ts"] + pd.Timedelta(hours=6))
+    data, label_file = tmp_path / "rows.parquet", tmp_path / "labels.csv"
+    write_table(frame.drop(columns=["label"]), data)
+    labels.to_csv(label_file, index=False)
+    example = yaml.safe_load((ROOT / "examples" / "tickets" / "spec.yaml").read_text())
+    example["text"].update(analyzer="word", max_features=5000)  # a second to train
+    example["retrain"] = {"min_rows": 300}
+    spec = tmp_path / "tickets.yaml"
+    spec.write_text(yaml.safe_dump(example))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_pairs: 100\n")
+    out, summary = tmp_path / "out", tmp_path / "summary.json"
+    onset = "2026-01-05T00:00:00Z"
+    code = main(["backtest", "--spec", str(spec), "--data", str(data), "--labels",
+                 str(label_file), "--policy", str(policy), "--initial-periods", "3",
+                 "--label-delay", "1h", "--stable-until", onset, "--onset", onset,
+                 "--json", str(summary), "--out", str(out), "--quiet"])
+    assert code == 0
+    doc = json.loads(summary.read_text())
+    assert doc["model"] == "tickets" and doc["metric"] == "macro_f1"
+    assert doc["classes"] == ["account", "billing", "hardware", "network", "other"]
+    periods = doc["periods"]
+    assert [p["rows"] for p in periods] == [400] * 5
+    assert periods[0]["drift"]["status"] == "ok"
+    assert not any(c.startswith("body") for c in periods[0]["drift"]["columns"])
+    # slang starts on 40% of the network tickets and grows: flagged on the onset day or the
+    # next, then every day (out-of-vocabulary share first)
+    assert all(p["drift"]["status"] in ("drift", "degraded") for p in periods[2:])
+    assert "body:oov_share" in periods[2]["drift"]["columns"]
+    # labels six hours late: the onset period's own check already judges realised macro-F1
+    assert periods[1]["checked_metric"] is not None
+    for p in periods:
+        assert set(p["realised"]) == {"never", "configured", "every_period"}
+        assert all(0 < v <= 1 for v in p["realised"].values())
+        assert p["estimated"] is None
+    totals = doc["totals"]
+    assert totals["estimate_note"] == "n/a (binary only)" and totals["label_violations"] == 0
+    assert totals["false_alarms"] == 0 and totals["retrains"] >= 1
+    assert totals["detection_delay_seconds"] in (86400, 2 * 86400)
+    gated = [d for p in periods for d in p["decisions"] if d["kind"] == "gate"]
+    assert gated and all(d["reasons"][0].startswith("macro_f1: challenger") for d in gated)
+    assert all(d["evidence"] == "offline_replay" and d["n"] >= 100 for d in gated)
+    assert set(pd.read_csv(out / "table.csv")["estimated"]) == {"n/a (binary only)"}
+
+    import mlflow
+
+    client = mlflow.MlflowClient(CommonSettings().resolved_tracking_uri)
+    experiment = client.get_experiment_by_name("driftloop-backtest")
+    assert experiment is not None
+    [configured] = [r for r in client.search_runs([experiment.experiment_id])
+                    if r.data.tags["driftloop.policy"] == "configured"]
+    assert configured.data.metrics["macro_f1_all"] == pytest.approx(
+        totals["metric_overall"]["configured"]["all"])
