@@ -24,6 +24,12 @@ on any machine, under any load. Two clock files, both written only here:
 
 Shadow scoring is not sampled (``DRIFTLOOP_SERVING_SHADOW_ADAPTIVE=false``), and before a
 day starts the serving app must serve the versions the aliases name.
+
+``--scenario tickets`` tells the same loop on the support-ticket classifier
+(examples/tickets/spec.yaml, training/generate_tickets.py): from the onset day network tickets
+are written in slang the training vocabulary never had, more each day; the out-of-distribution
+share and the text content drift rise, a retrain on the recent labelled tickets is shadowed
+and gated on macro-F1. The timeline and the plot add the day's OOD share.
 """
 
 from __future__ import annotations
@@ -42,12 +48,13 @@ import httpx
 import typer
 
 from driftloop.demo_timeline import (
-    HEADER,
     LEGEND,
+    TEXT_LEGEND,
     DayRow,
     Event,
     champion_moves,
     format_row,
+    header,
     plot,
     write_json,
 )
@@ -61,8 +68,54 @@ from driftloop.processes import (
 )
 from kernel.clock import write_instant
 
-SPEC = Path(__file__).resolve().parent.parent / "examples" / "churn" / "spec.yaml"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SPEC = EXAMPLES / "churn" / "spec.yaml"
 DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Story:
+    """What one demo scenario is made of: its model, data and words."""
+
+    name: str                 # --scenario
+    model: str                # the spec's model_name
+    spec: Path
+    kind: str                 # training/cli.py's --kind: which generator
+    drift: str                # the generator's scenario from the onset day
+    id_column: str
+    target: str
+    what: str                 # "[1/4] generated ... rows" and the plot's title
+    metric: str               # the timeline's column
+    metric_name: str          # the plot's axis
+    text: bool = False        # text model: the timeline's OOD column
+    #: ``retrain.window`` of the demo's spec; None keeps the spec's (``auto``)
+    retrain_window: str | None = None
+
+    def generate(self, days: int, onset: int, rows_per_day: int, seed: int,
+                 start: datetime) -> Any:
+        from training import generate as churn
+        from training import generate_tickets as tickets
+
+        module = tickets if self.kind == "tickets" else churn
+        return module.generate(days, scenario=churn.Scenario(self.drift, onset),
+                               rows_per_day=rows_per_day, seed=seed, start=start)
+
+    def label(self, value: Any) -> Any:
+        """A label as a client sends it: the class name, or 0/1."""
+        return str(value) if self.text else int(value)
+
+
+STORIES = {
+    "churn": Story("churn", "churn", SPEC, "churn", "concept", "customer_id", "churned",
+                   "churn rows", "AUC", "ROC AUC"),
+    "tickets": Story("tickets", "tickets", EXAMPLES / "tickets" / "spec.yaml", "tickets",
+                     "slang", "ticket_id", "label", "support tickets", "F1", "macro-F1",
+                     text=True,
+                     # slang adds words for the same intents: the tickets before it keep
+                     # their labels' meaning, so a retrain keeps them and adds the new ones
+                     retrain_window="all"),
+}
+DRIFT_WORDS = {"concept": "concept drift", "slang": "slang in network tickets"}
 CATCH_UP_SECONDS = 300.0  # a retrain and its gate, on a loaded machine
 
 
@@ -78,6 +131,7 @@ class Demo:
     train_days: int
     rows_per_day: int
     seed: int
+    story: Story = STORIES["churn"]
     group: ProcessGroup = field(init=False)
     timeline: list[DayRow] = field(default_factory=list)
     serving_url: str = ""
@@ -132,7 +186,7 @@ class Demo:
         return proc
 
     def prepare(self) -> list[Any]:
-        from training.generate import DEFAULT_START, Scenario, generate
+        from training.generate import DEFAULT_START
 
         self.env = {
             "DRIFTLOOP_HOME": str(self.home),
@@ -142,8 +196,8 @@ class Demo:
             "MLFLOW_TRACKING_URI": "",  # the embedded default, whatever the shell says
         }
         self.day0 = DEFAULT_START
-        data = generate(self.days, scenario=Scenario("concept", self.onset),
-                        rows_per_day=self.rows_per_day, seed=self.seed, start=self.day0)
+        story = self.story
+        data = story.generate(self.days, self.onset, self.rows_per_day, self.seed, self.day0)
         day_of = (data["ts"].dt.normalize() - data["ts"].min().normalize()).dt.days
         history = data[day_of < self.train_days]
         history_path = self.home / "data" / "history.parquet"
@@ -151,12 +205,13 @@ class Demo:
         history.to_parquet(history_path, index=False)
         # a drift-triggered retrain trains from the located change once retrain.min_rows
         # labelled rows exist since it (default 3,000): here, half a simulated day's labels
-        spec = (SPEC.read_text() + "history: [data/history.parquet]\n"
-                f"retrain:\n  min_rows: {max(100, self.rows_per_day // 2)}\n")
+        window = f"  window: {story.retrain_window}\n" if story.retrain_window else ""
+        spec = (story.spec.read_text() + "history: [data/history.parquet]\n"
+                f"retrain:\n  min_rows: {max(100, self.rows_per_day // 2)}\n{window}")
         (self.home / "spec.yaml").write_text(spec)
-        self.say(f"[1/4] generated {len(data):,} churn rows over {self.days} days "
-                 f"(concept drift from day {self.onset}); training the first champion on days "
-                 f"0-{self.train_days - 1}...")
+        self.say(f"[1/4] generated {len(data):,} {story.what} over {self.days} days "
+                 f"({DRIFT_WORDS[story.drift]} from day {self.onset}); training the first "
+                 f"champion on days 0-{self.train_days - 1}...")
         out = self.driftloop("train", "--spec", str(self.home / "spec.yaml"), "--data",
                              str(history_path), "--alias", "champion", "--tag", "trigger=bootstrap")
         self.say("      " + out.stdout.strip().splitlines()[-1])
@@ -191,7 +246,8 @@ class Demo:
         })
         self.say(f"[2/4] starting the serving app ({self.serving_url}) and the controller "
                  f"({self.controller_url}), both on simulated time...")
-        serving = self.group.start("serving", driftloop_command("serve", "--model", "churn"),
+        serving = self.group.start("serving", driftloop_command("serve", "--model",
+                                                                self.story.model),
                                    env={**self.env, "DRIFTLOOP_SIMULATED_CLOCK_FILE":
                                         str(self.world_clock)})
         controller = self.group.start("controller", driftloop_command("controller"),
@@ -206,21 +262,23 @@ class Demo:
     def play(self, frames: list[Any]) -> None:
         self.say(f"[3/4] playing {len(frames)} simulated days: each request at its own time, "
                  "the labels at the day's end, then the daily drift check\n")
-        self.say(LEGEND + "\n")
-        self.say(HEADER)
+        text = self.story.text
+        self.say((TEXT_LEGEND if text else LEGEND) + "\n")
+        self.say(header(self.story.metric, text=text))
         with httpx.Client(timeout=30) as client:
             for index, frame in enumerate(frames):
                 day = self.train_days + index
                 row = self.play_day(client, day, frame)
                 self.timeline.append(row)
-                self.say(format_row(row))
+                self.say(format_row(row, text=text))
 
     def play_day(self, client: httpx.Client, day: int, frame: Any) -> DayRow:
         start, end = self.start_of(day), self.start_of(day + 1)
         self.serving_follows(client)
-        features = [c for c in frame.columns if c not in ("customer_id", "ts", "churned")]
+        story = self.story
+        features = [c for c in frame.columns if c not in (story.id_column, "ts", story.target)]
         records = frame[features].to_dict("records")
-        ids = [f"d{day}-{cid}" for cid in frame["customer_id"]]
+        ids = [f"d{day}-{cid}" for cid in frame[story.id_column]]
         failed = 0
         versions: dict[int, int] = {}
         # one request at a time, each at its own simulated time: the log's order is the same
@@ -235,8 +293,8 @@ class Demo:
             versions[version] = versions.get(version, 0) + 1
         self.sent_rows += len(records) - failed
         write_instant(self.world_clock, end)  # the day's labels arrive at its end
-        labels = [{"request_id": rid, "label": int(y)} for rid, y in zip(ids, frame["churned"],
-                                                                          strict=True)]
+        labels = [{"request_id": rid, "label": story.label(y)}
+                  for rid, y in zip(ids, frame[story.target], strict=True)]
         for first in range(0, len(labels), 500):
             client.post(f"{self.serving_url}/feedback", json={"labels": labels[first:first + 500]},
                         headers={"Authorization": f"Bearer {self.feedback_token}"}
@@ -255,6 +313,9 @@ class Demo:
             row.status = verdict["status"]
             row.drift_share = verdict.get("drift_share")
             row.realised, row.baseline = perf.get("value"), perf.get("baseline")
+            texts = verdict.get("text_columns") or []
+            if texts and texts[0].get("ood_share") is not None:
+                row.ood_share = float(texts[0]["ood_share"])
         self.take_status(row, status)
         return row
 
@@ -277,7 +338,8 @@ class Demo:
         """The daily check of the version that served most of the day."""
         out = self.home / "reports" / "demo"
         pick = ["--version", str(version)] if version else []
-        proc = self.driftloop("drift-check", "--model", "churn", *pick, "--since", since.isoformat(),
+        proc = self.driftloop("drift-check", "--model", self.story.model, *pick,
+                              "--since", since.isoformat(),
                               "--until", until.isoformat(), "--post-to", self.controller_url,
                               "--out", str(out), clock=self.controller_clock)
         found = re.search(r"^verdict: (.+\.json)$", proc.stdout, re.MULTILINE)
@@ -289,7 +351,8 @@ class Demo:
     # -- waiting for the services, never a blind sleep -------------------------------
 
     def model_status(self, client: httpx.Client) -> dict[str, Any]:
-        return _model_status(client.get(f"{self.controller_url}/status").json(), "churn")
+        return _model_status(client.get(f"{self.controller_url}/status").json(),
+                             self.story.model)
 
     def caught_up(self, client: httpx.Client, at: datetime) -> dict[str, Any]:
         """Wait for a quiet reconcile pass at ``at`` that started after this call (every
@@ -343,12 +406,16 @@ class Demo:
         moves = self.moves()
         reports = self.home / "reports"
         write_json(reports / "demo-timeline.json", self.timeline, seed=self.seed, moves=moves)
-        drawn = plot(reports / "demo-metric.png", self.timeline, moves, onset=self.onset)
+        drawn = plot(reports / "demo-metric.png", self.timeline, moves, onset=self.onset,
+                     metric=self.story.metric_name,
+                     title=f"driftloop demo: {DRIFT_WORDS[self.story.drift]}, retrain, "
+                     "shadow gate, promotion")
         html = sorted(reports.rglob("*.html"), key=lambda p: p.stat().st_mtime)
         self.say("\n[4/4] done.")
         champion = live.get("champion") or {}
         challenger = live.get("challenger") or {}
-        self.say(f"  serving now: {live.get('model', 'churn')} v{champion.get('version')} "
+        self.say(f"  serving now: {live.get('model', self.story.model)} "
+                 f"v{champion.get('version')} "
                  f"(@champion)" + (f", shadowing v{challenger.get('version')} (@challenger)"
                                    if challenger else ""))
         for event in events:
@@ -358,7 +425,7 @@ class Demo:
                  f"in 'driftloop-monitoring'):\n    DRIFTLOOP_HOME={self.home} driftloop ui  "
                  "# then open http://127.0.0.1:5000")
         self.say(f"  promotion history:    DRIFTLOOP_HOME={self.home} driftloop history "
-                 "--model churn")
+                 f"--model {self.story.model}")
         if html:
             self.say(f"  latest drift report: {html[-1]}")
         self.say(f"  timeline (JSON):     {reports / 'demo-timeline.json'}")
@@ -368,7 +435,7 @@ class Demo:
 
     def moves(self) -> list[dict[str, Any]]:
         """The champion's moves, from the registry's own record (``driftloop history``)."""
-        proc = self.driftloop("history", "--model", "churn", "--json", check=False)
+        proc = self.driftloop("history", "--model", self.story.model, "--json", check=False)
         try:
             history = json.loads(proc.stdout)
         except ValueError:
@@ -411,15 +478,22 @@ def demo(
     rows_per_day: Annotated[int, typer.Option(min=200, help="Requests per simulated day.")] = 1500,
     seed: Annotated[int, typer.Option(help="Random seed of the demo data (the same seed "
                                       "tells the same story).")] = 7,
+    scenario: Annotated[str, typer.Option(help="churn: a churn model whose label process "
+                                          "changes (concept drift); tickets: a support-ticket "
+                                          "text classifier over five classes whose network "
+                                          "tickets turn to new slang.")] = "churn",
 ) -> None:
     """Run the whole loop on the embedded default, in simulated time: drift, retrain, shadow
     gate, promotion."""
     from kernel.errors import UsageError
 
+    if scenario not in STORIES:
+        raise UsageError(f"--scenario: {scenario!r} is not one of {', '.join(STORIES)}")
     if not train_days < onset < days:
         raise UsageError("need --train-days < --onset < --days")
     try:
-        Demo(home.resolve(), days, onset, train_days, rows_per_day, seed).run()
+        Demo(home.resolve(), days, onset, train_days, rows_per_day, seed,
+             STORIES[scenario]).run()
     except KeyboardInterrupt:
         typer.echo("\ninterrupted: the demo's processes were stopped", err=True)
         raise typer.Exit(130) from None

@@ -24,6 +24,13 @@ LEGEND = (
     "the\n"
     "    day's decisions (promoted, rejected, rolled back), each on the day it was made"
 )
+#: The ticket demo's legend: macro-F1 for AUC, and the day's out-of-distribution share.
+TEXT_LEGEND = (
+    LEGEND.replace("AUC: realised ROC AUC", "F1: realised macro-F1")
+    .replace("validation AUC", "validation macro-F1")
+    + "\n  OOD: share of the day's ticket texts out of distribution by the live version's "
+    "text profile\n    (the drift check's count, the serving app's driftloop_text_ood_total)"
+)
 
 
 @dataclass
@@ -110,18 +117,28 @@ class DayRow:
     trigger: str = "-"
     state: str = "-"
     events: list[Event] = field(default_factory=list)
+    ood_share: float | None = None   # text models: the day's out-of-distribution share
 
 
-HEADER = (f"{'day':>3}  {'phase':<7} {'reqs':>5} {'fail':>4}  {'live':>4}  {'verdict':<17} "
-          f"{'drift':>5}  {'AUC':>5} {'base':>5}  {'controller':<10} {'trigger':<22} event")
+def header(metric: str = "AUC", *, text: bool = False) -> str:
+    """The table's header; ``text`` adds the OOD column (the ticket demo)."""
+    ood = f" {'OOD':>5}" if text else ""
+    return (f"{'day':>3}  {'phase':<7} {'reqs':>5} {'fail':>4}  {'live':>4}  {'verdict':<17} "
+            f"{'drift':>5}{ood}  {metric:>5} {'base':>5}  {'controller':<10} {'trigger':<22} "
+            "event")
 
 
-def format_row(r: DayRow) -> str:
+HEADER = header()
+
+
+def format_row(r: DayRow, *, text: bool = False) -> str:
     flagged = "!" if r.status in ("drift", "degraded") else " "
     events = "; ".join(e.short() for e in r.events) or "-"
+    ood = f" {_num(r.ood_share, '.3f'):>5}" if text else ""
     return (f"{r.day:>3}  {r.phase:<7} {r.requests:>5} {r.failed:>4}  {_v(r.live_version):>4}  "
-            f"{flagged}{r.status:<16} {_num(r.drift_share, '.2f'):>5}  {_num(r.realised):>5} "
-            f"{_num(r.baseline):>5}  {r.state:<10} {r.trigger[:22]:<22} {events}")
+            f"{flagged}{r.status:<16} {_num(r.drift_share, '.2f'):>5}{ood}  "
+            f"{_num(r.realised):>5} {_num(r.baseline):>5}  {r.state:<10} {r.trigger[:22]:<22} "
+            f"{events}")
 
 
 def write_json(path: Path, rows: list[DayRow], *, seed: int, moves: list[dict[str, Any]]) -> None:
@@ -149,9 +166,12 @@ def champion_moves(history: list[dict[str, Any]], *, day0: datetime,
 
 
 def plot(path: Path, rows: list[DayRow], moves: list[dict[str, Any]], *,
-         onset: int) -> Path | None:
-    """Realised AUC per day, the live version's baseline, the onset, and a marker at each
-    promotion and rollback, at the end of the day it was decided on."""
+         onset: int, metric: str = "ROC AUC",
+         title: str = "driftloop demo: concept drift, retrain, shadow gate, promotion",
+         ) -> Path | None:
+    """The realised metric per day, the live version's baseline, the onset, and a marker at
+    each promotion and rollback, at the end of the day it was decided on; when the rows carry
+    an OOD share (text models), that too, on its own axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,11 +182,11 @@ def plot(path: Path, rows: list[DayRow], moves: list[dict[str, Any]], *,
         return None
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-            label="realised ROC AUC of the live model")
+            label=f"realised {metric} of the live model")
     base = [(r.day, r.baseline) for r in rows if r.baseline is not None]
     if base:
         ax.step([b[0] for b in base], [b[1] for b in base], where="mid", color="grey",
-                linestyle=":", label="the live version's validation AUC (baseline)")
+                linestyle=":", label=f"the live version's validation {metric} (baseline)")
     ax.axvline(onset - 0.5, color="red", linestyle="--", label="drift onset")
     for m in moves:
         x = m["day"] - 0.5  # decided at the end of day d: between d and d + 1
@@ -175,9 +195,24 @@ def plot(path: Path, rows: list[DayRow], moves: list[dict[str, Any]], *,
                    linestyle=":" if rollback else "-.",
                    label=f"{'rollback' if rollback else 'promotion'}: v{m['from']} -> v{m['to']}")
     ax.set_xlabel("simulated day")
-    ax.set_ylabel("ROC AUC")
-    ax.set_title("driftloop demo: concept drift, retrain, shadow gate, promotion")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ood = [(r.day, r.ood_share) for r in rows if r.ood_share is not None]
+    if not ood:
+        ax.legend(loc="lower left", fontsize=8)
+    else:
+        share = ax.twinx()
+        share.bar([o[0] for o in ood], [o[1] for o in ood], width=0.4, alpha=0.3,
+                  color="purple", label="out-of-distribution share of the day's texts")
+        share.set_ylabel("OOD share")
+        share.set_ylim(0, max(0.05, 1.5 * max(o[1] for o in ood)))
+        ax.set_zorder(share.get_zorder() + 1)  # the lines over the bars
+        ax.patch.set_visible(False)
+        handles, labels = ax.get_legend_handles_labels()
+        more, names = share.get_legend_handles_labels()
+        fig.set_size_inches(8, 5.2)
+        ax.legend(handles + more, labels + names, loc="upper center", fontsize=8, ncol=2,
+                  bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

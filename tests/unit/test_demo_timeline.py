@@ -64,3 +64,20 @@ def test_champion_moves_come_from_the_alias_history(tmp_path: Path) -> None:
     write_json(tmp_path / "t.json", rows, seed=7, moves=moves)
     data = json.loads((tmp_path / "t.json").read_text())
     assert data["seed"] == 7 and len(data["days"]) == 6 and data["champion_moves"] == moves
+
+
+def test_the_ticket_timeline_shows_the_ood_share_in_its_own_column(tmp_path: Path) -> None:
+    from driftloop.demo_timeline import header
+
+    row = DayRow(day=5, phase="drift", requests=800, failed=0, live_version=1, status="drift",
+                 drift_share=0.57, realised=0.805, baseline=0.862, ood_share=0.14)
+    head, line = header("F1", text=True), format_row(row, text=True)
+    assert head.split()[6:9] == ["drift", "OOD", "F1"]
+    assert line.split()[6:10] == ["0.57", "0.140", "0.805", "0.862"]
+    # the columns line up under their headings
+    assert line.index("0.140") + len("0.140") == head.index("OOD") + len("OOD")
+    assert "OOD" not in header() and "0.140" not in format_row(row)  # churn: as before
+    rows = [DayRow(day=d, phase="drift", requests=1, failed=0, live_version=1, realised=0.8,
+                   baseline=0.86, ood_share=0.01 * d) for d in range(3, 9)]
+    path = plot(tmp_path / "tickets.png", rows, [], onset=5, metric="macro-F1", title="t")
+    assert path is not None and path.stat().st_size > 10_000
