@@ -129,6 +129,18 @@ def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> sub
         return subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
 
 
+def _wait_ready(prom_port: int, process: subprocess.Popen, log: Path) -> None:
+    """Prometheus answers 503 to every API call until its TSDB is open: wait for /-/ready."""
+    def ready() -> bool:
+        assert process.poll() is None, log.read_text()[-2000:]
+        try:
+            return httpx.get(f"http://127.0.0.1:{prom_port}/-/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    _wait(ready, 60, "Prometheus ready")
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.terminate()
@@ -239,6 +251,7 @@ def test_text_panels_have_data_from_a_real_prometheus(
     api = f"http://127.0.0.1:{prom_port}/api/v1"
     queries = [(t, e) for t, e in _panel_queries(model) if t in TEXT_PANELS]
     try:
+        _wait_ready(prom_port, process, tmp_path / "prom.log")
         pending = dict(queries)
 
         def all_panels_have_data() -> bool:
@@ -296,6 +309,8 @@ def test_every_dashboard_panel_has_data_from_a_real_prometheus(
                       f"--web.listen-address=127.0.0.1:{prom_port}"], tmp_path / "prom.log")
     api = f"http://127.0.0.1:{prom_port}/api/v1"
     try:
+        _wait_ready(prom_port, process, tmp_path / "prom.log")
+
         def targets_up() -> bool:
             assert process.poll() is None, (tmp_path / "prom.log").read_text()[-2000:]
             try:
