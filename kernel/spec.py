@@ -140,6 +140,41 @@ class DomainClassifierSettings(_Strict):
     folds: int = Field(3, ge=2, le=10, description="Cross-validation folds.")
 
 
+#: Timestamp buckets a spec may segment by; anything else names a categorical feature.
+TIME_SEGMENTS: frozenset[str] = frozenset({"day_of_week", "hour_of_day", "weekend"})
+
+
+class SegmentSettings(_Strict):
+    """Segmented (seasonal) references (docs/monitoring.md, "Segments"): each window's rows
+    are compared with the reference rows of their own segment."""
+
+    by: str = Field(..., description="day_of_week, hour_of_day (buckets of hour_buckets "
+                    "hours), weekend (Saturday and Sunday against the other days, UTC) of "
+                    "the timestamp column, or a categorical feature.")
+    hour_buckets: int = Field(6, ge=1, le=24, description="Width in hours of an hour_of_day "
+                              "segment (24 must be a multiple of it).")
+    min_rows: int = Field(100, ge=1, description="A segment with fewer rows in the window or "
+                          "the reference is not judged on its own (reported as skipped).")
+
+    @field_validator("hour_buckets")
+    @classmethod
+    def _divides_day(cls, value: int) -> int:
+        if 24 % value:
+            raise ValueError(f"hour_buckets must divide 24, got {value}")
+        return value
+
+
+class PredictionDriftSettings(_Strict):
+    """Prediction drift that raises a verdict by itself (docs/monitoring.md, "Prediction
+    drift")."""
+
+    level: Literal["ticket", "retrain"] = Field(
+        "ticket", description="The drift level a prediction drift alone reaches.")
+    sigmas: float = Field(3.0, gt=0, description="Threshold: the mean plus this many standard "
+                          "deviations of the statistic between resamples of the validation "
+                          "slice (of the window's size) and the slice itself.")
+
+
 class DriftSettings(_Strict):
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns for dataset drift.")
     min_rows: int = Field(200, ge=1, description="Fewer rows in a window: insufficient_data.")
@@ -155,6 +190,12 @@ class DriftSettings(_Strict):
     domain_classifier: DomainClassifierSettings | None = Field(
         None, description="Multivariate drift by a domain classifier (imports scikit-learn; "
         "unset: not run). Drift there raises the drift level to at least ticket.")
+    segments: SegmentSettings | None = Field(
+        None, description="Compare each window with the reference of its own segment (day of "
+        "week, hour of day, weekend or a categorical column); unset: one reference.")
+    prediction_drift: PredictionDriftSettings | None = Field(
+        None, description="Let prediction drift raise a verdict by itself, at a threshold "
+        "set from the reference; unset: prediction drift is reported, never alarmed.")
     estimated_action: Literal["ticket", "retrain", "none"] = Field(
         "ticket", description="What an estimated_degraded verdict (the label-free estimate "
         "worse than the baseline by more than performance_tolerance, without enough labels "
@@ -189,6 +230,17 @@ def _window_days(value: Any) -> Any:
     return value
 
 
+class CoverageSettings(_Strict):
+    """The coverage audit of a retraining set (docs/controller.md, "Coverage audit")."""
+
+    min_decile_share: float = Field(
+        0.02, ge=0, le=0.1, description="Each decile of the champion's validation scores must "
+        "hold at least this share of the retraining rows (scored by the champion).")
+    min_segment_share: float | None = Field(
+        None, ge=0, le=1, description="With drift.segments: each segment of the champion's "
+        "reference must hold at least this share of the retraining rows.")
+
+
 class RetrainSettings(_Strict):
     """How a retrain chooses its rows (docs/spec.md, "retrain")."""
 
@@ -203,6 +255,10 @@ class RetrainSettings(_Strict):
     refit: bool = Field(True, description="After validation, refit the same estimator on "
                         "every row of the window (validation slice included): what serves.")
 
+    coverage: CoverageSettings | None = Field(
+        None, description="Audit each retraining set's coverage against the champion: below "
+        "a floor the retrain fails with that reason instead of producing a version.")
+
     @field_validator("window", mode="before")
     @classmethod
     def _days(cls, value: Any) -> Any:
@@ -214,6 +270,49 @@ class RetrainSettings(_Strict):
         if isinstance(value, float) and not value > 0:
             raise ValueError(f"window: N days must be positive, got {value}")
         return value
+
+
+class SloSettings(_Strict):
+    """A model-performance SLO with an error budget (docs/slo.md)."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$",
+                             description="Label of its metrics and alerts; default "
+                             "<metric>-<window_days>d.")
+    metric: Metric | None = Field(None, description="Default: the spec's metric.")
+    objective: float = Field(..., description="The metric must be at least this (at most, "
+                             "for log_loss and brier) on the rolling window.")
+    window_days: float = Field(7.0, gt=0, description="The rolling labelled window.")
+    budget: float = Field(0.995, gt=0, lt=1, description="Target share of good time over "
+                          "period_days; 1 - budget is the error budget.")
+    period_days: float = Field(30.0, gt=0, description="The budget's period.")
+    estimated: bool = Field(False, description="Count the label-free estimate (marked "
+                            "estimated) when the window lacks labels for a realised value.")
+    fast_burn: Literal["page", "ticket"] = Field(
+        "page", description="Severity of the fast-burn alert (14.4x over 1 h and 5 min).")
+    slow_burn: Literal["page", "ticket"] = Field(
+        "ticket", description="Severity of the slow-burn alerts (6x over 6 h and 30 min, 1x "
+        "over 3 d and 6 h).")
+    on_exhausted: Literal["retrain", "ticket", "none"] = Field(
+        "retrain", description="What a burned budget asks of the controller.")
+
+    def label(self, spec_metric: str) -> str:
+        """The SLO's name: its own, else ``<metric>-<window_days>d``."""
+        return self.name or f"{self.metric or spec_metric}-{self.window_days:g}d"
+
+
+class HoldoutSettings(_Strict):
+    """A static, fully labelled holdout re-scored by the champion on a schedule
+    (docs/controller.md, "Static holdout")."""
+
+    path: str = Field(..., description="CSV or Parquet with the features and the target, "
+                      "relative to the spec file.")
+    every_hours: float = Field(24.0, gt=0, description="How often the champion re-scores it "
+                               "(and once after each promotion).")
+    tolerance: float | None = Field(
+        None, ge=0, description="A drop worse than this against the previous champion's "
+        "holdout metric is degraded; default drift.performance_tolerance.")
+    action: Literal["retrain", "ticket", "none"] = Field(
+        "retrain", description="What a degraded holdout asks of the controller.")
 
 
 class DatasetSpec(_Strict):
@@ -240,6 +339,11 @@ class DatasetSpec(_Strict):
     text: TextSettings = Field(default_factory=TextSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    slo: list[SloSettings] = Field(
+        default_factory=list, description="Model-performance SLOs with an error budget "
+        "(docs/slo.md).")
+    holdout: HoldoutSettings | None = Field(
+        None, description="A static labelled holdout the champion re-scores on a schedule.")
     history: list[str] = Field(
         default_factory=list,
         description="Training history (CSV/Parquet paths, relative to the spec file) used by retrains.",
@@ -304,6 +408,27 @@ class DatasetSpec(_Strict):
         unknown = sorted(set(self.drift.per_column) - set(self.features.all))
         if unknown:
             raise ValueError(f"drift.per_column names columns that are not features: {unknown}")
+        segments = self.drift.segments
+        if segments is not None and segments.by not in TIME_SEGMENTS \
+                and segments.by not in self.features.categorical:
+            raise ValueError(f"drift.segments.by: {segments.by!r} is neither "
+                             f"{', '.join(sorted(TIME_SEGMENTS))} nor a categorical feature")
+        coverage = self.retrain.coverage
+        if coverage is not None and coverage.min_segment_share is not None and segments is None:
+            raise ValueError("retrain.coverage.min_segment_share needs drift.segments")
+        names = [s.label(self.metric) for s in self.slo]
+        if len(set(names)) != len(names):
+            raise ValueError(f"slo: names must be distinct, got {names}")
+        for slo in self.slo:
+            metric = slo.metric or self.metric
+            fits = metric in MULTICLASS_METRICS if self.is_multiclass else metric != "macro_f1"
+            if not fits:
+                raise ValueError(f"slo {slo.label(self.metric)}: metric {metric} does not "
+                                 f"fit a {'multi-class' if self.is_multiclass else 'binary'} "
+                                 "spec")
+            if metric != "log_loss" and not 0 <= slo.objective <= 1:
+                raise ValueError(f"slo {slo.label(self.metric)}: objective {slo.objective} "
+                                 f"is outside [0, 1] for {metric}")
         return self
 
     @property
@@ -336,8 +461,17 @@ class DatasetSpec(_Strict):
         base = self.source.parent if self.source else Path.cwd()
         return [(base / p) for p in self.history]
 
+    def holdout_path(self) -> Path | None:
+        """The static holdout file (``holdout.path``, relative to the spec file)."""
+        if self.holdout is None:
+            return None
+        base = self.source.parent if self.source else Path.cwd()
+        return base / self.holdout.path
+
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
+        if not self.slo:  # specs without SLOs read as they did before SLOs existed
+            data.pop("slo", None)
         if self.is_multiclass:  # binary-only fields: a multi-class spec refuses them
             data.pop("positive_label", None)
             data.pop("negative_label", None)
