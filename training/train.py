@@ -24,7 +24,7 @@ from kernel.calibration import fit_calibration
 from kernel.errors import DataError
 from kernel.frames import fill_missing_text
 from kernel.metrics import all_metrics, multiclass_metrics
-from kernel.spec import DatasetSpec
+from kernel.spec import TIME_SEGMENTS, DatasetSpec
 from kernel.text import TextProfile
 from registry import TAG_PREFIX as TAG
 from registry import ModelRegistry, NewVersion, VersionInfo
@@ -161,7 +161,10 @@ def reference_sample(parts: Split, spec: DatasetSpec, *, seed: int = 0) -> tuple
         recent = train[train[SOURCE_COLUMN] == RECENT]
         if len(recent) >= spec.drift.min_rows:
             train, kind = recent, "recent"
-    reference = train[spec.features.all]
+    segments = spec.drift.segments
+    timed = segments is not None and segments.by in TIME_SEGMENTS \
+        and spec.timestamp_column in train.columns   # time segments read the reference's times
+    reference = train[[*spec.features.all, *([spec.timestamp_column] if timed else [])]]
     if len(reference) > spec.reference_rows:
         reference = reference.sample(spec.reference_rows, random_state=seed).sort_index()
     return reference, kind
