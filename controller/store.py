@@ -9,7 +9,10 @@ Tables:
   concurrent deliveries insert once, whatever the number of replicas;
 - ``cycles``: one row per cycle (history for ``/status``);
 - ``decisions``: the local copy of every decision, keyed by (cycle_id, kind);
-- ``leases``: which replica works on which model now, so two never run the same cycle.
+- ``leases``: which replica works on which model now, so two never run the same cycle;
+- ``slo_evaluations``: each SLO evaluation of a model (good, bad, unknown), the history its
+  error budget is computed from (controller/slo.py), kept for the SLO's period;
+- ``slo_exhaustions``: each exhausted error budget and what the controller did about it.
 
 The schema is migrated (Alembic, ``controller/migrations``) when a store is opened, one
 replica at a time; ``metadata`` below is the schema at the newest revision. Notifications
@@ -101,6 +104,32 @@ leases = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
+slo_evaluations = sa.Table(                                                 # revision 0003
+    "slo_evaluations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("slo", sa.String(100), nullable=False),
+    sa.Column("evaluated_at", _TS, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),      # good | bad | unknown
+    sa.Column("source", sa.String(20), nullable=True),       # realised | estimated
+    sa.Column("value", sa.Float, nullable=True),
+    sa.Column("objective", sa.Float, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=True),
+    sa.Column("note", sa.Text, nullable=False),
+)
+sa.Index("ix_slo_evaluations_model_slo_at", slo_evaluations.c.model, slo_evaluations.c.slo,
+         slo_evaluations.c.evaluated_at)
+slo_exhaustions = sa.Table(                                                 # revision 0003
+    "slo_exhaustions", metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("slo", sa.String(100), primary_key=True),
+    sa.Column("exhausted_at", _TS, primary_key=True),
+    sa.Column("action", sa.String(20), nullable=False),       # retrain | ticket | none
+    sa.Column("remaining", sa.Float, nullable=False),
+    sa.Column("trigger_id", sa.Integer, nullable=True),
+)
+
 
 _SCHEMA_LOCK = 0x64726966746C6F6F & 0x7FFFFFFFFFFFFFFF  # "driftloo": advisory lock key
 FINISHED = ("done", "resolved", "ignored")   # trigger statuses the purge may delete
@@ -126,6 +155,22 @@ class TriggerRow:
     status: str
     outcome: str | None
     cycle_id: str | None
+
+
+@dataclass(frozen=True)
+class SloEvaluationRow:
+    """One stored SLO evaluation (controller/slo.py ``Evaluation``)."""
+
+    model: str
+    slo: str
+    evaluated_at: datetime
+    status: str                 # good | bad | unknown
+    source: str | None          # realised | estimated; None when unknown
+    value: float | None
+    objective: float
+    rows: int
+    version: int | None
+    note: str
 
 
 def _new_id(result: sa.CursorResult[Any]) -> int:
@@ -383,6 +428,77 @@ class Store:
     def release_lease(self, name: str, holder: str) -> None:
         with self._tx() as conn:
             conn.execute(leases.delete().where(leases.c.name == name, leases.c.holder == holder))
+
+    # -- SLOs ---------------------------------------------------------------------------
+
+    def add_slo_evaluation(self, row: SloEvaluationRow) -> None:
+        with self._tx() as conn:
+            conn.execute(slo_evaluations.insert().values(
+                model=row.model, slo=row.slo, evaluated_at=row.evaluated_at, status=row.status,
+                source=row.source, value=row.value, objective=row.objective, rows=row.rows,
+                version=row.version, note=row.note))
+
+    def slo_evaluations_of(self, model: str, slo: str, *,
+                           since: datetime | None = None) -> list[SloEvaluationRow]:
+        """The evaluations of one SLO, oldest first; from ``since`` on, and the last one
+        before it (whose time still counts from ``since``)."""
+        where = [slo_evaluations.c.model == model, slo_evaluations.c.slo == slo]
+        query = sa.select(slo_evaluations).where(*where).order_by(slo_evaluations.c.evaluated_at,
+                                                                  slo_evaluations.c.id)
+        with self._tx() as conn:
+            before: list[Any] = []
+            if since is not None:
+                since = since.astimezone(UTC)
+                query = query.where(slo_evaluations.c.evaluated_at >= since)
+                before = list(conn.execute(
+                    sa.select(slo_evaluations).where(*where,
+                                                     slo_evaluations.c.evaluated_at < since)
+                    .order_by(slo_evaluations.c.evaluated_at.desc(),
+                              slo_evaluations.c.id.desc()).limit(1)))
+            rows = [*before, *conn.execute(query)]
+        return [_slo_row(r) for r in rows]
+
+    def purge_slo_evaluations(self, model: str, slo: str, before: datetime) -> int:
+        """Delete one SLO's evaluations older than ``before``, except the newest of them
+        (its time may still reach into the period)."""
+        before = before.astimezone(UTC)
+        where = [slo_evaluations.c.model == model, slo_evaluations.c.slo == slo]
+        with self._tx() as conn:
+            keep = conn.execute(sa.select(slo_evaluations.c.id).where(
+                *where, slo_evaluations.c.evaluated_at < before)
+                .order_by(slo_evaluations.c.evaluated_at.desc(), slo_evaluations.c.id.desc())
+                .limit(1)).scalar()
+            if keep is None:
+                return 0
+            return int(conn.execute(slo_evaluations.delete().where(
+                *where, slo_evaluations.c.evaluated_at < before,
+                slo_evaluations.c.id != keep)).rowcount)
+
+    def add_slo_exhaustion(self, *, model: str, slo: str, at: datetime, action: str,
+                           remaining: float, trigger_id: int | None) -> bool:
+        """Record an exhausted budget; False when that one was recorded already."""
+        try:
+            with self._tx() as conn:
+                conn.execute(slo_exhaustions.insert().values(
+                    model=model, slo=slo, exhausted_at=at, action=action, remaining=remaining,
+                    trigger_id=trigger_id))
+            return True
+        except IntegrityError:
+            return False
+
+    def last_slo_exhaustion(self, model: str, slo: str) -> datetime | None:
+        with self._tx() as conn:
+            at = conn.execute(sa.select(sa.func.max(slo_exhaustions.c.exhausted_at)).where(
+                slo_exhaustions.c.model == model, slo_exhaustions.c.slo == slo)).scalar()
+        return _utc(at)
+
+
+def _slo_row(row: Any) -> SloEvaluationRow:
+    m = row._mapping
+    return SloEvaluationRow(model=m["model"], slo=m["slo"], evaluated_at=_utc(m["evaluated_at"]),
+                            status=m["status"], source=m["source"], value=m["value"],
+                            objective=m["objective"], rows=m["rows"], version=m["version"],
+                            note=m["note"])
 
 
 def _trigger_row(row: Any) -> TriggerRow:

@@ -117,10 +117,10 @@ def test_a_new_database_is_made_at_head_and_matches_the_tables(db_url: str,
                                                                engine: sa.Engine) -> None:
     store = Store(db_url)
     try:
-        assert store.schema_revision() == migrations.head() == "0002"
-        assert _version(engine) == ["0002"]
+        assert store.schema_revision() == migrations.head() == "0003"
+        assert _version(engine) == ["0003"]
         assert _schema_diff(engine) == []   # the migrations make exactly store.metadata
-        assert store.migrate() == "0002"    # a second start: nothing to do
+        assert store.migrate() == "0003"    # a second start: nothing to do
     finally:
         store.close()
 
@@ -165,7 +165,7 @@ def test_a_database_of_the_previous_release_is_stamped_then_upgraded(db_url: str
     assert migrations.VERSION_TABLE not in sa.inspect(engine).get_table_names()
     store = Store(db_url)
     try:
-        assert _version(engine) == ["0002"] and _schema_diff(engine) == []
+        assert _version(engine) == ["0003"] and _schema_diff(engine) == []
         assert {"ix_triggers_model_status"} <= _indexes(engine, "triggers")
         assert {"ix_notifications_received_at"} <= _indexes(engine, "notifications")
         # every row survived and reads through the new code
@@ -196,7 +196,7 @@ def test_replicas_starting_together_migrate_once(db_url: str, engine: sa.Engine)
     with ThreadPoolExecutor(4) as pool:
         stores = list(pool.map(open_store, range(4)))
     try:
-        assert _version(engine) == ["0002"] and _schema_diff(engine) == []
+        assert _version(engine) == ["0003"] and _schema_diff(engine) == []
         assert all(s.load("churn")[1] == 4 for s in stores)
     finally:
         for store in stores:
@@ -221,7 +221,7 @@ def test_a_database_shared_with_mlflow_keeps_both_revisions(db_url: str,
         conn.execute(sa.text("INSERT INTO alembic_version VALUES ('1b5f0d9ad7c1')"))
     store = Store(db_url)
     try:
-        assert _version(engine) == ["0002"] and store.load("churn")[1] == 4
+        assert _version(engine) == ["0003"] and store.load("churn")[1] == 4
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT version_num FROM alembic_version")
                                 ).scalars().all() == ["1b5f0d9ad7c1"]
@@ -246,7 +246,7 @@ def test_the_latest_revision_downgrades_and_upgrades_again(db_url: str, engine: 
     assert _version(engine) == ["0001"]
     store = Store(db_url)
     try:
-        assert _version(engine) == ["0002"] and _schema_diff(engine) == []
+        assert _version(engine) == ["0003"] and _schema_diff(engine) == []
     finally:
         store.close()
 
