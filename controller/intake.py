@@ -193,9 +193,13 @@ def _drift(store: Store, verdict: Verdict, base: str, notification: int,
     ticket_level = verdict.drift_level == "ticket" and not verdict.quality_flagged
     if verdict.status == "drift" and ticket_level:
         # the ticket level of two drift levels (spec drift.levels): recorded, never a retrain
+        alarm = verdict.prediction_alarm
         why = (f"share {verdict.drift_share} >= {verdict.drift_ticket_threshold}"
                if verdict.drift_ticket_threshold is not None
                and (verdict.drift_share or 0) >= verdict.drift_ticket_threshold
+               else f"prediction drift ({alarm.statistic} {alarm.value:.4f} > "
+               f"{alarm.threshold:.4f})" if alarm is not None and alarm.drifted
+               and alarm.level == "ticket"
                else "multivariate drift (domain classifier)")
         reason = (f"drift on v{verdict.version} at the ticket level: {why}, below the "
                   f"retrain level {verdict.drift_share_threshold} "
@@ -208,8 +212,14 @@ def _drift(store: Store, verdict: Verdict, base: str, notification: int,
         result.counts.append(("verdict", "duplicate" if added is None else "ticket"))
         result.duplicates += added is None
     elif verdict.status == "drift":
+        alarm = verdict.prediction_alarm
+        share = verdict.drift_share or 0
         reason = (f"drift on v{verdict.version}: share {verdict.drift_share} >= "
-                  f"{verdict.drift_share_threshold} ({', '.join(verdict.drifted_columns[:5])})")
+                  f"{verdict.drift_share_threshold} ({', '.join(verdict.drifted_columns[:5])})"
+                  if share >= verdict.drift_share_threshold or alarm is None
+                  or not alarm.drifted else
+                  f"prediction drift on v{verdict.version}: {alarm.statistic} "
+                  f"{alarm.value:.4f} > {alarm.threshold:.4f} (drift share {share})")
         added = store.add_trigger(model=verdict.model, source="verdict", action="retrain",
                                   reason=reason, now=now, dedup_key=base + ":drift",
                                   version=verdict.version, notification_id=notification)

@@ -25,7 +25,8 @@ from kernel.calibration import (
     expected_metric,
 )
 from kernel.metrics import metric_value, multiclass_value
-from kernel.spec import DatasetSpec
+from kernel.segments import segment_keys
+from kernel.spec import TIME_SEGMENTS, DatasetSpec
 from kernel.text import TextProfile, TextStats
 from monitoring import stats
 from monitoring.quality import QualityThresholds, ReferenceProfile, column_quality
@@ -36,6 +37,8 @@ from monitoring.verdict import (
     EstimatedPerformance,
     MultivariateDrift,
     Performance,
+    PredictionAlarm,
+    SegmentDrift,
     Status,
     TextColumn,
     Verdict,
@@ -150,6 +153,20 @@ class Reference:
     def null_aucs(self) -> dict[int, list[float]]:
         """The domain classifier's reference-vs-reference AUCs by rows a side (filled on use)."""
         return {}
+
+    @cached_property
+    def segment_references(self) -> dict[str, Reference] | None:
+        """The reference split by the spec's ``drift.segments`` (kernel/segments.py keys):
+        one Reference per segment, built once. None when the spec has no segments or the
+        reference cannot be segmented (a time segment on a reference without timestamps:
+        a version trained before segments were set)."""
+        segments = self.spec.drift.segments
+        if segments is None or segment_column(self.features, self.spec) is None:
+            return None
+        keys = segment_keys(self.features, self.spec, segment_column(self.features, self.spec))
+        return {str(key): Reference(self.spec, self.features[(keys == key).to_numpy()]
+                                    .reset_index(drop=True), text_profiles=self.text_profiles)
+                for key in keys.unique()}
 
     @cached_property
     def profile(self) -> ReferenceProfile:
@@ -448,11 +465,16 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
 
         raise DataError(f"current data lacks feature columns {missing}")
     profiled = reference.text_stats(current)   # each text split into words once
-    samples = current_samples(reference, current, profiled)
-    results = feature_drift(reference, current, samples)
     texts = text_columns(reference, current, profiled) if spec.features.text else []
+    segmented = segmented_drift(reference, current, texts)
+    if segmented.judged is not None:   # the segment that drifted most speaks for the window
+        judged, results, samples = segmented.judged
+    else:
+        judged = reference
+        samples = current_samples(reference, current, profiled)
+        results = feature_drift(reference, current, samples)
     share = _share(results, texts)
-    columns = [_with_psi(_to_result(r), reference.samples[r.column], samples[r.column])
+    columns = [_with_psi(_to_result(r), judged.samples[r.column], samples[r.column])
                for r in results]
     drifted = [r.column for r in results if r.drifted] + [t.column for t in texts if t.drifted]
     prediction = class_drift(reference, current)
@@ -469,7 +491,14 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
     multivariate = multivariate_drift(reference, current)
     if multivariate is not None and multivariate.drifted and level == "none":
         level = "ticket"   # a change no single column shows: a person looks first
-    reasons = _reasons(share, spec.drift.retrain_share, drifted, prediction, quality_rows, perf)
+    alarm = prediction_alarm(reference, current)
+    if alarm is not None and alarm.drifted and LEVEL_ORDER[alarm.level] > LEVEL_ORDER[level]:
+        level = alarm.level   # prediction drift by itself (spec drift.prediction_drift)
+    reasons = [*segmented.reasons,
+               *_reasons(share, spec.drift.retrain_share, drifted, prediction, quality_rows,
+                         perf)]
+    if alarm is not None and alarm.drifted:
+        reasons.append(alarm_reason(alarm))
     ticket_share = spec.drift.ticket_share
     if level == "ticket" and ticket_share is not None and share >= ticket_share:
         reasons.insert(0, f"data drift at the ticket level: share {share:.2f} >= "
@@ -487,8 +516,175 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
     status = outcome(perf, estimated, dataset_drift=level != "none", quality_flagged=flagged)
     return Verdict(**base, status=status, reasons=reasons, drift_share=share, drift_level=level,
                    drifted_columns=drifted, columns=columns, prediction_drift=prediction,
+                   prediction_alarm=alarm, segments=segmented.segments,
+                   segmented_by=None if spec.drift.segments is None else spec.drift.segments.by,
                    data_quality=quality_rows, quality_flagged=flagged, performance=perf,
                    estimated=estimated, multivariate=multivariate, text_columns=texts)
+
+
+# --- segments (spec drift.segments; docs/monitoring.md, "Segments") ------------------------
+
+
+def segment_column(frame: pd.DataFrame, spec: DatasetSpec) -> str | None:
+    """The column of ``frame`` that segments read: a categorical ``by`` itself; for a time
+    segment the spec's timestamp column, else the prediction log's ``ts`` (the time a
+    prediction was made); None when ``frame`` has neither."""
+    segments = spec.drift.segments
+    if segments is None:
+        return None
+    if segments.by not in TIME_SEGMENTS:
+        return segments.by if segments.by in frame.columns else None
+    return next((c for c in (spec.timestamp_column, "ts") if c in frame.columns), None)
+
+
+@dataclass
+class Segmented:
+    """What :func:`segmented_drift` found: each segment's result, the judged segment's
+    (reference, drift results, window samples) when one was judged, and reasons."""
+
+    segments: list[SegmentDrift] = field(default_factory=list)
+    judged: tuple[Reference, list[stats.ColumnResult], dict[str, stats.Sample]] | None = None
+    reasons: list[str] = field(default_factory=list)
+
+
+def segmented_drift(reference: Reference, current: pd.DataFrame,
+                    texts: list[TextColumn]) -> Segmented:
+    """Each segment of the window against the reference rows of its own segment. A segment
+    with fewer than ``segments.min_rows`` rows on either side is skipped (reported, not
+    judged). The segment with the largest drift share is the window's result (its columns,
+    share and level), so a weekend window is compared with the weekends of the reference,
+    not with a reference that is five-sevenths weekdays. Without a judged segment the
+    window is compared with the whole reference, and a reason says so."""
+    spec = reference.spec
+    settings = spec.drift.segments
+    if settings is None:
+        return Segmented()
+    by_segment = reference.segment_references
+    column = segment_column(current, spec)
+    if by_segment is None or column is None:
+        side = "the version's reference" if by_segment is None else "the window"
+        return Segmented(reasons=[f"segments by {settings.by}: {side} has no "
+                                  f"{'timestamps' if settings.by in TIME_SEGMENTS else settings.by}"
+                                  " (a version trained before drift.segments was set?): "
+                                  "compared with the whole reference"])
+    keys = segment_keys(current, spec, column)
+    out = Segmented()
+    best: tuple[float, Reference, list[stats.ColumnResult], dict[str, stats.Sample]] | None = None
+    for key in sorted(keys.unique().tolist()):
+        part = current[(keys == key).to_numpy()]
+        ref = by_segment.get(str(key))
+        ref_rows = 0 if ref is None else len(ref.features)
+        if len(part) < settings.min_rows or ref_rows < settings.min_rows:
+            out.segments.append(SegmentDrift(
+                segment=str(key), rows=len(part), reference_rows=ref_rows,
+                skipped=f"fewer than segments.min_rows={settings.min_rows} rows "
+                f"({len(part)} in the window, {ref_rows} in the reference)"))
+            continue
+        assert ref is not None
+        samples = current_samples(ref, part)
+        results = feature_drift(ref, part, samples)
+        share = _share(results, texts)
+        out.segments.append(SegmentDrift(
+            segment=str(key), rows=len(part), reference_rows=ref_rows, drift_share=share,
+            drifted_columns=[r.column for r in results if r.drifted],
+            level=drift_level(share, spec.drift.retrain_share, spec.drift.ticket_share)))
+        if best is None or share > best[0]:
+            best = (share, ref, results, samples)
+    judged = [s for s in out.segments if s.drift_share is not None]
+    if best is None:
+        out.reasons.append(f"segments by {settings.by}: no segment had "
+                           f"{settings.min_rows} rows on both sides: compared with the whole "
+                           "reference")
+        return out
+    out.judged = best[1:]
+    drifted = [s for s in judged if s.level not in (None, "none")]
+    summary = ", ".join(f"{s.segment} {s.drift_share:.2f}" for s in judged)
+    out.reasons.append(
+        f"segments by {settings.by}: each compared with its own reference ({summary}); "
+        + (f"drifted: {', '.join(s.segment for s in drifted)}" if drifted else "none drifted"))
+    return out
+
+
+# --- prediction drift by itself (spec drift.prediction_drift) -----------------------------
+
+#: Resamples of the validation slice behind a prediction-drift threshold.
+PREDICTION_RESAMPLES = 60
+#: Window rows a resample draws at most (a larger window gets this threshold: a little
+#: higher than its own, never lower).
+PREDICTION_RESAMPLE_ROWS = 50_000
+
+LEVEL_ORDER: dict[str, int] = {"none": 0, "ticket": 1, "retrain": 2}
+
+
+def prediction_alarm(reference: Reference, current: pd.DataFrame) -> PredictionAlarm | None:
+    """Prediction drift against a threshold set from the reference alone: the statistic
+    (the normed Wasserstein distance of the scores; for a multi-class model the total
+    variation distance of the predicted classes' shares) between the window and the
+    validation slice, against the mean plus ``sigmas`` standard deviations of the same
+    statistic between two resamples drawn from the validation slice, one of its size and
+    one of the window's (the null: both sides from one distribution, each with its own
+    sampling error). Seeded: one reference and window size give one threshold."""
+    settings = reference.spec.drift.prediction_drift
+    if settings is None:
+        return None
+    rng = np.random.default_rng(17)
+    if reference.classes is not None:
+        if reference.validation_predictions is None or PREDICTION_COLUMN not in current:
+            return None
+        labels = list(reference.classes)
+        ref_counts = _class_counts(reference.validation_predictions, labels)
+        cur_counts = _class_counts(current[PREDICTION_COLUMN], labels)
+        n_ref, n_cur = int(ref_counts.sum()), int(cur_counts.sum())
+        if not n_ref or not n_cur:
+            return None
+        shares = ref_counts / n_ref
+        value = _tvd(ref_counts / n_ref, cur_counts / n_cur)
+        drawn = min(n_cur, PREDICTION_RESAMPLE_ROWS)
+        null = np.array([_tvd(rng.multinomial(n_ref, shares) / n_ref,
+                              rng.multinomial(drawn, shares) / drawn)
+                         for _ in range(PREDICTION_RESAMPLES)])
+        statistic = "tvd"
+    else:
+        if reference.score_sample is None or SCORE_COLUMN not in current.columns:
+            return None
+        ref_sample = reference.score_sample
+        cur_sample = stats.NumericSample(current[SCORE_COLUMN])
+        n_ref, n_cur = ref_sample.n, cur_sample.n
+        if not n_ref or not n_cur:
+            return None
+        value = stats.wasserstein_norm(ref_sample, cur_sample)
+        drawn = min(n_cur, PREDICTION_RESAMPLE_ROWS)
+        scale = max(ref_sample.std, 0.001)
+        from scipy.stats import wasserstein_distance
+
+        null = np.array([wasserstein_distance(rng.choice(ref_sample.values, n_ref),
+                                              rng.choice(ref_sample.values, drawn)) / scale
+                         for _ in range(PREDICTION_RESAMPLES)])
+        statistic = "wasserstein"
+    mean, std = float(null.mean()), float(null.std(ddof=1))
+    threshold = mean + settings.sigmas * std
+    return PredictionAlarm(statistic=statistic, value=float(value), threshold=threshold,
+                           null_mean=mean, null_std=std, sigmas=settings.sigmas,
+                           resamples=PREDICTION_RESAMPLES, rows=n_cur, reference_rows=n_ref,
+                           level=settings.level, drifted=bool(value > threshold))
+
+
+def _class_counts(values: pd.Series, labels: list[str]) -> np.ndarray:
+    known = values.dropna().astype(str)
+    counts = known.value_counts()
+    return np.array([int(counts.get(c, 0)) for c in labels], dtype=float)
+
+
+def _tvd(p: np.ndarray, q: np.ndarray) -> float:
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def alarm_reason(alarm: PredictionAlarm) -> str:
+    what = "score" if alarm.statistic == "wasserstein" else "predicted classes"
+    return (f"prediction drift by itself: {what} {alarm.statistic} {alarm.value:.4f} > "
+            f"{alarm.threshold:.4f} (validation resamples {alarm.null_mean:.4f} + "
+            f"{alarm.sigmas:g} x {alarm.null_std:.4f}; {alarm.rows} rows): the "
+            f"{alarm.level} level")
 
 
 def _share(results: list[stats.ColumnResult], texts: list[TextColumn]) -> float:

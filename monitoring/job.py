@@ -367,6 +367,10 @@ def _summary_verdict(settings: MonitoringSettings, reference: Reference, model: 
         raise UsageError(f"DRIFTLOOP_DRIFT_ENGINE={settings.drift_engine} checks binary "
                          "tabular models; a spec with text features or classes: needs "
                          "DRIFTLOOP_DRIFT_ENGINE=exact")
+    if spec.drift.segments is not None or spec.drift.prediction_drift is not None:
+        raise UsageError(f"DRIFTLOOP_DRIFT_ENGINE={settings.drift_engine} does not segment "
+                         "windows or calibrate prediction drift; a spec with drift.segments "
+                         "or drift.prediction_drift needs DRIFTLOOP_DRIFT_ENGINE=exact")
     uri = settings.resolved_log_uri
     try:
         verdict = summary_check(uri, reference, model=model, version=version, since=since,

@@ -103,6 +103,37 @@ class MultivariateDrift(_Model):
     auc_drops: list[float] = Field(default_factory=list)        # AUC lost when each is permuted
 
 
+class PredictionAlarm(_Model):
+    """Prediction drift judged by itself (spec drift.prediction_drift): the statistic of the
+    window against the validation slice, and a threshold from the validation slice alone
+    (monitoring/check.py ``prediction_alarm``)."""
+
+    statistic: str                   # wasserstein (normed, on scores) | tvd (predicted classes)
+    value: float
+    threshold: float                 # null_mean + sigmas * null_std
+    null_mean: float                 # the statistic between resamples of the validation slice
+    null_std: float
+    sigmas: float
+    resamples: int
+    rows: int                        # window rows the statistic read
+    reference_rows: int
+    level: DriftLevel                # the level a drift here reaches
+    drifted: bool
+
+
+class SegmentDrift(_Model):
+    """One segment of a segmented check (spec drift.segments): the window's rows of the
+    segment against the reference's rows of the same segment."""
+
+    segment: str
+    rows: int
+    reference_rows: int
+    drift_share: float | None = None   # None: not judged (``skipped`` says why)
+    drifted_columns: list[str] = Field(default_factory=list)
+    level: DriftLevel | None = None
+    skipped: str | None = None
+
+
 class TextColumn(_Model):
     """A text column's checks: content drift (a domain classifier on the texts, Evidently's
     text_content_drift method), and by the version's text profile the out-of-distribution
@@ -141,6 +172,11 @@ class Verdict(_Model):
     drifted_columns: list[str] = Field(default_factory=list)
     columns: list[ColumnDrift] = Field(default_factory=list)
     prediction_drift: ColumnDrift | None = None
+    prediction_alarm: PredictionAlarm | None = None   # spec drift.prediction_drift only
+    # spec drift.segments: what the window was segmented by, and each segment's result; the
+    # verdict's columns and drift share are those of the segment that drifted most
+    segmented_by: str | None = None
+    segments: list[SegmentDrift] = Field(default_factory=list)
     multivariate: MultivariateDrift | None = None   # spec drift.domain_classifier only
     text_columns: list[TextColumn] = Field(default_factory=list)   # specs with text features
     data_quality: list[ColumnQuality] = Field(default_factory=list)

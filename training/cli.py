@@ -21,7 +21,8 @@ def generate(
                                       "or tickets (support-ticket texts over five classes: "
                                       "examples/tickets/spec.yaml).")] = "churn",
     scenario: Annotated[str, typer.Option(help="churn: none, covariate, concept, unit_bug, "
-                                          "new_category or missing; tickets: none, slang, "
+                                          "new_category, missing or weekend (a weekly pattern "
+                                          "from day 0); tickets: none, slang, "
                                           "new_topic, class_mix or length "
                                           "(docs/scenarios.md).")] = "none",
     days: Annotated[int, typer.Option(min=1, help="Days of data.")] = 14,
@@ -49,7 +50,8 @@ def generate(
                              f"{', '.join(data.SCENARIOS)}")
         raise UsageError(f"--scenario: {scenario!r} is a {other} scenario, not a {kind} one "
                          f"(--kind {other}); {kind} has {', '.join(data.SCENARIOS)}")
-    onset = days // 2 if onset_day is None else onset_day
+    # a weekly pattern is there from the start (training sees it); a change starts half way
+    onset = (0 if scenario == "weekend" else days // 2) if onset_day is None else onset_day
     frame = data.generate(days, scenario=churn_data.Scenario(scenario, onset),
                           rows_per_day=rows_per_day, seed=seed)
     target = out / f"{kind}.parquet" if out.suffix == "" or out.is_dir() else out

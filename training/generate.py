@@ -26,6 +26,10 @@ SCENARIOS: dict[str, str] = {
     "unit_bug": "monthly_charges arrives in cents (x100): out-of-range values and drift on that column",
     "new_category": "payment_method gets an unseen category 'crypto-wallet': data quality flags it",
     "missing": "total_charges is missing for 40% of rows: data quality flags the missing share",
+    "weekend": "a weekly pattern, no change: on Saturdays and Sundays (UTC) newer, "
+    "month-to-month customers with more support tickets write in; P(churn | inputs) is "
+    "unchanged. Compared with the whole reference every weekend drifts; with "
+    "drift.segments by weekend nothing does",
 }
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,10 +61,12 @@ def churn_logit(frame: pd.DataFrame, *, concept: bool = False) -> np.ndarray:
             - 0.1 * tickets + 0.0 * echeck + 1.4 * fiber)
 
 
-def _features(rng: np.random.Generator, n: int, covariate: bool) -> pd.DataFrame:
-    contract_p = [0.75, 0.15, 0.10] if covariate else [0.5, 0.25, 0.25]
+def _features(rng: np.random.Generator, n: int, covariate: bool,
+              weekend: bool = False) -> pd.DataFrame:
+    contract_p = ([0.75, 0.15, 0.10] if covariate else [0.64, 0.2, 0.16] if weekend
+                  else [0.5, 0.25, 0.25])
     contract = rng.choice(CONTRACTS, size=n, p=contract_p)
-    tenure_scale = 10.0 if covariate else 24.0
+    tenure_scale = 10.0 if covariate else 17.0 if weekend else 24.0
     tenure = np.clip(rng.exponential(tenure_scale, n).round(), 0, 72).astype(int)
     base = rng.normal(70.0, 20.0, n).clip(18, 120)
     charges = base * (1.25 if covariate else 1.0)
@@ -71,7 +77,7 @@ def _features(rng: np.random.Generator, n: int, covariate: bool) -> pd.DataFrame
         "tenure_months": tenure,
         "monthly_charges": charges,
         "total_charges": total,
-        "support_tickets": rng.poisson(1.2, n),
+        "support_tickets": rng.poisson(1.55 if weekend else 1.2, n),
         "contract_type": contract,
         "payment_method": rng.choice(PAYMENTS, size=n, p=[0.35, 0.2, 0.2, 0.25]),
         "internet_service": internet,
@@ -95,7 +101,9 @@ def generate(
     for day in range(days):
         rng = np.random.default_rng([seed, day])
         on = scenario.active(day)
-        frame = _features(rng, rows_per_day, covariate=on and scenario.name == "covariate")
+        weekend = on and scenario.name == "weekend" and (start + timedelta(days=day)).weekday() >= 5
+        frame = _features(rng, rows_per_day, covariate=on and scenario.name == "covariate",
+                          weekend=weekend)
         logit = churn_logit(frame, concept=on and scenario.name == "concept")
         frame["churned"] = (rng.random(rows_per_day) < 1 / (1 + np.exp(-logit))).astype(int)
         if on and scenario.name == "unit_bug":
