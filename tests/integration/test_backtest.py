@@ -320,3 +320,29 @@ def test_cli_on_the_ticket_classifier_with_slang(home: Path, tmp_path: Path) -> 
                     if r.data.tags["driftloop.policy"] == "configured"]
     assert configured.data.metrics["macro_f1_all"] == pytest.approx(
         totals["metric_overall"]["configured"]["all"])
+
+
+def test_a_weekly_pattern_alarms_without_segments_and_never_with(tmp_path: Path) -> None:
+    """The weekend scenario over three weeks, two of them training: against one reference
+    both weekend days alarm (and the retrain they cause, on the weekend alone, alarms on a
+    weekday); with drift.segments by weekend no period alarms and nothing is retrained."""
+    from kernel.spec import SegmentSettings, load_spec
+
+    data = tmp_path / "weekend.parquet"
+    write_table(generate(21, scenario=Scenario("weekend", 0), rows_per_day=1000, seed=3), data)
+    plain = load_spec(CHURN_SPEC)
+    segmented = plain.model_copy(update={"drift": plain.drift.model_copy(
+        update={"segments": SegmentSettings(by="weekend")})})
+    days: dict[str, list[tuple[str, str]]] = {}
+    for name, spec in (("plain", plain), ("segmented", segmented)):
+        result = run_backtest(spec, CHURN_SPEC, [data],
+                              config=BacktestConfig(initial_periods=14, baselines=False),
+                              policy=load_policy(None, home=tmp_path / f"home-{name}"),
+                              workdir=tmp_path / f"work-{name}")
+        days[name] = [(p.start.strftime("%a"), p.status) for p in result.periods]
+        if name == "segmented":
+            assert result.versions == 1 and result.summary()["retrains"] == 0
+    assert [d for d, _ in days["plain"]] == ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+    assert [s for d, s in days["plain"] if d in ("Sat", "Sun")] == ["drift", "drift"]
+    assert all(s == "ok" for d, s in days["plain"][:2])
+    assert [s for _, s in days["segmented"]] == ["ok"] * 7
