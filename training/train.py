@@ -28,6 +28,8 @@ from kernel.spec import TIME_SEGMENTS, DatasetSpec
 from kernel.text import TextProfile
 from registry import TAG_PREFIX as TAG
 from registry import ModelRegistry, NewVersion, VersionInfo
+from training import coverage as coverage_audit
+from training.coverage import CoverageReport
 from training.data import (
     RECENT,
     SOURCE_COLUMN,
@@ -266,7 +268,7 @@ def lineage_tags(loaded: Loaded, *, since: datetime | None = None,
 
 def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
             evaluation: Evaluation, *, tags: Mapping[str, str], seed: int = 0,
-            served: Fitted | None = None) -> NewVersion:
+            served: Fitted | None = None, coverage: CoverageReport | None = None) -> NewVersion:
     """The version to register: ``served`` (the refit on every row) when given, else
     ``fitted``. The validation metric is always ``fitted``'s on rows it did not see; the
     stored validation scores are the served model's (the prediction-drift reference)."""
@@ -306,6 +308,7 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
         TAG + "estimator": spec.estimator.kind,
         TAG + "useless": "true" if useless else "false",
         **({TAG + "useless_reason": useless} if useless else {}),
+        **({TAG + "coverage": coverage.summary()} if coverage is not None else {}),
         **{k: str(v) for k, v in tags.items()},
     }
     calibration = None
@@ -319,7 +322,8 @@ def package(spec: DatasetSpec, data: pd.DataFrame, parts: Split, fitted: Fitted,
     params = {"estimator": spec.estimator.kind, "rows": len(data), "seed": seed,
               "refit": served is not None,
               "validation_fraction": spec.validation_fraction,
-              **{f"estimator.{k}": v for k, v in spec.estimator.params.items()}}
+              **{f"estimator.{k}": v for k, v in spec.estimator.params.items()},
+              **(coverage.params() if coverage is not None else {})}
     return NewVersion(
         name=spec.model_name, model=model, spec_yaml=spec.to_yaml(),
         input_example=parts.train[features].head(5).reset_index(drop=True),
@@ -337,6 +341,22 @@ def pip_requirements() -> list[str]:
     return [f"{n}=={metadata.version(n)}" for n in names]
 
 
+def audit_coverage(spec: DatasetSpec, data: pd.DataFrame,
+                   registry: ModelRegistry) -> CoverageReport | None:
+    """With ``retrain.coverage`` and a champion: audit the retraining rows against it
+    (training/coverage.py) before anything is fitted; below a floor raise CoverageError (a
+    DataError: no version). None without the setting or a champion."""
+    if spec.retrain.coverage is None:
+        return None
+    with coverage_audit.load_champion(registry, spec.model_name) as champion:
+        if champion is None:
+            log.info("coverage audit skipped: %s has no champion yet", spec.model_name)
+            return None
+        report = coverage_audit.check(data, spec, champion)
+    log.info("%s: %s", spec.model_name, report.summary())
+    return report
+
+
 def train(spec: DatasetSpec, data_paths: Sequence[str | Path], registry: ModelRegistry, *,
           since: datetime | None = None, until: datetime | None = None,
           alias: str | None = None, tags: Mapping[str, str] = {}, seed: int = 0) -> TrainResult:
@@ -344,10 +364,13 @@ def train(spec: DatasetSpec, data_paths: Sequence[str | Path], registry: ModelRe
 
     A version at chance level (:func:`usefulness`) is still registered, tagged
     ``driftloop.useless=true`` with the reason (``details["useless"]``): the CLI warns and the
-    controller refuses it as challenger."""
+    controller refuses it as challenger. With ``retrain.coverage`` and a champion, the rows
+    are audited first (:func:`audit_coverage`): below a floor nothing is fitted or
+    registered."""
     started = time.perf_counter()
     loaded = load_inputs(data_paths, spec, since=since, until=until)
     data = loaded.data
+    coverage = audit_coverage(spec, data, registry)
     parts = split(data, spec)
     fitted = fit(parts, spec, seed=seed)
     evaluation = evaluate(fitted, parts, spec)
@@ -356,7 +379,7 @@ def train(spec: DatasetSpec, data_paths: Sequence[str | Path], registry: ModelRe
         raise DataError(f"validation metrics are not finite: {bad}")
     served = refit(data, spec, seed=seed) if spec.retrain.refit else None
     new = package(spec, data, parts, fitted, evaluation, seed=seed, served=served,
-                  tags={**lineage_tags(loaded, since=since, until=until), **tags})
+                  coverage=coverage, tags={**lineage_tags(loaded, since=since, until=until), **tags})
     version = registry.register(new)
     if alias:
         registry.set_alias(spec.model_name, alias, version.version)
@@ -370,4 +393,5 @@ def train(spec: DatasetSpec, data_paths: Sequence[str | Path], registry: ModelRe
                        data_hash=new.tags[TAG + "data_hash"], seconds=elapsed, alias=alias,
                        details={"fit_seconds": fitted.seconds + (served.seconds if served else 0.0),
                                 "useless": useless, "refit": served is not None,
+                                "coverage": coverage,
                                 "train_rows_recent": int(new.tags[TAG + "train_rows_recent"])})
