@@ -10,6 +10,7 @@ from controller.machine import PHASES
 
 VERDICT_STATUSES = ("ok", "drift", "degraded", "estimated_degraded", "insufficient_data")
 DRIFT_LEVELS = ("none", "ticket", "retrain")
+SLO_SOURCES = ("realised", "estimated")
 
 
 @dataclass
@@ -25,6 +26,13 @@ class ControllerMetrics:
     drift_share: Gauge
     verdict_status: Gauge
     drift_level: Gauge
+    slo_info: Gauge
+    slo_objective: Gauge
+    slo_budget: Gauge
+    slo_objective_met: Gauge
+    slo_metric_value: Gauge
+    slo_error_budget_remaining: Gauge
+    slo_evaluated: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> ControllerMetrics:
@@ -60,6 +68,34 @@ class ControllerMetrics:
             drift_level=Gauge("driftloop_verdict_drift_level",
                               "1 for the drift level of the last posted verdict (none, "
                               "ticket, retrain).", ["model", "level"], registry=r),
+            # SLOs (controller/slo.py, docs/slo.md): one series per model and SLO of its spec
+            slo_info=Gauge("driftloop_slo_info",
+                           "1 per SLO, carrying its spec settings (severities of the burn "
+                           "alerts, what an exhausted budget does).",
+                           ["model", "slo", "metric", "fast_burn", "slow_burn", "on_exhausted"],
+                           registry=r),
+            slo_objective=Gauge("driftloop_slo_objective",
+                                "The SLO's objective for its metric (at least; at most for "
+                                "log_loss and brier).", ["model", "slo"], registry=r),
+            slo_budget=Gauge("driftloop_slo_budget",
+                             "The SLO's target share of good time over its period (1 - budget "
+                             "is the error budget).", ["model", "slo"], registry=r),
+            slo_objective_met=Gauge("driftloop_slo_objective_met",
+                                    "1 when the last evaluation met the objective, 0 when it "
+                                    "did not; absent when it could not judge (too few labels).",
+                                    ["model", "slo"], registry=r),
+            slo_metric_value=Gauge("driftloop_slo_metric_value",
+                                   "The champion's metric on the SLO's rolling window at the "
+                                   "last evaluation: realised from labels, or estimated "
+                                   "without them (CBPE).", ["model", "slo", "source"],
+                                   registry=r),
+            slo_error_budget_remaining=Gauge(
+                "driftloop_slo_error_budget_remaining",
+                "Share of the error budget left over the SLO's period (1: untouched, 0 or "
+                "below: exhausted).", ["model", "slo"], registry=r),
+            slo_evaluated=Gauge("driftloop_slo_last_evaluation_timestamp_seconds",
+                                "When the SLO was last evaluated.", ["model", "slo"],
+                                registry=r),
         )
 
     def set_phase(self, model: str, phase: str) -> None:
@@ -76,3 +112,22 @@ class ControllerMetrics:
                     1 if name == drift_level else 0)
         if drift_share is not None:
             self.drift_share.labels(model=model).set(drift_share)
+
+    def set_slo(self, model: str, slo: str, *, info: dict[str, str], objective: float,
+                budget: float, met: bool | None, value: float | None, source: str | None,
+                remaining: float, evaluated_at: float) -> None:
+        """One SLO's series after an evaluation (or, after a restart, the stored last one)."""
+        self.slo_info.labels(model=model, slo=slo, **info).set(1)
+        self.slo_objective.labels(model=model, slo=slo).set(objective)
+        self.slo_budget.labels(model=model, slo=slo).set(budget)
+        if met is None:
+            self.slo_objective_met.remove(model, slo)
+        else:
+            self.slo_objective_met.labels(model=model, slo=slo).set(1 if met else 0)
+        for name in SLO_SOURCES:
+            if name == source and value is not None:
+                self.slo_metric_value.labels(model=model, slo=slo, source=name).set(value)
+            else:
+                self.slo_metric_value.remove(model, slo, name)
+        self.slo_error_budget_remaining.labels(model=model, slo=slo).set(remaining)
+        self.slo_evaluated.labels(model=model, slo=slo).set(evaluated_at)

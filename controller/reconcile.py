@@ -72,9 +72,11 @@ from controller.recent import (
 )
 from controller.schedule import last_fire
 from controller.settings import ControllerSettings
+from controller.slo import SloMonitor
 from controller.store import StaleState, Store, TriggerRow
 from kernel.errors import RetryableError
 from kernel.spec import DatasetSpec
+from monitoring.check import Reference
 from monitoring.predlog import WindowReader
 from registry import (
     ALIAS_CHALLENGER,
@@ -170,6 +172,9 @@ class Controller:
         self.last_pass: Pass | None = None
         self._saves = 0
         self.foreign = ForeignMoves(registry, clock, settings.controller_foreign_check_seconds)
+        self.slo = SloMonitor(store=store, registry=registry, reader=reader, metrics=metrics,
+                              every_seconds=settings.controller_slo_check_seconds,
+                              reference_of=self._slo_reference)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -358,6 +363,8 @@ class Controller:
 
     def _builtin_triggers(self, model: str, state: ModelState) -> None:
         now = self.clock()
+        # SLOs (controller/slo.py): an exhausted error budget adds its own trigger (source slo)
+        self.errors += self.slo.check(model, self.models[model].spec, now)
         expr = self.settings.controller_schedule
         if expr:
             slot = last_fire(expr, now)
@@ -382,6 +389,10 @@ class Controller:
                         model=model, source="labels", action="retrain", now=now,
                         reason=f"{fresh} labels received since {since.isoformat()} "
                         f"(threshold {wanted})", dedup_key=f"labels:{model}:{since.isoformat()}")
+
+    def _slo_reference(self, model: str, version: int) -> Reference | None:
+        """The champion's reference for an SLO (its classes, its CBPE calibration)."""
+        return Reference.from_bundle(self.evaluator.cache.bundle(model, version))
 
     def _fresh_labels(self, model: str, start: datetime, now: datetime, since: datetime) -> int:
         """Labels received since ``since`` for predictions of ``[start, now)``: a reader that

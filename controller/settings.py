@@ -221,6 +221,9 @@ class ControllerSettings(CommonSettings, ControllerPolicy):
                                                      "evaluated during the shadow phase.")
     controller_labels_check_seconds: float = Field(300, description="How often the labelled-rows "
                                                    "trigger counts new labels.")
+    controller_slo_check_seconds: float = Field(
+        300, gt=0, description="How often each SLO of a spec (slo:) is evaluated on its rolling "
+        "labelled window (docs/slo.md).")
     controller_max_body_bytes: int = Field(
         10_000_000, ge=1024, description="Largest request body the intake reads (413 above).")
     controller_retention_days: float = Field(

@@ -475,10 +475,16 @@ class Store:
                 slo_evaluations.c.id != keep)).rowcount)
 
     def add_slo_exhaustion(self, *, model: str, slo: str, at: datetime, action: str,
-                           remaining: float, trigger_id: int | None) -> bool:
-        """Record an exhausted budget; False when that one was recorded already."""
+                           remaining: float, trigger: dict[str, Any] | None = None) -> bool:
+        """Record an exhausted budget and, with it in one transaction, the trigger it asks for
+        (``trigger``: the ``add_trigger`` fields but model and now); False when that one was
+        recorded already (nothing is inserted then)."""
         try:
             with self._tx() as conn:
+                trigger_id = None
+                if trigger is not None:
+                    trigger_id = _new_id(conn.execute(triggers.insert().values(
+                        **{"status": "pending", **trigger, "model": model, "received_at": at})))
                 conn.execute(slo_exhaustions.insert().values(
                     model=model, slo=slo, exhausted_at=at, action=action, remaining=remaining,
                     trigger_id=trigger_id))
