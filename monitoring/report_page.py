@@ -2,9 +2,10 @@
 
 Evidently renders what it measured (per-column drift); the verdict is driftloop's. A reader
 opening the HTML of a "degraded" day must see that first: the verdict and its reasons, then
-realised performance against the version's baseline, data quality, prediction drift, and
-only then the data-drift panels. Each section is a ``<section data-driftloop="...">`` so a
-test (or a script) can find it.
+realised performance against the version's baseline (and the label-free estimate), data
+quality, prediction drift, the multivariate (domain-classifier) result, and only then the
+data-drift panels (with each segment's result when the spec segments windows). Each section
+is a ``<section data-driftloop="...">`` so a test (or a script) can find it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from monitoring.verdict import Verdict
 
-SECTIONS = ("verdict", "performance", "data-quality", "prediction-drift", "data-drift")
+SECTIONS = ("verdict", "performance", "data-quality", "prediction-drift", "multivariate",
+            "data-drift")
 
 _COLOURS = {"ok": "#d1e7dd", "insufficient_data": "#e2e3e5", "drift": "#fff3cd",
             "degraded": "#f8d7da", "estimated_degraded": "#ffe5d0"}
@@ -96,8 +98,33 @@ def _prediction(v: Verdict) -> str:
                         "<p>no prediction-drift reference for this version</p>")
     rows = [[d.column, d.method, _num(d.score), _num(d.threshold),
              "drifted" if d.drifted else "not drifted"]]
-    return _section("prediction-drift", "Prediction drift",
-                    _table(["column", "method", "score", "threshold", "judgement"], rows))
+    body = _table(["column", "method", "score", "threshold", "judgement"], rows)
+    a = v.prediction_alarm
+    if a is not None:
+        body += ("<h3>Against its own threshold (drift.prediction_drift)</h3>" + _table(
+            ["statistic", "value", "threshold", "validation resamples", "rows", "judgement"],
+            [[a.statistic, _num(a.value), _num(a.threshold),
+              f"{_num(a.null_mean)} + {a.sigmas:g} x {_num(a.null_std)}", str(a.rows),
+              f"drifted: {a.level}" if a.drifted else "not drifted"]]))
+    else:
+        body += "<p>reported only: drift.prediction_drift is not set</p>"
+    return _section("prediction-drift", "Prediction drift", body)
+
+
+def _multivariate(v: Verdict) -> str:
+    m = v.multivariate
+    if m is None:
+        return _section("multivariate", "Multivariate drift",
+                        "<p>not run: drift.domain_classifier is not set (or too few rows)</p>")
+    rows = [[m.method, _num(m.auc), _num(m.threshold),
+             f"{_num(m.null_auc_mean)} +/- {_num(m.null_auc_std)}", str(m.rows_per_side),
+             "drifted" if m.drifted else "not drifted"]]
+    top = ", ".join(f"{name} ({drop:+.3f})" for name, drop in zip(m.top_features, m.auc_drops,
+                                                                   strict=False))
+    return _section("multivariate", "Multivariate drift", _table(
+        ["method", "ROC AUC", "threshold", "reference vs reference", "rows a side",
+         "judgement"], rows) + f"<p>most separating (AUC lost when permuted): "
+        f"{escape(top or '-')}</p>")
 
 
 def _data_drift(v: Verdict) -> str:
@@ -105,13 +132,22 @@ def _data_drift(v: Verdict) -> str:
     drifted = ", ".join(v.drifted_columns) or "none"
     body = (f"<p>drift share {share} (dataset drift at {v.drift_share_threshold:.2f}); drifted "
             f"columns: {escape(drifted)}. Evidently's per-column panels follow.</p>")
+    if v.segmented_by is not None and v.segments:
+        rows = [[s.segment, str(s.rows), str(s.reference_rows),
+                 "skipped" if s.drift_share is None else f"{s.drift_share:.2f}",
+                 s.skipped or (s.level or "-"), ", ".join(s.drifted_columns) or "-"]
+                for s in v.segments]
+        body += (f"<h3>Segments by {escape(v.segmented_by)} (each against its own "
+                 "reference; the largest share speaks)</h3>" + _table(
+                     ["segment", "rows", "reference rows", "drift share", "level",
+                      "drifted columns"], rows))
     return _section("data-drift", "Data drift", body)
 
 
 def verdict_header(verdict: Verdict) -> str:
     """The sections, in order, as one HTML fragment."""
     return "".join([_verdict(verdict), _performance(verdict), _quality(verdict),
-                    _prediction(verdict), _data_drift(verdict)])
+                    _prediction(verdict), _multivariate(verdict), _data_drift(verdict)])
 
 
 def prepend_verdict(path: Path, verdict: Verdict) -> None:
