@@ -155,7 +155,9 @@ class Budget:
 
     @property
     def allowed_seconds(self) -> float:
-        return (1.0 - self.budget) * self.period_seconds
+        """The error budget in seconds (to the microsecond: 1 - 0.995 is not 0.005 in floats,
+        and 3.6 h of bad time must spend a 99.5% monthly budget exactly)."""
+        return round((1.0 - self.budget) * self.period_seconds, 6)
 
     @property
     def consumed(self) -> float:
