@@ -31,6 +31,7 @@ from controller.core import decide, trigger_outcome
 from controller.evidence import Evaluator
 from controller.foreign import ForeignMoves
 from controller.history import record_on_versions
+from controller.holdout import HoldoutMonitor
 from controller.launcher import Launcher, LaunchError, LaunchRequest
 from controller.machine import (
     Action,
@@ -175,6 +176,8 @@ class Controller:
         self.slo = SloMonitor(store=store, registry=registry, reader=reader, metrics=metrics,
                               every_seconds=settings.controller_slo_check_seconds,
                               reference_of=self._slo_reference)
+        self.holdout = HoldoutMonitor(store=store, registry=registry, metrics=metrics,
+                                      cache=lambda: self.evaluator.cache)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -365,6 +368,8 @@ class Controller:
         now = self.clock()
         # SLOs (controller/slo.py): an exhausted error budget adds its own trigger (source slo)
         self.errors += self.slo.check(model, self.models[model].spec, now)
+        # the static holdout (controller/holdout.py): a drop adds its own trigger (source holdout)
+        self.errors += self.holdout.check(model, self.models[model].spec, now)
         expr = self.settings.controller_schedule
         if expr:
             slot = last_fire(expr, now)
