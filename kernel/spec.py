@@ -175,6 +175,16 @@ class PredictionDriftSettings(_Strict):
                           "slice (of the window's size) and the slice itself.")
 
 
+class CalibratedThresholds(_Strict):
+    """Distance thresholds set from the reference's own variation (docs/monitoring.md,
+    "Calibrated thresholds")."""
+
+    sigmas: float = Field(3.0, gt=0, description="A column drifts when its distance is above "
+                          "the mean plus this many standard deviations of the distance "
+                          "between resamples of its reference (of the window's size).")
+    resamples: int = Field(30, ge=5, le=500, description="Resamples behind each threshold.")
+
+
 class DriftSettings(_Strict):
     drift_share: float = Field(0.3, gt=0, le=1, description="Share of drifted columns for dataset drift.")
     min_rows: int = Field(200, ge=1, description="Fewer rows in a window: insufficient_data.")
@@ -193,6 +203,10 @@ class DriftSettings(_Strict):
     segments: SegmentSettings | None = Field(
         None, description="Compare each window with the reference of its own segment (day of "
         "week, hour of day, weekend or a categorical column); unset: one reference.")
+    calibrated_thresholds: CalibratedThresholds | None = Field(
+        None, description="Replace the distance methods' fixed thresholds (Wasserstein, "
+        "Jensen-Shannon, PSI) by mean + sigmas x sd of the distance between resamples of the "
+        "reference (of its segment, with segments); unset: the methods' own thresholds.")
     prediction_drift: PredictionDriftSettings | None = Field(
         None, description="Let prediction drift raise a verdict by itself, at a threshold "
         "set from the reference; unset: prediction drift is reported, never alarmed.")

@@ -150,6 +150,12 @@ class Reference:
         return None if self.validation_scores is None else stats.NumericSample(self.validation_scores)
 
     @cached_property
+    def distance_nulls(self) -> dict[tuple[str, str, int], tuple[float, float]]:
+        """Calibrated thresholds' null (mean, sd) by (column, method, window rows), filled on
+        use (:func:`calibrate`)."""
+        return {}
+
+    @cached_property
     def null_aucs(self) -> dict[int, list[float]]:
         """The domain classifier's reference-vs-reference AUCs by rows a side (filled on use)."""
         return {}
@@ -174,11 +180,12 @@ class Reference:
         return ReferenceProfile.of(self.features, spec.features.numerical, spec.features.categorical)
 
 
-def _to_result(r: stats.ColumnResult) -> ColumnDrift:
+def _to_result(r: stats.ColumnResult, calibrated: bool = False) -> ColumnDrift:
     score = r.score if np.isfinite(r.score) else (0.0 if r.method in ("ks", "chisquare", "z")
                                                    else 1.0)
     return ColumnDrift(column=r.column, kind=r.kind, method=r.method, score=float(score),
-                       threshold=float(r.threshold), drifted=bool(r.drifted))
+                       threshold=float(r.threshold), drifted=bool(r.drifted),
+                       calibrated=calibrated)
 
 
 def current_samples(reference: Reference, current: pd.DataFrame,
@@ -206,6 +213,8 @@ def feature_drift(reference: Reference, current: pd.DataFrame,
         try:
             result = stats.column_drift(col, reference.samples[col], cur, kind,
                                         method=method, threshold=threshold)
+            if spec.drift.calibrated_thresholds is not None and threshold is None:
+                result = calibrate(reference, result, cur)
             if col not in spec.features.tabular:
                 result = _descriptor_significance(result, reference.samples[col], cur)
             out.append(result)
@@ -215,6 +224,59 @@ def feature_drift(reference: Reference, current: pd.DataFrame,
             out.append(drift.column_drift(col, reference.features[col], current[col], kind,
                                           method=str(method), threshold=threshold))
     return out
+
+
+#: Methods whose score is a distance (drift at or above the threshold): the ones a calibrated
+#: threshold replaces. P-value tests keep their significance level.
+DISTANCE_METHODS = frozenset({"wasserstein", "jensenshannon", "psi"})
+#: A resample draws at most this many rows a side (more: a slightly higher threshold).
+CALIBRATION_ROWS = 20_000
+
+
+def calibrate(reference: Reference, result: stats.ColumnResult,
+              cur: stats.Sample) -> stats.ColumnResult:
+    """``result`` with its threshold set from the reference alone (spec
+    drift.calibrated_thresholds): the mean plus ``sigmas`` standard deviations of the same
+    distance between two resamples of the column's reference sample, one of the reference's
+    size and one of the window's (each at most ``CALIBRATION_ROWS``), as NannyML sets its
+    thresholds from the reference's chunk-to-chunk variation. A distance of an unchanged
+    world then alarms about as often whatever the window's size, where a fixed threshold
+    alarms on small windows from sampling noise alone. P-value tests are left as they are."""
+    settings = reference.spec.drift.calibrated_thresholds
+    ref = reference.samples[result.column]
+    if settings is None or result.method not in DISTANCE_METHODS or not ref.n or not cur.n:
+        return result
+    drawn_ref, drawn_cur = min(ref.n, CALIBRATION_ROWS), min(cur.n, CALIBRATION_ROWS)
+    key = (result.column, result.method, drawn_cur)
+    if key not in reference.distance_nulls:
+        rng = np.random.default_rng(23)
+        values = []
+        for _ in range(settings.resamples):
+            a, b = _resample(ref, drawn_ref, rng), _resample(ref, drawn_cur, rng)
+            values.append(stats.column_drift(result.column, a, b, result.kind,
+                                             method=result.method).score)
+        null = np.asarray(values, dtype=float)
+        reference.distance_nulls[key] = (float(null.mean()), float(null.std(ddof=1)))
+    mean, std = reference.distance_nulls[key]
+    limit = mean + settings.sigmas * std
+    return stats.ColumnResult(result.column, result.kind, result.method, result.score,
+                              limit, bool(result.score >= limit))
+
+
+def _calibrated(spec: DatasetSpec, result: stats.ColumnResult) -> bool:
+    """Whether :func:`calibrate` set ``result``'s threshold."""
+    override = spec.drift.per_column.get(result.column)
+    return (spec.drift.calibrated_thresholds is not None
+            and (override is None or override.threshold is None)
+            and result.method in {*DISTANCE_METHODS, DESCRIPTOR_METHOD})
+
+
+def _resample(sample: stats.Sample, n: int, rng: np.random.Generator) -> stats.Sample:
+    """``n`` rows drawn with replacement from ``sample``'s non-missing values."""
+    if isinstance(sample, stats.NumericSample):
+        return stats.NumericSample(rng.choice(sample.values, n))
+    values, counts = sample.factorized
+    return stats.CategoricalSample.from_counts(values, rng.multinomial(n, counts / counts.sum()))
 
 
 #: A text descriptor's distance drift that must also be significant (docs/monitoring.md).
@@ -474,8 +536,8 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
         samples = current_samples(reference, current, profiled)
         results = feature_drift(reference, current, samples)
     share = _share(results, texts)
-    columns = [_with_psi(_to_result(r), judged.samples[r.column], samples[r.column])
-               for r in results]
+    columns = [_with_psi(_to_result(r, _calibrated(spec, r)), judged.samples[r.column],
+                         samples[r.column]) for r in results]
     drifted = [r.column for r in results if r.drifted] + [t.column for t in texts if t.drifted]
     prediction = class_drift(reference, current)
     if prediction is None and reference.score_sample is not None and \

@@ -367,10 +367,12 @@ def _summary_verdict(settings: MonitoringSettings, reference: Reference, model: 
         raise UsageError(f"DRIFTLOOP_DRIFT_ENGINE={settings.drift_engine} checks binary "
                          "tabular models; a spec with text features or classes: needs "
                          "DRIFTLOOP_DRIFT_ENGINE=exact")
-    if spec.drift.segments is not None or spec.drift.prediction_drift is not None:
-        raise UsageError(f"DRIFTLOOP_DRIFT_ENGINE={settings.drift_engine} does not segment "
-                         "windows or calibrate prediction drift; a spec with drift.segments "
-                         "or drift.prediction_drift needs DRIFTLOOP_DRIFT_ENGINE=exact")
+    asked = [name for name in ("segments", "calibrated_thresholds", "prediction_drift")
+             if getattr(spec.drift, name) is not None]
+    if asked:
+        raise UsageError(f"DRIFTLOOP_DRIFT_ENGINE={settings.drift_engine} does not take "
+                         f"{', '.join('drift.' + a for a in asked)}; use "
+                         "DRIFTLOOP_DRIFT_ENGINE=exact")
     uri = settings.resolved_log_uri
     try:
         verdict = summary_check(uri, reference, model=model, version=version, since=since,

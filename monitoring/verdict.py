@@ -39,6 +39,9 @@ class ColumnDrift(_Model):
     # its band: below 0.1 none, 0.1 to 0.2 moderate, 0.2 and above significant
     psi: float | None = None
     psi_band: Literal["none", "moderate", "significant"] | None = None
+    # spec drift.calibrated_thresholds: the threshold is the reference's own (mean + k sd of
+    # the distance between resamples of it), not the method's fixed one
+    calibrated: bool = False
 
 
 class ColumnQuality(_Model):

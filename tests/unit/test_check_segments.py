@@ -213,3 +213,62 @@ def test_multiclass_prediction_drift_is_the_class_shares_total_variation() -> No
     same = pd.DataFrame({"x": rng.normal(size=1000),
                          "prediction": rng.choice(["a", "b", "c"], 1000, p=[0.5, 0.3, 0.2])})
     assert not check_frames(reference, same, now=NOW).prediction_alarm.drifted  # type: ignore[union-attr]
+
+
+# --- calibrated thresholds ------------------------------------------------------------------
+
+
+def test_calibrated_thresholds_stop_small_windows_alarming_on_noise() -> None:
+    history = generate(20, rows_per_day=2500, seed=3)
+    fixed_spec = _churn(min_rows=50)
+    calibrated_spec = _churn(min_rows=50, calibrated_thresholds={})
+    fixed = Reference(fixed_spec, history[fixed_spec.features.all])
+    calibrated = Reference(calibrated_spec, history[fixed_spec.features.all])
+    alarms = {"fixed": 0, "calibrated": 0}
+    for seed in range(20):   # 100-row windows of an unchanged world
+        window = generate(1, rows_per_day=100, seed=100 + seed)
+        alarms["fixed"] += check_frames(fixed, window).status == "drift"
+        verdict = check_frames(calibrated, window)
+        alarms["calibrated"] += verdict.status == "drift"
+        distances = [c for c in verdict.columns if c.method in ("wasserstein", "jensenshannon")]
+        assert distances and all(c.calibrated for c in distances)
+        assert all(c.threshold != 0.1 for c in distances)
+    assert alarms["fixed"] >= 3 and alarms["calibrated"] == 0
+    changed = generate(1, scenario=Scenario("covariate", 0), rows_per_day=300, seed=9)
+    verdict = check_frames(calibrated, changed)
+    assert verdict.status == "drift" and "tenure_months" in verdict.drifted_columns
+
+
+def test_a_calibrated_threshold_shrinks_as_the_window_grows_and_is_cached() -> None:
+    history = generate(10, rows_per_day=2000, seed=4)
+    spec = _churn(calibrated_thresholds={"sigmas": 3, "resamples": 20})
+    reference = Reference(spec, history[spec.features.all])
+    small = check_frames(reference, generate(1, rows_per_day=300, seed=11))
+    large = check_frames(reference, generate(1, rows_per_day=5000, seed=12))
+    by_column = {c.column: c for c in small.columns}
+    for column in large.columns:
+        if column.method == "wasserstein":
+            assert column.threshold < by_column[column.column].threshold
+    assert {k[2] for k in reference.distance_nulls} == {300, 5000}
+    # a per-column threshold set in the spec wins over calibration
+    pinned = _churn(calibrated_thresholds={}, per_column={"tenure_months": {"threshold": 0.5}})
+    verdict = check_frames(Reference(pinned, history[spec.features.all]),
+                           generate(1, rows_per_day=300, seed=11))
+    tenure = next(c for c in verdict.columns if c.column == "tenure_months")
+    assert tenure.threshold == 0.5 and not tenure.calibrated
+
+
+@pytest.mark.parametrize("drift", [SEGMENTED, {"calibrated_thresholds": {}},
+                                   {"prediction_drift": {}}])
+def test_the_summary_engine_refuses_what_it_cannot_compute(drift: dict[str, object],
+                                                           tmp_path: object) -> None:
+    from kernel.errors import UsageError
+    from monitoring.job import _summary_verdict
+    from monitoring.settings import MonitoringSettings
+
+    spec = _churn(**drift)
+    settings = MonitoringSettings(drift_engine="summary", home=str(tmp_path))
+    reference = Reference(spec, generate(1, rows_per_day=200, seed=1)[spec.features.all])
+    with pytest.raises(UsageError, match=f"does not take drift.{next(iter(drift))}; use "
+                                         "DRIFTLOOP_DRIFT_ENGINE=exact"):
+        _summary_verdict(settings, reference, "churn", 1, NOW, NOW, NOW)
