@@ -15,7 +15,8 @@ PHASES: tuple[Phase, ...] = ("idle", "training", "shadow", "deciding", "cooldown
 ACTIVE: frozenset[str] = frozenset({"training", "shadow", "deciding"})
 Outcome = Literal["promote", "reject", "wait", "no_change"]  # no_change: same data or scores
 MAX_REASONS = 50                         # reasons kept per cycle; more are only counted
-SOURCES = ("alertmanager", "verdict", "manual", "schedule", "labels", "performance", "slo")
+SOURCES = ("alertmanager", "verdict", "manual", "schedule", "labels", "performance", "slo",
+           "holdout")
 EVIDENCE = ("shadow", "offline_replay")  # the gate's evidence sources
 
 
