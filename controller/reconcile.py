@@ -117,6 +117,15 @@ class Pass:
     quiet: bool
 
 
+def _launched_holdout(dest: Path) -> datetime | None:
+    """The holdout cut a cycle's launch recorded beside its rows (``<cycle>.holdout``; None
+    if it recorded none)."""
+    try:
+        return datetime.fromisoformat(dest.with_suffix(".holdout").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def _training_running(state: ModelState) -> bool:
     c = state.cycle
     return state.phase == "training" and c is not None and c.launched_at is not None
@@ -503,8 +512,10 @@ class Controller:
         if data.note:
             log.warning("%s: %s", a.cycle_id, data.note)
         if self._trained(a.model, a.cycle_id) is not None:
-            # an earlier attempt finished while we were down: never retrain twice
-            return TrainingLaunched(a.cycle_id, a.attempt, data.holdout_from)
+            # an earlier attempt finished while we were down: never retrain twice, and keep
+            # the holdout cut it trained before (a change window's "now" has moved on since)
+            return TrainingLaunched(a.cycle_id, a.attempt,
+                                    _launched_holdout(dest) or data.holdout_from)
         paths = list(history.paths)
         if data.path is not None:
             paths.append(data.path)
@@ -514,6 +525,8 @@ class Controller:
                                   "labelled rows", False)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.with_suffix(".window.json").write_text(json.dumps(window.tags()))
+        if data.holdout_from is not None:
+            dest.with_suffix(".holdout").write_text(data.holdout_from.isoformat())
         request = LaunchRequest(a.model, a.cycle_id, a.attempt, managed.spec_path, tuple(paths),
                                 reason=", ".join(a.sources) or "manual", since=since,
                                 until=data.holdout_from, recent_path=data.path)

@@ -259,3 +259,32 @@ def test_a_permanent_error_in_one_model_fails_its_cycle_and_the_others_go_on(
     controller.reconcile_once()  # and the next pass does not fail again
     assert controller.load("alpha")[0].phase == "failed"
     store.close()
+
+
+def test_a_relaunch_of_a_trained_change_cycle_keeps_the_holdout_it_trained_before(
+        shell: dict, churn_spec: DatasetSpec) -> None:
+    """A change window's rows end when its labels suffice, so its cut moves with the clock:
+    a second pass that finds the cycle already trained returns the first launch's cut, not a
+    later one (the gate would ignore the held-out rows between the two)."""
+    from controller.machine import LaunchTraining, TrainingLaunched
+    from controller.recent import Window
+
+    c, clock = shell["c"], shell["clock"]
+    spec = c.models["churn"].spec.model_copy(update={"retrain": churn_spec.retrain.model_copy(
+        update={"min_rows": 10})})
+    c.models["churn"] = Managed(spec, c.models["churn"].spec_path)
+    c._window = lambda a, s, now: Window("change", NOW - timedelta(days=2), "a change")
+    action = LaunchTraining("churn", "churn-c1", 1, ("drift",), ("verdict",), started_at=NOW)
+    first = c._launch(action)
+    assert isinstance(first, TrainingLaunched) and first.holdout_from is not None
+    shell["reader"].frame = pd.concat([shell["reader"].frame, LogReader(
+        churn_spec, start=NOW, until=NOW + timedelta(hours=6),
+        step=timedelta(minutes=10)).frame])   # six more hours of labelled rows
+    clock.now = NOW + timedelta(hours=6)
+    again = c._launch(action)
+    assert isinstance(again, TrainingLaunched) and again.holdout_from == first.holdout_from
+    assert len(c.launcher.requests) == 1      # trained once
+    (c.settings.home_dir / "controller" / "data" / "churn-c1.holdout").unlink()
+    moved = c._launch(action)                 # a launch made before the cut was recorded
+    assert isinstance(moved, TrainingLaunched) and moved.holdout_from is not None
+    assert moved.holdout_from > first.holdout_from
