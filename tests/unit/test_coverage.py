@@ -180,3 +180,19 @@ def test_a_retrain_below_the_floor_registers_nothing_and_one_above_logs_its_figu
     shares = json.loads(report.params()["coverage.decile_shares"])
     assert len(shares) == 10 and sum(shares) == pytest.approx(1.0)
     assert min(shares) >= 0.05 and report.champion_version == 1
+
+
+class ThreeWay:
+    """A multi-class stand-in: probabilities (a, (1 - a) / 2, (1 - a) / 2)."""
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        a = frame["a"].to_numpy(dtype=float)
+        return np.column_stack([a, (1 - a) / 2, (1 - a) / 2])
+
+
+def test_a_multiclass_champion_is_audited_on_its_top_probability() -> None:
+    spec = parse_spec({**BASE, "classes": ["x", "y", "z"],
+                       "retrain": {"coverage": {"min_decile_share": 0.05}}})
+    rows = _rows(np.array([0.1, 0.5, 0.9]))
+    champion = Champion(2, ThreeWay(), spec, np.linspace(1 / 3, 1, 1001), rows)
+    assert champion_scores(champion, rows) == pytest.approx([0.45, 0.5, 0.9])

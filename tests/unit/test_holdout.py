@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
 from controller.evidence import Evaluator, ModelCache
 from controller.holdout import HoldoutMonitor, score_holdout, worse_by
@@ -236,3 +236,34 @@ def test_the_reconcile_pass_scores_the_holdout_and_takes_its_trigger(tmp_path: P
     assert launcher.requests[0].reason == "holdout"
     assert state.cycle is not None and state.cycle.reasons[0].startswith(
         "holdout: holdout roc_auc of champion v2")
+
+
+class Fixed:
+    """A multi-class stand-in: the probabilities of the row's ``a`` bucket, in its classes'
+    order (z, x, y: not the spec's)."""
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        table = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]])
+        return table[np.minimum((frame["a"].to_numpy(dtype=float) * 3).astype(int), 2)]
+
+
+def test_a_multiclass_holdout_uses_the_versions_class_order(tmp_path: Path) -> None:
+    spec = parse_spec({"model_name": "churn", "target": "y", "timestamp_column": "ts",
+                       "classes": ["x", "y", "z"], "features": {"numerical": ["a"]},
+                       "holdout": {"path": "holdout.csv"}}, source=tmp_path / "spec.yaml")
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"a": rng.uniform(0, 1, 300), "y": rng.choice(["x", "y", "z"], 300)})
+    frame.to_csv(tmp_path / "holdout.csv", index=False)
+    order = ["z", "x", "y"]
+    value, rows = score_holdout(frame, spec, spec, Fixed(), order)
+    predicted = np.asarray(order)[Fixed().predict_proba(frame).argmax(axis=1)]
+    assert rows == 300 and value == pytest.approx(
+        f1_score(frame["y"], predicted, average="macro", labels=["x", "y", "z"]))
+    monitor, registry, _, metrics = _world(tmp_path)
+    empty = pd.DataFrame({"a": [0.5]})
+    v1 = registry.register(NewVersion(
+        "churn", model=Fixed(), spec_yaml=spec.to_yaml(), input_example=empty, reference=empty,
+        validation=empty, metrics={}, params={}, tags={}, classes=order)).version
+    registry.set_alias("churn", ALIAS_CHAMPION, v1)
+    assert monitor.check("churn", spec, T0) == 0
+    assert _gauge(metrics, v1) == pytest.approx(value)
