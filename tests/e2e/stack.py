@@ -28,13 +28,17 @@ def shortened_rules(names: set[str], dest: Path, *, window: str = "30s", hold: s
     groups = []
     for path in sorted(RULES_DIR.glob("*.yml")):
         for group in yaml.safe_load(path.read_text())["groups"]:
-            rules = [r for r in group["rules"] if r.get("alert") in names]
+            chosen = [r for r in group["rules"] if r.get("alert") in names]
+            # the group's recording rules come along (slo.yml's alerts read its burn rates)
+            rules = [r for r in group["rules"] if "record" in r] + chosen if chosen else []
             for rule in rules:
                 rule["expr"] = re.sub(r"\[[0-9]+[smhdw]\]", f"[{window}]", rule["expr"])
-                rule["for"] = hold
+                if "alert" in rule:
+                    rule["for"] = hold
             if rules:
                 groups.append({"name": group["name"], "interval": "1s", "rules": rules})
-    assert {r["alert"] for g in groups for r in g["rules"]} == names, "rule names changed?"
+    assert {r["alert"] for g in groups for r in g["rules"] if "alert" in r} == names, \
+        "rule names changed?"
     dest.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     return dest
 
