@@ -298,6 +298,10 @@ def test_every_dashboard_panel_has_data_from_a_real_prometheus(
     metrics.set_phase(model, "shadow")
     metrics.set_verdict(model, "drift", 0.43)
     metrics.last_decision.labels(model=model).set(time.time() - 3600)
+    metrics.set_slo(model, "auc-7d", info={"metric": "roc_auc", "fast_burn": "page",
+                                           "slow_burn": "ticket", "on_exhausted": "retrain"},
+                    objective=0.91, budget=0.995, met=False, value=0.87, source="realised",
+                    remaining=0.25, evaluated_at=time.time())
     now = datetime.now(UTC)
     verdict = Verdict(model=model, version=1, window_start=now, window_end=now, created_at=now,
                       rows=1000, labelled_rows=0, status="drift", drift_share=0.43,
@@ -348,6 +352,10 @@ def test_every_dashboard_panel_has_data_from_a_real_prometheus(
         assert champion.json()["data"]["result"][0]["metric"]["version"] == "1"
         drift = httpx.get(f"{api}/query", params={"query": queries["Drift share (last verdict)"]})
         assert float(drift.json()["data"]["result"][0]["value"][1]) == pytest.approx(0.43)
+        budget = httpx.get(f"{api}/query",
+                           params={"query": queries["SLO error budget remaining"]}).json()
+        assert budget["data"]["result"][0]["metric"]["slo"] == "auc-7d"
+        assert float(budget["data"]["result"][0]["value"][1]) == pytest.approx(0.25)
     finally:
         _stop(process)
         for server, _ in servers:
