@@ -68,34 +68,7 @@ class ControllerMetrics:
             drift_level=Gauge("driftloop_verdict_drift_level",
                               "1 for the drift level of the last posted verdict (none, "
                               "ticket, retrain).", ["model", "level"], registry=r),
-            # SLOs (controller/slo.py, docs/slo.md): one series per model and SLO of its spec
-            slo_info=Gauge("driftloop_slo_info",
-                           "1 per SLO, carrying its spec settings (severities of the burn "
-                           "alerts, what an exhausted budget does).",
-                           ["model", "slo", "metric", "fast_burn", "slow_burn", "on_exhausted"],
-                           registry=r),
-            slo_objective=Gauge("driftloop_slo_objective",
-                                "The SLO's objective for its metric (at least; at most for "
-                                "log_loss and brier).", ["model", "slo"], registry=r),
-            slo_budget=Gauge("driftloop_slo_budget",
-                             "The SLO's target share of good time over its period (1 - budget "
-                             "is the error budget).", ["model", "slo"], registry=r),
-            slo_objective_met=Gauge("driftloop_slo_objective_met",
-                                    "1 when the last evaluation met the objective, 0 when it "
-                                    "did not; absent when it could not judge (too few labels).",
-                                    ["model", "slo"], registry=r),
-            slo_metric_value=Gauge("driftloop_slo_metric_value",
-                                   "The champion's metric on the SLO's rolling window at the "
-                                   "last evaluation: realised from labels, or estimated "
-                                   "without them (CBPE).", ["model", "slo", "source"],
-                                   registry=r),
-            slo_error_budget_remaining=Gauge(
-                "driftloop_slo_error_budget_remaining",
-                "Share of the error budget left over the SLO's period (1: untouched, 0 or "
-                "below: exhausted).", ["model", "slo"], registry=r),
-            slo_evaluated=Gauge("driftloop_slo_last_evaluation_timestamp_seconds",
-                                "When the SLO was last evaluated.", ["model", "slo"],
-                                registry=r),
+            **_slo_gauges(r),
         )
 
     def set_phase(self, model: str, phase: str) -> None:
@@ -131,3 +104,35 @@ class ControllerMetrics:
                 self.slo_metric_value.remove(model, slo, name)
         self.slo_error_budget_remaining.labels(model=model, slo=slo).set(remaining)
         self.slo_evaluated.labels(model=model, slo=slo).set(evaluated_at)
+
+
+
+def _slo_gauges(r: CollectorRegistry) -> dict[str, Gauge]:
+    """The SLO series (controller/slo.py, docs/slo.md): one per model and SLO of its spec."""
+    slo = ["model", "slo"]
+    return {
+        "slo_info": Gauge(
+            "driftloop_slo_info", "1 per SLO, carrying its spec settings (severities of the "
+            "burn alerts, what an exhausted budget does).",
+            [*slo, "metric", "fast_burn", "slow_burn", "on_exhausted"], registry=r),
+        "slo_objective": Gauge(
+            "driftloop_slo_objective", "The SLO's objective for its metric (at least; at most "
+            "for log_loss and brier).", slo, registry=r),
+        "slo_budget": Gauge(
+            "driftloop_slo_budget", "The SLO's target share of good time over its period "
+            "(1 - budget is the error budget).", slo, registry=r),
+        "slo_objective_met": Gauge(
+            "driftloop_slo_objective_met", "1 when the last evaluation met the objective, 0 "
+            "when it did not; absent when it could not judge (too few labels).", slo,
+            registry=r),
+        "slo_metric_value": Gauge(
+            "driftloop_slo_metric_value", "The champion's metric on the SLO's rolling window "
+            "at the last evaluation: realised from labels, or estimated without them (CBPE).",
+            [*slo, "source"], registry=r),
+        "slo_error_budget_remaining": Gauge(
+            "driftloop_slo_error_budget_remaining", "Share of the error budget left over the "
+            "SLO's period (1: untouched, 0 or below: exhausted).", slo, registry=r),
+        "slo_evaluated": Gauge(
+            "driftloop_slo_last_evaluation_timestamp_seconds", "When the SLO was last "
+            "evaluated.", slo, registry=r),
+    }
