@@ -309,3 +309,30 @@ def test_the_reconcile_pass_evaluates_slos_and_an_exhausted_budget_starts_a_retr
     assert [(t.source, t.status, t.outcome) for t in taken] == [("slo", "done", "started")]
     assert world.metrics.registry.get_sample_value(
         "driftloop_controller_triggers_total", {"source": "slo", "outcome": "started"}) == 1
+
+
+def test_an_estimated_evaluation_is_exported_and_stored_as_estimated() -> None:
+    rng = np.random.default_rng(9)
+    spec = _spec({"name": "auc", "metric": "accuracy", "objective": 0.7, "estimated": True},
+                 metric="accuracy")
+    reference = _calibrated_reference(spec, rng)
+    asked: list[tuple[str, int]] = []
+
+    def reference_of(model: str, version: int) -> Reference:
+        asked.append((model, version))
+        return reference
+
+    store = Store("sqlite://")
+    metrics = ControllerMetrics.create()
+    monitor = SloMonitor(store=store, registry=_registry(), metrics=metrics, every_seconds=300,
+                         reader=FixedReader(_window(rng, 3000, labelled=10)),
+                         reference_of=reference_of)
+    for seconds in (0, 300):
+        monitor.check("churn", spec, T0 + timedelta(seconds=seconds))
+    assert asked == [("churn", 1)]                                # one reference per version
+    value = _sample(metrics, "driftloop_slo_metric_value", source="estimated")
+    assert value == pytest.approx(0.75, abs=0.03)                 # E[max(s, 1 - s)]
+    assert _sample(metrics, "driftloop_slo_metric_value", source="realised") is None
+    assert _sample(metrics, "driftloop_slo_objective_met") == 1
+    rows = store.slo_evaluations_of("churn", "auc")
+    assert [(r.status, r.source) for r in rows] == [("good", "estimated")] * 2
