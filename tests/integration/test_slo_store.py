@@ -5,27 +5,14 @@ exhaustion stored with its trigger in one transaction, once."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from controller.store import SloEvaluationRow, Store
 
-try:
-    from tests.integration.test_controller_postgres import cluster  # noqa: F401 (a fixture)
-except pytest.skip.Exception:   # psycopg not installed: the PostgreSQL cases skip
-    cluster = None
+# the database fixture (SQLite, and a throwaway PostgreSQL when psycopg is installed) and the
+# cluster it draws PostgreSQL databases from
+from tests.integration.test_controller_migrations import cluster, db_url  # noqa: F401
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'controller.db'}"
-    if cluster is None:
-        pytest.skip("psycopg not installed")
-    return str(request.getfixturevalue("cluster").new_database())
 
 
 def _row(minutes: int, status: str = "bad", slo: str = "auc") -> SloEvaluationRow:
@@ -35,7 +22,7 @@ def _row(minutes: int, status: str = "bad", slo: str = "auc") -> SloEvaluationRo
                             rows=500, version=3, note=f"look at {minutes}")
 
 
-def test_slo_history_purge_and_exhaustion(db_url: str) -> None:
+def test_slo_history_purge_and_exhaustion(db_url: str) -> None:  # noqa: F811 (the fixture)
     store = Store(db_url)
     try:
         for minutes in (0, 5, 10, 15, 20):
