@@ -61,10 +61,36 @@ def _sample(texts: Sequence[str | None], rows: int, seed: int) -> list[str]:
 def random_auc_percentile(y: np.ndarray, confidence: float = PERC_CONFIDENCE,
                           iterations: int = 1000, seed: int = 42) -> float:
     """The ``confidence`` percentile of a random classifier's ROC AUC on labels ``y`` (what
-    Evidently's percentile test compares with; the same seeds)."""
+    Evidently's percentile test compares with; the same seeds, so the same random scores).
+
+    Evidently calls scikit-learn's ``roc_auc_score`` once per seed; here the AUCs of all the
+    seeds' scores come from one rank computation (the Mann-Whitney form: continuous random
+    scores have no ties, where it equals the ROC curve's area), about 50x faster on a few
+    hundred held-out texts. :func:`random_auc_percentile_loop` is Evidently's loop, kept to
+    hold this one to it."""
+    labels = np.asarray(y)
+    values = np.unique(labels)
+    if values.size != 2:
+        return random_auc_percentile_loop(labels, confidence, iterations, seed)
+    positive = labels == values[1]            # roc_auc_score's positive class: the greater
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    np.random.seed(seed)  # Evidently's own sequence of seeds, for the same threshold
+    seeds = np.random.randint(0, iterations * 10, size=iterations)
+    scores = np.empty((iterations, labels.size))
+    for i, s in enumerate(seeds):
+        np.random.seed(s)
+        scores[i] = np.random.rand(labels.size)
+    ranks = scores.argsort(axis=1).argsort(axis=1) + 1.0
+    aucs = (ranks[:, positive].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return float(np.percentile(aucs, 100 * confidence))
+
+
+def random_auc_percentile_loop(y: np.ndarray, confidence: float = PERC_CONFIDENCE,
+                               iterations: int = 1000, seed: int = 42) -> float:
+    """Evidently's computation of :func:`random_auc_percentile`, one ``roc_auc_score`` a seed."""
     from sklearn.metrics import roc_auc_score
 
-    np.random.seed(seed)  # Evidently's own sequence of seeds, for the same threshold
+    np.random.seed(seed)
     seeds = np.random.randint(0, iterations * 10, size=iterations)
     values = []
     for s in seeds:

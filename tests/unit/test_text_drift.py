@@ -69,3 +69,13 @@ def test_multiclass_performance_equals_sklearn():
     assert out["macro_f1"] == pytest.approx(f1_score(y, pred, labels=[0, 1], average="macro"))
     assert out["log_loss"] == pytest.approx(log_loss(y, p, labels=[0, 1, 2]))
     assert "recall.network" not in out and 0 <= out["recall.billing"] <= 1
+
+
+@pytest.mark.parametrize(("n", "share"), [(40, 0.5), (333, 0.3), (600, 0.5), (901, 0.8)])
+def test_the_ranked_random_auc_percentile_equals_evidentlys_loop(n: int, share: float) -> None:
+    y = (np.random.default_rng(n).random(n) < share).astype(int)
+    assert text_drift.random_auc_percentile(y) == pytest.approx(
+        text_drift.random_auc_percentile_loop(y), abs=1e-12)
+    labels = np.where(y == 1, "current", "reference")   # the positive class: the greater
+    assert text_drift.random_auc_percentile(labels, 0.9, iterations=200, seed=3) == \
+        pytest.approx(text_drift.random_auc_percentile_loop(labels, 0.9, 200, 3), abs=1e-12)
