@@ -301,7 +301,7 @@ change from {onset:%Y-%m-%d}, day {COV_ONSET}; `none` has no change), replayed w
 defaults** (no policy file; the spec's `retrain.window: auto`); the first {COV_INITIAL} days
 train the first champion; daily periods, labels one day late, hourly ticks. The metric columns
 are ROC AUC from the onset on (hindsight, every label) for never retraining, the configured
-policy and retraining every period. Bars (issue 14): no false alarm in the stable periods;
+policy and retraining every period. The bars: no false alarm in the stable periods;
 configured never worse than never retraining by more than {NEVER_SLACK}; for `concept`, within
 {CONCEPT_GAP} of retraining every period.
 
