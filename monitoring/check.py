@@ -545,8 +545,10 @@ def check_frames(reference: Reference, current: pd.DataFrame, *, model: str | No
         pred = stats.column_drift(SCORE_COLUMN, reference.score_sample,
                                   stats.NumericSample(current[SCORE_COLUMN]), "score")
         prediction = _to_result(pred)
+    # quality reads the whole window: a judged segment's samples are only its rows
     quality_rows = column_quality(reference.profile, current, spec.features.numerical,
-                                  spec.features.categorical, quality, samples)
+                                  spec.features.categorical, quality,
+                                  samples if segmented.judged is None else None)
     perf = performance(reference, current)
     estimated = estimated_performance(reference, current, perf)
     level = drift_level(share, spec.drift.retrain_share, spec.drift.ticket_share)

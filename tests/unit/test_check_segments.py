@@ -272,3 +272,20 @@ def test_the_summary_engine_refuses_what_it_cannot_compute(drift: dict[str, obje
     with pytest.raises(UsageError, match=f"does not take drift.{next(iter(drift))}; use "
                                          "DRIFTLOOP_DRIFT_ENGINE=exact"):
         _summary_verdict(settings, reference, "churn", 1, NOW, NOW, NOW)
+
+
+def test_data_quality_reads_the_whole_window_not_the_judged_segment() -> None:
+    spec = _churn(**SEGMENTED)
+    history = _weekly(28)
+    saturday = _day(generate(35, scenario=Scenario("covariate", 28), rows_per_day=1000,
+                             seed=5), 30)   # a changed world: the weekend segment is judged
+    window = pd.concat([_day(history, 27), saturday]).reset_index(drop=True)
+    window.loc[window["ts"].dt.dayofweek < 5, "total_charges"] = np.nan   # weekday rows only
+    verdict = check_frames(_reference(spec, history), window)
+    judged = max(verdict.segments, key=lambda s: s.drift_share or 0)
+    assert judged.segment == "weekend" and verdict.drift_share == judged.drift_share
+    plain = check_frames(_reference(_churn(), history), window)
+    quality = {q.column: q for q in verdict.data_quality}
+    assert quality["total_charges"].missing_share == pytest.approx(0.5)
+    assert [q.model_dump() for q in verdict.data_quality] == [
+        q.model_dump() for q in plain.data_quality]
