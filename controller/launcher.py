@@ -3,7 +3,8 @@
 - :class:`LocalProcessLauncher` runs ``driftloop train ... --tag cycle_id=<id>`` as a
   subprocess (its own session, so it outlives a killed controller), logs to
   ``<home>/logs/``. Launching is idempotent: a process already running for the cycle is
-  found by its command line (psutil) and not started again. The child gets the
+  found by the pid file written beside its log (pid and start time, so a reused pid is
+  never mistaken for it) or else by its command line (psutil), and not started again. The child gets the
   controller's environment without driftloop's service secrets (:func:`training_env`).
 - :class:`GitHubActionsLauncher` dispatches the project's retrain workflow
   (``workflow_dispatch``) with the cycle id as an input. The cycle's recent labelled rows
@@ -114,14 +115,37 @@ def training_env(environ: Mapping[str, str], extra: Mapping[str, str] | None = N
     return env
 
 
+def _alive(proc: psutil.Process) -> bool:
+    return bool(proc.status() != psutil.STATUS_ZOMBIE)
+
+
+def _pid_file_pid(path: Path) -> int | None:
+    """The pid recorded in ``path`` (``<pid> <create time>``) if that very process lives."""
+    try:
+        pid_text, created = path.read_text().split()
+        proc = psutil.Process(int(pid_text))
+        if abs(proc.create_time() - float(created)) < 0.01 and _alive(proc):
+            return proc.pid
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
 def _running_pids(cycle_id: str, attempt: int) -> list[int]:
-    """Live (not zombie) processes whose command line carries this cycle and attempt."""
+    """Live (not zombie) processes whose command line carries this cycle and attempt.
+
+    Each process is looked up afresh (not through ``psutil.process_iter``'s cache), and one
+    that vanishes or denies access mid-scan is skipped, never the whole scan."""
     wanted = (f"cycle_id={cycle_id}", f"attempt={attempt}")
     found: list[int] = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        parts = proc.info["cmdline"] or ()  # None when access is denied or it just exited
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and all(w in parts for w in wanted):
-            found.append(proc.pid)
+    for pid in psutil.pids():
+        try:
+            proc = psutil.Process(pid)
+            with proc.oneshot():
+                if _alive(proc) and all(w in proc.cmdline() for w in wanted):
+                    found.append(pid)
+        except psutil.Error:
+            continue
     return found
 
 
@@ -135,11 +159,21 @@ class LocalProcessLauncher:
     def log_path(self, cycle_id: str, attempt: int) -> Path:
         return self.log_dir / f"train-{cycle_id}-{attempt}.log"
 
+    def pid_path(self, cycle_id: str, attempt: int) -> Path:
+        return self.log_dir / f"train-{cycle_id}-{attempt}.pid"
+
+    def running(self, cycle_id: str, attempt: int) -> int | None:
+        """The pid of a live training process for this cycle and attempt, if any."""
+        pid = _pid_file_pid(self.pid_path(cycle_id, attempt))
+        if pid is None:
+            pid = next(iter(_running_pids(cycle_id, attempt)), None)
+        return pid
+
     def launch(self, request: LaunchRequest) -> str:
         key = (request.cycle_id, request.attempt)
-        running = _running_pids(*key)
-        if running:
-            return f"already running (pid {running[0]})"
+        running = self.running(*key)
+        if running is not None:
+            return f"already running (pid {running})"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         path = self.log_path(*key)
         cmd = [self.python, "-m", "driftloop.cli", *train_args(request)]
@@ -150,6 +184,7 @@ class LocalProcessLauncher:
                                      stdin=subprocess.DEVNULL, start_new_session=True,
                                      env=training_env(os.environ, self.env))
         self._children[key] = child
+        self._record(key, child.pid)
         log.info("launched training for %s attempt %d: pid %d, log %s", request.cycle_id,
                  request.attempt, child.pid, path)
         return f"pid {child.pid}, log {path}"
@@ -161,9 +196,20 @@ class LocalProcessLauncher:
             if code is None:
                 return LaunchStatus("running")
             return LaunchStatus("exited", code, self._tail(cycle_id, attempt))
-        if _running_pids(cycle_id, attempt):
+        if self.running(cycle_id, attempt) is not None:
             return LaunchStatus("running")
         return LaunchStatus("gone", None, self._tail(cycle_id, attempt))
+
+    def _record(self, key: tuple[str, int], pid: int) -> None:
+        """Write the child's pid file (atomically); without it, the command-line scan."""
+        path = self.pid_path(*key)
+        try:
+            created = psutil.Process(pid).create_time()
+            tmp = path.with_suffix(".pid.tmp")
+            tmp.write_text(f"{pid} {created!r}\n")
+            tmp.replace(path)
+        except (OSError, psutil.Error) as exc:
+            log.warning("could not write %s (%s); the child is found by its command line", path, exc)
 
     def _tail(self, cycle_id: str, attempt: int) -> str:
         try:

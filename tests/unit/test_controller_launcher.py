@@ -4,12 +4,14 @@ GitHub documents it, and the local command line."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from controller.launcher import (
@@ -189,11 +191,17 @@ def test_the_training_child_gets_no_tokens_and_is_found_running(
     try:
         detail = launcher.launch(REQUEST)
         pid = int(detail.split()[1].rstrip(","))
-        # Another controller (no memory of the child) finds it by its command line.
+        assert launcher.status(REQUEST.cycle_id, REQUEST.attempt).status == "running", \
+            launcher.status(REQUEST.cycle_id, REQUEST.attempt)
+        # Another controller (no memory of the child) finds it by its pid file...
         other = LocalProcessLauncher(tmp_path / "logs", python=str(fake_python), env=extra)
         assert other.launch(REQUEST) == f"already running (pid {pid})"
         assert other.status(REQUEST.cycle_id, REQUEST.attempt).status == "running"
         assert other.status(REQUEST.cycle_id, REQUEST.attempt + 1).status == "gone"
+        # ...and, with the pid file lost, by its command line.
+        other.pid_path(REQUEST.cycle_id, REQUEST.attempt).unlink()
+        assert other.launch(REQUEST) == f"already running (pid {pid})"
+        assert other.status(REQUEST.cycle_id, REQUEST.attempt).status == "running"
     finally:
         go.touch()
     while launcher.status(REQUEST.cycle_id, REQUEST.attempt).status == "running":
@@ -203,3 +211,19 @@ def test_the_training_child_gets_no_tokens_and_is_found_running(
     assert not set(SECRETS) & set(child_env)
     assert {k: child_env[k] for k in NEEDED} == NEEDED
     assert "PATH" in child_env
+
+
+def test_a_pid_file_naming_a_reused_pid_is_not_the_child(tmp_path: Path) -> None:
+    # This very (live) process holds the pid, but it started at another time: the pid was
+    # reused, so the cycle has no live child and the command-line scan finds none either.
+    launcher = LocalProcessLauncher(tmp_path / "logs")
+    launcher.log_dir.mkdir()
+    path = launcher.pid_path(REQUEST.cycle_id, REQUEST.attempt)
+    path.write_text(f"{os.getpid()} 12345.0\n")
+    assert launcher.running(REQUEST.cycle_id, REQUEST.attempt) is None
+    assert launcher.status(REQUEST.cycle_id, REQUEST.attempt).status == "gone"
+    created = psutil.Process(os.getpid()).create_time()
+    path.write_text(f"{os.getpid()} {created!r}\n")
+    assert launcher.running(REQUEST.cycle_id, REQUEST.attempt) == os.getpid()
+    path.write_text("garbage")
+    assert launcher.running(REQUEST.cycle_id, REQUEST.attempt) is None
