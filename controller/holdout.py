@@ -45,6 +45,7 @@ from kernel.frames import fill_missing_text
 from kernel.metrics import metric_value, multiclass_value
 from kernel.spec import DatasetSpec
 from kernel.tables import conform, read_table
+from monitoring.check import worse_by
 from registry import ALIAS_CHAMPION, ALIAS_PREVIOUS, TAG_PREFIX, ModelRegistry
 from registry.port import MONITORING_EXPERIMENT
 
@@ -96,11 +97,6 @@ def score_holdout(frame: pd.DataFrame, spec: DatasetSpec, version_spec: DatasetS
         raise DataError(f"{spec.metric} is undefined on the {len(frame)} holdout rows "
                         "(one class only?)")
     return float(value), len(frame)
-
-
-def worse_by(value: float, baseline: float, *, lower_is_better: bool) -> float:
-    """How much worse ``value`` is than ``baseline`` (positive: worse)."""
-    return value - baseline if lower_is_better else baseline - value
 
 
 _INSTRUMENTS: weakref.WeakKeyDictionary[CollectorRegistry, tuple[Gauge, Counter]] = \

@@ -37,9 +37,8 @@ import pandas as pd
 from controller.metrics import ControllerMetrics
 from controller.store import SloEvaluationRow, Store
 from kernel.errors import RetryableError
-from kernel.metrics import metric_value, multiclass_value
 from kernel.spec import LOWER_IS_BETTER, DatasetSpec, SloSettings
-from monitoring.check import Reference, estimated_performance
+from monitoring.check import Reference, estimated_performance, realised_metric
 from monitoring.predlog import WindowReader
 from registry import ALIAS_CHAMPION, ModelRegistry
 
@@ -70,28 +69,6 @@ def slo_metric(slo: SloSettings, spec: DatasetSpec) -> str:
     return slo.metric or spec.metric
 
 
-def _realised(metric: str, spec: DatasetSpec, labelled: pd.DataFrame,
-              classes: Sequence[str] | None) -> float | None:
-    """The metric on labelled rows, decoded by the spec's one decoder (kernel/labels.py);
-    labels it cannot read (and multi-class rows whose probabilities do not fit) left out."""
-    if spec.is_multiclass:
-        if classes is None or "probabilities" not in labelled.columns:
-            return None
-        y = spec.class_codec(classes).decode_many(labelled["label"], strict=False)
-        rows = list(labelled["probabilities"])
-        keep = (y >= 0) & np.array([p is not None and len(p) == len(classes) for p in rows],
-                                   dtype=bool)
-        if not keep.any():
-            return None
-        matrix = np.array([list(rows[i]) for i in np.flatnonzero(keep)], dtype=float)
-        value = multiclass_value(metric, y[keep], matrix)
-    else:
-        y = spec.labels.decode_many(labelled["label"], strict=False)
-        known = y >= 0
-        value = metric_value(metric, y[known], labelled["score"].to_numpy(dtype=float)[known])
-    return float(value) if np.isfinite(value) else None
-
-
 def judge(slo: SloSettings, spec: DatasetSpec, window: pd.DataFrame, *,
           reference: Callable[[], Reference | None] | None = None) -> Evaluation:
     """The SLO on the champion's rows of its window (``window``: the log's columns, labels
@@ -109,7 +86,7 @@ def judge(slo: SloSettings, spec: DatasetSpec, window: pd.DataFrame, *,
         if spec.is_multiclass and classes is None and reference is not None:
             ref = reference()
             classes = list(ref.classes) if ref is not None and ref.classes else None
-        value = _realised(metric, spec, labelled, classes)
+        value = realised_metric(spec, metric, labelled, classes)
         if value is not None:
             met = objective_met(value, slo.objective, lower_is_better=lower)
             return Evaluation("good" if met else "bad", "realised", value, slo.objective,

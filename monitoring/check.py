@@ -378,23 +378,35 @@ def homogeneity_p(ref: stats.Sample, cur: stats.Sample) -> float:
     return float(chi2_contingency(table, correction=False).pvalue)
 
 
-def _multiclass_realised(reference: Reference, labelled: pd.DataFrame) -> float | None:
-    """The spec's metric on labelled rows' class probabilities; labels of no class and rows
-    whose probabilities do not fit the version's classes are left out."""
-    assert reference.classes is not None
-    if PROBABILITIES_COLUMN not in labelled.columns:
-        return None
-    codec = reference.spec.class_codec(reference.classes)
-    y = codec.decode_many(labelled[LABEL_COLUMN], strict=False)
-    width = len(reference.classes)
-    rows = [p for p in labelled[PROBABILITIES_COLUMN]]
-    fits = np.array([p is not None and len(p) == width for p in rows], dtype=bool)
-    keep = (y >= 0) & fits
-    if not keep.any():
-        return None
-    matrix = np.array([list(rows[i]) for i in np.flatnonzero(keep)], dtype=float)
-    value = multiclass_value(reference.spec.metric, y[keep], matrix)
-    return value if np.isfinite(value) else None
+def realised_metric(spec: DatasetSpec, metric: str, labelled: pd.DataFrame,
+                    classes: tuple[str, ...] | list[str] | None) -> float | None:
+    """``metric`` on labelled rows (the log's ``label`` and ``score`` or ``probabilities``),
+    decoded by the spec's one decoder (kernel/labels.py). Labels it cannot read, and rows
+    whose class probabilities do not fit ``classes``, are left out; None when nothing is
+    left, when a multi-class spec has no classes or no probabilities, or when the metric is
+    undefined (one class only)."""
+    if spec.is_multiclass:
+        if classes is None or PROBABILITIES_COLUMN not in labelled.columns:
+            return None
+        y = spec.class_codec(classes).decode_many(labelled[LABEL_COLUMN], strict=False)
+        rows = list(labelled[PROBABILITIES_COLUMN])
+        fits = np.array([p is not None and len(p) == len(classes) for p in rows], dtype=bool)
+        keep = (y >= 0) & fits
+        if not keep.any():
+            return None
+        matrix = np.array([list(rows[i]) for i in np.flatnonzero(keep)], dtype=float)
+        value = multiclass_value(metric, y[keep], matrix)
+    else:
+        y = spec.labels.decode_many(labelled[LABEL_COLUMN], strict=False)
+        known = y >= 0
+        value = metric_value(metric, y[known],
+                             labelled[SCORE_COLUMN].to_numpy(dtype=float)[known])
+    return float(value) if np.isfinite(value) else None
+
+
+def worse_by(value: float, baseline: float, *, lower_is_better: bool) -> float:
+    """How much worse ``value`` is than ``baseline`` (positive: worse)."""
+    return value - baseline if lower_is_better else baseline - value
 
 
 def performance(reference: Reference, current: pd.DataFrame) -> Performance | None:
@@ -405,17 +417,10 @@ def performance(reference: Reference, current: pd.DataFrame) -> Performance | No
     labelled = current[current[LABEL_COLUMN].notna() & current[SCORE_COLUMN].notna()]
     tolerance = spec.drift.performance_tolerance
     value = None
-    if len(labelled) >= spec.drift.min_labelled_rows and reference.classes is not None:
-        value = _multiclass_realised(reference, labelled)
-    elif len(labelled) >= spec.drift.min_labelled_rows:
-        # The spec's one decoder (kernel/labels.py); a stored label it cannot read is left out.
-        y = spec.labels.decode_many(labelled[LABEL_COLUMN], strict=False)
-        known = y >= 0
-        realised = metric_value(spec.metric, y[known],
-                                labelled[SCORE_COLUMN].to_numpy(dtype=float)[known])
-        value = realised if np.isfinite(realised) else None
-    worse = None if value is None else (value - baseline if spec.lower_is_better
-                                        else baseline - value)
+    if len(labelled) >= spec.drift.min_labelled_rows:
+        value = realised_metric(spec, spec.metric, labelled, reference.classes)
+    worse = None if value is None else worse_by(value, float(baseline),
+                                                 lower_is_better=spec.lower_is_better)
     return Performance(metric=spec.metric, value=value, baseline=float(baseline),
                        tolerance=tolerance, labelled_rows=len(labelled),
                        lower_is_better=spec.lower_is_better,

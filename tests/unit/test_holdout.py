@@ -16,12 +16,13 @@ import pytest
 from sklearn.metrics import f1_score, log_loss, roc_auc_score
 
 from controller.evidence import Evaluator, ModelCache
-from controller.holdout import HoldoutMonitor, score_holdout, worse_by
+from controller.holdout import HoldoutMonitor, score_holdout
 from controller.metrics import ControllerMetrics
 from controller.reconcile import Controller, Managed
 from controller.settings import ControllerSettings
 from controller.store import Store
 from kernel.spec import DatasetSpec, parse_spec
+from monitoring.check import worse_by
 from monitoring.predlog import open_log
 from registry import ALIAS_CHAMPION, ALIAS_PREVIOUS, TAG_PREFIX, NewVersion
 from registry.memory import InMemoryRegistry
