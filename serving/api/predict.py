@@ -12,8 +12,8 @@ and the probability list. Text features are counted (serving/metrics.py) in eith
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -37,6 +37,12 @@ from serving.state import ServingState
 
 router = APIRouter(tags=["predict"])
 NOT_READY: dict[int | str, dict[str, Any]] = {503: problem("No model loaded yet (the reason is given).")}
+
+
+def new_request_id() -> str:
+    """128 random bits as 32 hex digits, the form of ``uuid4().hex`` at a fifth of its cost
+    (0.5 against 2.4 us: no UUID object is built on the request path)."""
+    return os.urandom(16).hex()
 
 
 def row(model: LoadedModel, ts: float, request_id: str, score: float, prediction: int | str,
@@ -82,7 +88,7 @@ async def predict(request: Request) -> Response:
     else:
         score = await run_in_threadpool(model.score_one, record)
     prediction = 1 if score > THRESHOLD else 0
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or new_request_id()
     state.count_prediction(model, score, prediction, model.schema.observe(record))
     if model.schema.text:
         state.count_texts(model, record)
@@ -105,7 +111,7 @@ async def _predict_class(state: ServingState, model: LoadedModel, record: dict[s
         proba = await run_in_threadpool(model.proba_one, record)
     best = top(proba)
     prediction, score = classes[best], proba[best]
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or new_request_id()
     state.count_class(model, score, prediction, model.schema.observe(record))
     if model.schema.text:
         state.count_texts(model, record)
@@ -177,7 +183,7 @@ async def predict_batch(request: Request) -> Response:
     for (record, rid), s in zip(parsed, scores, strict=True):
         score = float(s)
         prediction = 1 if score > THRESHOLD else 0
-        rid = rid or uuid.uuid4().hex
+        rid = rid or new_request_id()
         state.count_prediction(model, score, prediction, model.schema.observe(record))
         if model.schema.text:
             state.count_texts(model, record)
@@ -201,7 +207,7 @@ async def _predict_class_batch(state: ServingState, model: LoadedModel,
     out, rows = [], []
     for (record, rid), proba, i in zip(parsed, matrix.tolist(), best, strict=True):
         prediction, score = classes[i], proba[i]
-        rid = rid or uuid.uuid4().hex
+        rid = rid or new_request_id()
         state.count_class(model, score, prediction, model.schema.observe(record))
         if model.schema.text:
             state.count_texts(model, record)

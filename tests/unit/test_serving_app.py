@@ -112,14 +112,17 @@ async def test_predict_logs_counts_and_feedback(home: Path, fake: InMemoryRegist
         model = (await client.get("/model")).json()
         assert model["champion"]["version"] == champion
         assert model["champion"]["fast_path"] == "linear"
-        answered = 0
+        answered, ids = 0, set()
         for i in range(20):
             r = await client.post("/predict", json=sample_record(churn_frame, spec, i))
             assert r.status_code == 200
             body = r.json()
             assert set(body) == {"request_id", "prediction", "score", "model_version"}
+            assert len(body["request_id"]) == 32 and int(body["request_id"], 16) >= 0
+            ids.add(body["request_id"])
             assert 0 <= body["score"] <= 1 and body["prediction"] in (0, 1)
             answered += 1
+        assert len(ids) == answered  # server-made ids never repeat
         odd = sample_record(churn_frame, spec) | {"payment_method": "crypto-wallet",
                                                    "monthly_charges": 1e6, "tenure_months": None,
                                                    "request_id": "client-42"}
