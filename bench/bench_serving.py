@@ -5,7 +5,9 @@ worker each, loopback, 16 connections, ``--duration`` seconds per server (20 by 
 ``--rounds`` slices). Reported: requests/s, p50/p99, and the server's CPU per request.
 MLServer runs from its own venv (``.bench-venvs/mlserver``; docs/serving.md says how to make
 it) and is skipped, saying so, without it. Load generator: wrk with a Lua POST script, or an
-httpx async loop when wrk is not installed. Writes docs/bench/serving.md."""
+httpx async loop when wrk is not installed. Writes docs/bench/serving.md
+(``--breakdown``: also monitoring on with each of its parts switched off in turn, written
+to docs/bench/serving-breakdown.md instead)."""
 
 from __future__ import annotations
 
@@ -170,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-mlserver", action="store_true",
                         help="no MLServer (otherwise run from .bench-venvs/mlserver when it "
                         "exists; see docs/serving.md)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also measure monitoring on with the log, shadow scoring or "
+                        "metrics switched off (written to docs/bench/serving-breakdown.md)")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help="estimator kinds, one pipeline each, measured in this order")
     args = parser.parse_args(argv)
@@ -206,6 +211,11 @@ class KindRun:
 
 MLSERVER_VENV = ROOT / ".bench-venvs" / "mlserver"
 ON, OFF = "driftloop, metrics + log + shadow on", "driftloop, monitoring off"
+#: ``--breakdown``: monitoring on with one part switched off, to see where its cost goes.
+PARTS = {"driftloop, on without the log": {"DRIFTLOOP_SERVING_LOG": "false"},
+         "driftloop, on without shadow scoring": {"DRIFTLOOP_SERVING_SHADOW": "false"},
+         "driftloop, on without metrics": {"DRIFTLOOP_SERVING_METRICS": "false"}}
+BREAKDOWN_OUT = ROOT / "docs" / "bench" / "serving-breakdown.md"
 MLFLOW, MLSERVER = "mlflow models serve", "MLServer (mlserver-sklearn)"
 
 
@@ -262,6 +272,8 @@ def start_servers(kind: str, spec: Any, record: dict[str, Any], estimator: Any, 
     configs = [(ON, {}), (OFF, {"DRIFTLOOP_SERVING_METRICS": "false",
                                "DRIFTLOOP_SERVING_LOG": "false",
                                "DRIFTLOOP_SERVING_SHADOW": "false"})]
+    if args.breakdown:
+        configs[1:1] = list(PARTS.items())
     for name, extra in configs:
         port = free_port()
         log = work / f"driftloop-{port}.log"
@@ -303,7 +315,7 @@ def peer_scores(servers: list[Server]) -> dict[str, float]:
     for s in servers:
         answer = httpx.post(s.url, content=s.body, timeout=30,
                             headers={"content-type": "application/json"}).json()
-        if s.name in (ON, OFF):
+        if s.name in (ON, OFF, *PARTS):
             out[s.name] = float(answer["score"])
         elif s.name == MLFLOW:
             out[s.name] = float(answer["predictions"][0][1])
@@ -405,7 +417,9 @@ def write_report(runs: list[KindRun], args: argparse.Namespace, argv: list[str],
                           for run in runs)
     mlserver = (metadata_of(MLSERVER_VENV, "mlserver") or "not installed")
     lines = [
-        "## Serving (issue 3, both estimator kinds and the monitoring overhead: issues 12, 21)",
+        ("## Serving: monitoring's cost by part, each switched off in turn (issues 12, 21)"
+         if args.breakdown else
+         "## Serving (issue 3, both estimator kinds and the monitoring overhead: issues 12, 21)"),
         "",
         f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, mlflow {metadata.version('mlflow')}, fastapi "
@@ -438,9 +452,10 @@ def write_report(runs: list[KindRun], args: argparse.Namespace, argv: list[str],
     lines.append("")
     for run in runs:
         lines += verdicts(run)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
-    print(f"wrote {OUT}")
+    out = BREAKDOWN_OUT if args.breakdown else OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
 
 
 def metadata_of(venv: Path, package: str) -> str | None:
@@ -461,6 +476,11 @@ def verdicts(run: KindRun) -> list[str]:
              f"{overhead:.1%} fewer requests/s (target at most 10%), p99 {on.p99_ms:.2f} vs "
              f"{off.p99_ms:.2f} ms = {p99:.2f}x (target at most 1.5x), CPU per request "
              f"{cpu:+.1%}: {'met' if ok else 'MISSED'}."]
+    for part in PARTS:
+        if part in by:
+            saved = by[part].rps / on.rps - 1
+            lines.append(f"- {run.kind}: {part}: {by[part].rps:,.0f} requests/s, {saved:+.1%} "
+                         f"against all of monitoring on; p99 {by[part].p99_ms:.2f} ms.")
     for peer in (MLFLOW, MLSERVER):
         if peer not in by:
             lines.append(f"- {run.kind}: {peer} was not measured in this run.")

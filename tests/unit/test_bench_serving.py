@@ -11,6 +11,7 @@ from bench.bench_serving import (
     MLSERVER,
     OFF,
     ON,
+    PARTS,
     KindRun,
     Result,
     combine,
@@ -47,6 +48,20 @@ def test_the_monitoring_overhead_target_needs_both_throughput_and_p99(on_rps, on
     assert "+10.0%" in lines[0]
     assert f"{on_rps / 40:.1f}x the requests/s (target at least 20x: met)" in lines[1]
     assert lines[2] == f"- trees: {MLSERVER} was not measured in this run."
+
+
+def test_the_breakdown_says_what_each_part_costs() -> None:
+    no_log, no_shadow, no_metrics = PARTS
+    run = KindRun("linear", 1, 2, "linear", [result(ON, 800.0, 12.0, 120.0),
+                                             result(no_log, 880.0, 11.0, 110.0),
+                                             result(no_shadow, 820.0, 12.0, 115.0),
+                                             result(OFF, 1000.0, 10.0, 100.0)])
+    lines = verdicts(run)
+    assert lines[0].startswith("- linear: monitoring overhead") and "20.0% fewer" in lines[0]
+    assert lines[1] == (f"- linear: {no_log}: 880 requests/s, +10.0% against all of "
+                        "monitoring on; p99 11.00 ms.")
+    assert lines[2].startswith(f"- linear: {no_shadow}: 820 requests/s, +2.5%")
+    assert not any(no_metrics in line for line in lines)  # not measured: not reported
 
 
 def test_process_cpu_reads_this_process() -> None:
