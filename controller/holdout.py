@@ -142,6 +142,7 @@ class HoldoutMonitor:
         settings = spec.holdout
         if settings is None:
             return 0
+        self.errors.labels(model=model)  # exported at 0, so the first failure is an increase
         try:
             champion = self.registry.aliases(model).get(ALIAS_CHAMPION)
             if champion is None or not self._due(model, champion, settings.every_hours, now):

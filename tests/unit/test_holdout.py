@@ -212,6 +212,18 @@ def test_an_unreadable_holdout_is_counted_not_raised(tmp_path: Path, caplog: Any
     assert registry.runs == []
 
 
+def test_the_error_counter_is_exported_at_zero_before_any_failure(tmp_path: Path) -> None:
+    # DriftloopHoldoutFailing is an increase(): a series born at 1 would never fire.
+    spec = _spec(tmp_path)
+    monitor, _, _, metrics = _world(tmp_path)
+    assert monitor.check("churn", spec, T0) == 0  # no champion yet: nothing scored
+    assert metrics.registry.get_sample_value("driftloop_holdout_errors_total",
+                                             {"model": "churn"}) == 0
+    assert monitor.check("other", spec.model_copy(update={"holdout": None}), T0) == 0
+    assert metrics.registry.get_sample_value("driftloop_holdout_errors_total",
+                                             {"model": "other"}) is None
+
+
 def test_the_reconcile_pass_scores_the_holdout_and_takes_its_trigger(tmp_path: Path) -> None:
     (tmp_path / "history.csv").write_text("placeholder")  # a retrain needs training data
     spec = _spec(tmp_path).model_copy(update={"history": ["history.csv"]})
