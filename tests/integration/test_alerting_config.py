@@ -302,6 +302,11 @@ def test_every_dashboard_panel_has_data_from_a_real_prometheus(
                                            "slow_burn": "ticket", "on_exhausted": "retrain"},
                     objective=0.91, budget=0.995, met=False, value=0.87, source="realised",
                     remaining=0.25, evaluated_at=time.time())
+    from controller.holdout import instruments as holdout_instruments
+
+    holdout_metric, holdout_errors = holdout_instruments(controller_registry)
+    holdout_metric.labels(model=model, version="1").set(0.83)
+    holdout_errors.labels(model=model).inc()
     now = datetime.now(UTC)
     verdict = Verdict(model=model, version=1, window_start=now, window_end=now, created_at=now,
                       rows=1000, labelled_rows=0, status="drift", drift_share=0.43,
@@ -356,6 +361,10 @@ def test_every_dashboard_panel_has_data_from_a_real_prometheus(
                            params={"query": queries["SLO error budget remaining"]}).json()
         assert budget["data"]["result"][0]["metric"]["slo"] == "auc-7d"
         assert float(budget["data"]["result"][0]["value"][1]) == pytest.approx(0.25)
+        holdout = httpx.get(f"{api}/query", params={
+            "query": queries["Static holdout metric, champion and previous"]}).json()
+        assert holdout["data"]["result"][0]["metric"]["version"] == "1"
+        assert float(holdout["data"]["result"][0]["value"][1]) == pytest.approx(0.83)
     finally:
         _stop(process)
         for server, _ in servers:
