@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -189,10 +191,34 @@ def _utc(value: datetime | None) -> datetime | None:
     return value
 
 
+#: How long a SQLite connection waits for another's write lock before giving up.
+SQLITE_BUSY_SECONDS = 30.0
+
+
+def _use_wal(cursor: Any, timeout: float = SQLITE_BUSY_SECONDS) -> None:
+    """Put the database in WAL mode (persistent: once set, a read of the mode is all).
+
+    Switching needs the database to itself and SQLite does not call its busy handler for it:
+    a replica starting while another migrates got "database is locked" at once. So the
+    switch is retried, with backoff, for as long as a write would wait."""
+    deadline, delay = time.monotonic() + timeout, 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
 def make_engine(url: str) -> sa.Engine:
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True)
-    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False,
+                                               "timeout": SQLITE_BUSY_SECONDS}}
     if url in ("sqlite://", "sqlite:///:memory:"):
         kwargs["poolclass"] = sa.pool.StaticPool
     else:
@@ -207,9 +233,9 @@ def make_engine(url: str) -> sa.Engine:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None   # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000:.0f}")
+        _use_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")

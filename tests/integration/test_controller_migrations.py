@@ -8,6 +8,7 @@ The previous release made its tables with ``metadata.create_all`` and kept no re
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -201,6 +202,30 @@ def test_replicas_starting_together_migrate_once(db_url: str, engine: sa.Engine)
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_replica_opening_while_another_holds_the_write_lock_waits(tmp_path: Path) -> None:
+    """Switching a rollback-journal SQLite file to WAL needs it to itself, and SQLite does
+    not wait for that: a replica starting mid-migration failed "database is locked" at once
+    (seen in CI). It now waits, as a write would, and opens once the lock is released."""
+    path = tmp_path / "controller.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO other VALUES (1)")
+    release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        store = Store(f"sqlite:///{path}")
+    finally:
+        release.join()
+        holder.close()
+    try:
+        assert store.schema_revision() == migrations.head()
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        store.close()
 
 
 def test_a_database_migrated_by_a_newer_release_is_refused(db_url: str,
